@@ -1,0 +1,1154 @@
+//! External memory imported into CUDA, and what can be mapped from it: read-write buffers
+//! and mipmapped arrays (with level, surface and texture access).
+//!
+//! Every mapping holds a clone of the [`ExternalMemory`] it maps, and the import holds the
+//! exporter's keep-alive, so `cuMemFree`/`cuMipmappedArrayDestroy` ->
+//! `cuDestroyExternalMemory` -> exporter free happen in that order by construction.
+
+use std::any::Any;
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use cudarc::driver::{
+    sys, CudaContext, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError, LaunchArgs,
+    PushKernelArg, SyncOnDrop,
+};
+
+use super::context::bind;
+use super::{raw, Context};
+#[cfg(unix)]
+use crate::external::lend_fd;
+use crate::external::{MemoryHandle, MemoryHandleType, MemoryImport, Win32Handle};
+use crate::{Error, Result};
+
+/// Required alignment of [`ExternalMemory::map`] offsets, in bytes.
+///
+/// It is CUDA's own allocation alignment (what `cuMemAlloc` guarantees), which kernels and
+/// vectorised loads assume of a buffer's base pointer.
+pub const MAP_OFFSET_ALIGNMENT: u64 = 256;
+
+/// Maps a failed `cuImport*` to the error the module docs of [`crate::error`] promise:
+/// a rejected handle is [`Error::InvalidExternalHandle`] (`CUDA_ERROR_INVALID_HANDLE`,
+/// `_INVALID_VALUE`, `_OPERATING_SYSTEM`, and `_UNKNOWN`, which the NVIDIA driver returns
+/// for an fd that is not a memory or semaphore object), an unsupported type
+/// [`Error::Unsupported`].
+pub(super) fn import_error(
+    call: &'static str,
+    handle_type: impl fmt::Display,
+    err: DriverError,
+) -> Error {
+    use sys::CUresult as R;
+    match err.0 {
+        R::CUDA_ERROR_INVALID_HANDLE
+        | R::CUDA_ERROR_INVALID_VALUE
+        | R::CUDA_ERROR_OPERATING_SYSTEM
+        | R::CUDA_ERROR_UNKNOWN => Error::InvalidExternalHandle {
+            call,
+            handle_type: handle_type.to_string(),
+            detail: format!("{:?}", err.0),
+        },
+        R::CUDA_ERROR_NOT_SUPPORTED => Error::Unsupported {
+            what: format!("{call} of a {handle_type} handle"),
+            reason: format!("{:?}", err.0),
+        },
+        _ => Error::cuda(call, err),
+    }
+}
+
+/// Checks an import description before any driver call.
+fn validate_import(size: u64, dedicated: bool, handle_type: MemoryHandleType) -> Result<()> {
+    if size == 0 {
+        return Err(Error::invalid(
+            "import.size",
+            "the import is 0 bytes",
+            "the allocation size in bytes (VkMemoryRequirements::size), at least 1",
+        ));
+    }
+    if handle_type.always_dedicated() && !dedicated {
+        return Err(Error::invalid(
+            "import.dedicated",
+            format!("false, but {handle_type} memory is always a dedicated allocation"),
+            "true",
+        ));
+    }
+    if handle_type == MemoryHandleType::DmaBufFd && dedicated {
+        return Err(Error::invalid(
+            "import.dedicated",
+            "true, but CUDA requires no flags for DmaBufFd imports",
+            "false",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a [`ExternalMemory::map`] range against the import's size; returns its length.
+fn validate_map_range(range: &Range<u64>, size: u64) -> Result<usize> {
+    if range.start >= range.end {
+        return Err(Error::invalid(
+            "range",
+            format!("{}..{} is empty", range.start, range.end),
+            "start < end",
+        ));
+    }
+    if range.end > size {
+        return Err(Error::invalid(
+            "range.end",
+            format!("{} is past the end of the {size}-byte import", range.end),
+            format!("end <= {size}"),
+        ));
+    }
+    if range.start % MAP_OFFSET_ALIGNMENT != 0 {
+        return Err(Error::invalid(
+            "range.start",
+            format!(
+                "{} is not a multiple of {MAP_OFFSET_ALIGNMENT}",
+                range.start
+            ),
+            format!("a multiple of MAP_OFFSET_ALIGNMENT ({MAP_OFFSET_ALIGNMENT} bytes)"),
+        ));
+    }
+    let len = range.end - range.start;
+    usize::try_from(len).map_err(|_| {
+        Error::invalid(
+            "range",
+            format!("{len} bytes do not fit this platform's usize"),
+            format!("at most {} bytes", usize::MAX),
+        )
+    })
+}
+
+/// The driver's form of a memory handle (the `handle` union of the import descriptor).
+type RawMemoryHandle = sys::CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1;
+
+/// Calls `import` with the driver's form of `handle`.
+///
+/// An fd is lent with [`lend_fd`]: after a successful import the driver owns a duplicate
+/// and the caller's fd is closed; after a failure nothing stays open and nothing is closed
+/// twice (the NVIDIA driver closes an fd it refuses, although the documentation leaves it
+/// to the caller). Win32 and NvSci handles are only borrowed for the call.
+fn with_raw_memory_handle<T>(
+    handle: MemoryHandle,
+    import: impl FnOnce(RawMemoryHandle) -> Result<T>,
+) -> Result<T> {
+    use sys::CUDA_EXTERNAL_MEMORY_HANDLE_DESC_st__bindgen_ty_1__bindgen_ty_1 as Win32;
+    let win32 = |h: Win32Handle| RawMemoryHandle {
+        win32: Win32 {
+            handle: h.0,
+            name: std::ptr::null(),
+        },
+    };
+    match handle {
+        #[cfg(unix)]
+        MemoryHandle::OpaqueFd(fd) | MemoryHandle::DmaBufFd(fd) => {
+            lend_fd(fd, |fd| import(RawMemoryHandle { fd }))
+        }
+        MemoryHandle::OpaqueWin32(h)
+        | MemoryHandle::OpaqueWin32Kmt(h)
+        | MemoryHandle::D3D12Heap(h)
+        | MemoryHandle::D3D12Resource(h)
+        | MemoryHandle::D3D11Resource(h)
+        | MemoryHandle::D3D11ResourceKmt(h) => import(win32(h)),
+        MemoryHandle::NvSciBuf(obj) => import(RawMemoryHandle {
+            nvSciBufObject: obj.0.cast_const(),
+        }),
+    }
+}
+
+/// The import descriptor, built field by field (the struct has enum fields, so it must
+/// never be zero-initialised).
+fn memory_handle_desc(
+    handle_type: MemoryHandleType,
+    handle: RawMemoryHandle,
+    size: u64,
+    dedicated: bool,
+) -> sys::CUDA_EXTERNAL_MEMORY_HANDLE_DESC {
+    sys::CUDA_EXTERNAL_MEMORY_HANDLE_DESC {
+        type_: handle_type.into(),
+        handle,
+        size,
+        flags: if dedicated {
+            sys::CUDA_EXTERNAL_MEMORY_DEDICATED
+        } else {
+            0
+        },
+        reserved: [0; 16],
+    }
+}
+
+/// A block of external memory imported into CUDA (`cuImportExternalMemory`).
+///
+/// Cloning is cheap and shares the import. The import is destroyed when the last clone and
+/// the last mapping made from it are gone; only then is the exporter's keep-alive (see
+/// [`ExternalMemory::import_with_owner`]) dropped.
+///
+/// Dropping does not wait for GPU work: finish the work that uses a mapping (stream sync
+/// or a semaphore) before its last handle goes.
+#[derive(Clone)]
+pub struct ExternalMemory {
+    inner: Arc<MemoryInner>,
+}
+
+struct MemoryInner {
+    raw: sys::CUexternalMemory,
+    size: u64,
+    dedicated: bool,
+    handle_type: MemoryHandleType,
+    ctx: Arc<CudaContext>,
+    /// The mapping of the whole import while a [`MappedBuffer`] holds it (weak: the
+    /// mapping holds the import, not the other way round).
+    whole: Mutex<Weak<WholeMapping>>,
+    /// Keeps the exporter's resource alive; declared last so it drops after the
+    /// `cuDestroyExternalMemory` in `Drop`.
+    owner: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+// SAFETY: `CUexternalMemory` is an opaque driver handle that may be used from any thread
+// once its context is bound, which every use here does first.
+unsafe impl Send for MemoryInner {}
+// SAFETY: as above; shared access only reads the handle, the driver synchronises.
+unsafe impl Sync for MemoryInner {}
+
+impl Drop for MemoryInner {
+    fn drop(&mut self) {
+        self.ctx.record_err(self.ctx.bind_to_thread());
+        // SAFETY: every mapping (whole-import buffer or mipmapped array) holds a clone of
+        // the `ExternalMemory`, so none is left once the last `Arc` drops; the import is
+        // destroyed only here, once.
+        self.ctx
+            .record_err(unsafe { raw::destroy_external_memory(self.raw) });
+    }
+}
+
+impl fmt::Debug for ExternalMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExternalMemory")
+            .field("handle_type", &self.inner.handle_type)
+            .field("size", &self.inner.size)
+            .field("dedicated", &self.inner.dedicated)
+            .field("device", &self.inner.ctx.ordinal())
+            .field("has_owner", &self.inner.owner.is_some())
+            .finish()
+    }
+}
+
+impl ExternalMemory {
+    /// Imports external memory into `ctx`.
+    ///
+    /// An fd handle moves into CUDA when the import succeeds and is closed by vkcuda when
+    /// it fails; Win32 and NvSci handles are only borrowed for the call. Only opaque fds
+    /// are tested (Linux); the other handle types are passed as the CUDA documentation
+    /// describes and are untested.
+    ///
+    /// # Safety
+    /// 1. `import.handle` refers to one allocation of exactly `import.size` bytes (the
+    ///    allocation size, not the resource size) on `ctx`'s device.
+    /// 2. `import.dedicated` is true exactly when that allocation is dedicated to one
+    ///    buffer or image.
+    /// 3. A Win32 or NvSci handle is valid for the duration of the call.
+    /// 4. The allocation stays alive while the import exists: either the handle keeps it
+    ///    alive (fds, NT handles), or the caller keeps the exporter's resource alive (see
+    ///    [`ExternalMemory::import_with_owner`]).
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`] for a zero size or a dedicated flag the handle type
+    ///   forbids; checked before any driver call.
+    /// * [`Error::InvalidExternalHandle`] when the driver rejects the handle
+    ///   (`CUDA_ERROR_INVALID_HANDLE`, `_INVALID_VALUE`, `_OPERATING_SYSTEM`, `_UNKNOWN`).
+    /// * [`Error::Unsupported`] for `CUDA_ERROR_NOT_SUPPORTED`, [`Error::Cuda`] otherwise.
+    ///
+    /// After any error the fd has been closed; nothing leaks.
+    pub unsafe fn import(ctx: &Context, import: MemoryImport) -> Result<Self> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { Self::import_inner(ctx, import, None) }
+    }
+
+    /// Like [`ExternalMemory::import`], and keeps `owner` (e.g. the exporter's buffer and
+    /// memory) alive until after `cuDestroyExternalMemory`, so the exporter cannot free the
+    /// memory while CUDA still maps it.
+    ///
+    /// # Safety
+    /// As [`ExternalMemory::import`]; keeping `owner` alive must keep the allocation alive.
+    ///
+    /// # Errors
+    /// As [`ExternalMemory::import`]; on error `owner` is dropped.
+    pub unsafe fn import_with_owner(
+        ctx: &Context,
+        import: MemoryImport,
+        owner: Arc<dyn Any + Send + Sync>,
+    ) -> Result<Self> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { Self::import_inner(ctx, import, Some(owner)) }
+    }
+
+    /// # Safety
+    /// As [`ExternalMemory::import`].
+    unsafe fn import_inner(
+        ctx: &Context,
+        import: MemoryImport,
+        owner: Option<Arc<dyn Any + Send + Sync>>,
+    ) -> Result<Self> {
+        let MemoryImport {
+            handle,
+            size,
+            dedicated,
+        } = import;
+        let handle_type = handle.handle_type();
+        validate_import(size, dedicated, handle_type)?;
+        let cuda = ctx.cuda();
+        bind(cuda)?;
+        let raw = with_raw_memory_handle(handle, |raw_handle| {
+            let desc = memory_handle_desc(handle_type, raw_handle, size, dedicated);
+            // SAFETY: the context is current (bound above); `desc` names the live handle
+            // lent for this call; the caller guarantees size, dedication and validity.
+            unsafe { raw::import_external_memory(&desc) }
+                .map_err(|e| import_error("cuImportExternalMemory", handle_type, e))
+        })?;
+        Ok(Self {
+            inner: Arc::new(MemoryInner {
+                raw,
+                size,
+                dedicated,
+                handle_type,
+                ctx: cuda.clone(),
+                whole: Mutex::default(),
+                owner,
+            }),
+        })
+    }
+
+    /// Size of the imported allocation in bytes.
+    pub fn size(&self) -> u64 {
+        self.inner.size
+    }
+
+    /// The handle type it was imported from.
+    pub fn handle_type(&self) -> MemoryHandleType {
+        self.inner.handle_type
+    }
+
+    /// Whether it was imported as a dedicated allocation.
+    pub fn is_dedicated(&self) -> bool {
+        self.inner.dedicated
+    }
+
+    /// The CUDA context it was imported in.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.inner.ctx
+    }
+
+    /// The raw handle, for driver calls vkcuda does not wrap. Do not destroy it.
+    pub fn cu_external_memory(&self) -> sys::CUexternalMemory {
+        self.inner.raw
+    }
+
+    /// Maps `range` (bytes of the import) as a read-write device buffer.
+    ///
+    /// All [`MappedBuffer`]s of one import share one driver mapping of the whole import
+    /// (`cuExternalMemoryGetMappedBuffer` at offset 0, made by the first `map`, freed with
+    /// `cuMemFree` when the last of them is dropped) and point into it. So any number of
+    /// ranges, overlapping or not, cost one driver mapping, and overlapping ranges alias
+    /// the same addresses. (NVIDIA driver 580 on an H100 refuses every non-zero offset
+    /// into Vulkan-exported memory with `CUDA_ERROR_INVALID_VALUE`, and CUDA's
+    /// documentation recommends mapping the combined range and offsetting into it.)
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`] for an empty range (`range`), an end past the import
+    ///   (`range.end`) or a start that is not a multiple of [`MAP_OFFSET_ALIGNMENT`]
+    ///   (`range.start`).
+    /// * [`Error::OutOfMemory`] or [`Error::Cuda`] when the driver mapping fails.
+    pub fn map(&self, range: Range<u64>) -> Result<MappedBuffer> {
+        let len = validate_map_range(&range, self.size())?;
+        let whole = self.whole_mapping()?;
+        Ok(MappedBuffer {
+            ptr: whole.ptr + range.start,
+            offset: range.start,
+            len,
+            stream: self.context().default_stream(),
+            whole,
+        })
+    }
+
+    /// The mapping of the whole import, made if no [`MappedBuffer`] holds it.
+    fn whole_mapping(&self) -> Result<Arc<WholeMapping>> {
+        let mut slot = self
+            .inner
+            .whole
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(whole) = slot.upgrade() {
+            return Ok(whole);
+        }
+        let ctx = self.context();
+        bind(ctx)?;
+        let size = self.size();
+        // SAFETY: the context is current, the import is alive (held by `self`), `0..size`
+        // is the whole of it, and the pointer is freed by `WholeMapping::drop` while the
+        // `WholeMapping` still holds the import.
+        let ptr = unsafe { raw::external_memory_get_mapped_buffer(self.inner.raw, 0, size) }
+            .map_err(|e| Error::cuda_sized("cuExternalMemoryGetMappedBuffer", e, size))?;
+        let whole = Arc::new(WholeMapping {
+            ptr,
+            memory: self.clone(),
+        });
+        *slot = Arc::downgrade(&whole);
+        Ok(whole)
+    }
+
+    /// Maps an image stored in the import as a CUDA mipmapped array
+    /// (`cuExternalMemoryGetMappedMipmappedArray`).
+    ///
+    /// The layout in `desc` must be the exporter's: for a Vulkan image, derive it from the
+    /// image's create info (as [`crate::interop`] does) rather than writing it by hand.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`] for a zero width, a channel count other than 1, 2 or 4,
+    ///   a level count of 0 or more than the extent allows, or an offset past the import.
+    /// * [`Error::Unsupported`] for a `DmaBufFd` import (CUDA maps those as buffers only).
+    /// * [`Error::OutOfMemory`] or [`Error::Cuda`] when the driver call fails.
+    pub fn map_mipmapped_array(&self, desc: &ArrayDesc) -> Result<MipmappedArray> {
+        validate_array_desc(desc, self.size(), self.handle_type())?;
+        let ctx = self.context();
+        bind(ctx)?;
+        let raw_desc = sys::CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC {
+            offset: desc.offset,
+            arrayDesc: sys::CUDA_ARRAY3D_DESCRIPTOR {
+                Width: desc.width,
+                Height: desc.height,
+                Depth: desc.depth,
+                Format: desc.format,
+                NumChannels: desc.channels,
+                Flags: desc.flags,
+            },
+            numLevels: desc.levels,
+            reserved: [0; 16],
+        };
+        // SAFETY: the context is current, the import is alive (held by `self`), the
+        // description was checked against it, and the array is destroyed by
+        // `ArrayInner::drop` while it still holds the import.
+        let raw =
+            unsafe { raw::external_memory_get_mapped_mipmapped_array(self.inner.raw, &raw_desc) }
+                .map_err(|e| Error::cuda("cuExternalMemoryGetMappedMipmappedArray", e))?;
+        Ok(MipmappedArray {
+            inner: Arc::new(ArrayInner {
+                raw,
+                desc: *desc,
+                memory: self.clone(),
+            }),
+        })
+    }
+}
+
+/// A read-write mapping of a whole import (`cuExternalMemoryGetMappedBuffer`), shared by
+/// the [`MappedBuffer`]s of that import and freed with `cuMemFree` after the last of them.
+struct WholeMapping {
+    ptr: sys::CUdeviceptr,
+    /// Declared last: the import outlives the `cuMemFree` in `Drop`.
+    memory: ExternalMemory,
+}
+
+impl Drop for WholeMapping {
+    fn drop(&mut self) {
+        let ctx = self.memory.context();
+        ctx.record_err(ctx.bind_to_thread());
+        // SAFETY: `ptr` came from `cuExternalMemoryGetMappedBuffer` on the import still held
+        // by `self.memory`; no `MappedBuffer` points into it any more; freed only here, once.
+        ctx.record_err(unsafe { raw::mem_free(self.ptr) });
+    }
+}
+
+/// A read-write device pointer to a range of an [`ExternalMemory`]
+/// ([`ExternalMemory::map`]). It keeps the import's mapping, and so the import, alive.
+///
+/// Works with cudarc's copies and memsets (`DevicePtr<u8>`, `DevicePtrMut<u8>`) and as a
+/// kernel pointer argument (`launch_builder(..).arg(&buf)`). cudarc's stream-event tracking
+/// is not used: ordering against the exporter (Vulkan) is the job of the caller's
+/// semaphores, and ordering between CUDA streams the caller's events. Dropping does not
+/// wait for GPU work that uses the range.
+pub struct MappedBuffer {
+    ptr: sys::CUdeviceptr,
+    offset: u64,
+    len: usize,
+    stream: Arc<CudaStream>,
+    whole: Arc<WholeMapping>,
+}
+
+impl fmt::Debug for MappedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedBuffer")
+            .field("ptr", &format_args!("{:#x}", self.ptr))
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .field("memory", &self.whole.memory)
+            .finish()
+    }
+}
+
+impl MappedBuffer {
+    /// The device address of the first mapped byte.
+    pub fn cu_device_ptr(&self) -> sys::CUdeviceptr {
+        self.ptr
+    }
+
+    /// Mapped length in bytes (never 0).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: [`ExternalMemory::map`] rejects empty ranges.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Offset of the mapping in the import, in bytes.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The import this maps.
+    pub fn memory(&self) -> &ExternalMemory {
+        &self.whole.memory
+    }
+}
+
+impl DeviceSlice<u8> for MappedBuffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+}
+
+impl DevicePtr<u8> for MappedBuffer {
+    fn device_ptr<'a>(&'a self, _stream: &'a CudaStream) -> (sys::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, SyncOnDrop::Record(None))
+    }
+}
+
+impl DevicePtrMut<u8> for MappedBuffer {
+    fn device_ptr_mut<'a>(
+        &'a mut self,
+        _stream: &'a CudaStream,
+    ) -> (sys::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, SyncOnDrop::Record(None))
+    }
+}
+
+// SAFETY: pushes the address of the `CUdeviceptr` field, borrowed for `'b`, which outlives
+// the launch builder `'a`; the kernel receives a plain device pointer, as with cudarc's own
+// `&CudaSlice` argument.
+unsafe impl<'a, 'b: 'a> PushKernelArg<&'b MappedBuffer> for LaunchArgs<'a> {
+    #[inline(always)]
+    fn arg(&mut self, arg: &'b MappedBuffer) -> &mut Self {
+        <Self as PushKernelArg<&'b sys::CUdeviceptr>>::arg(self, &arg.ptr)
+    }
+}
+
+// SAFETY: as for `&MappedBuffer`; the exclusive borrow only documents the intent to write.
+unsafe impl<'a, 'b: 'a> PushKernelArg<&'b mut MappedBuffer> for LaunchArgs<'a> {
+    #[inline(always)]
+    fn arg(&mut self, arg: &'b mut MappedBuffer) -> &mut Self {
+        <Self as PushKernelArg<&'b sys::CUdeviceptr>>::arg(self, &arg.ptr)
+    }
+}
+
+/// Layout of an image stored in an import, in CUDA's terms
+/// (`CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArrayDesc {
+    /// Byte offset of level 0 in the import (0 for a dedicated image).
+    pub offset: u64,
+    /// Width of level 0 in elements.
+    pub width: usize,
+    /// Height of level 0 in elements; 0 for a 1D image.
+    pub height: usize,
+    /// Depth of level 0 for a 3D image, or the layer count with
+    /// `CUDA_ARRAY3D_LAYERED`; 0 for a 1D or 2D image.
+    pub depth: usize,
+    /// Format of each channel.
+    pub format: sys::CUarray_format,
+    /// Channels per element: 1, 2 or 4.
+    pub channels: u32,
+    /// Number of mip levels, at least 1.
+    pub levels: u32,
+    /// `CUDA_ARRAY3D_*` flags: `SURFACE_LDST` to create surfaces, `LAYERED`, `CUBEMAP`,
+    /// `COLOR_ATTACHMENT` when the exporter renders to the image.
+    pub flags: u32,
+}
+
+impl ArrayDesc {
+    /// Whether `depth` counts layers (or cube faces) rather than a third dimension.
+    fn depth_is_layers(&self) -> bool {
+        self.flags & (sys::CUDA_ARRAY3D_LAYERED | sys::CUDA_ARRAY3D_CUBEMAP) != 0
+    }
+
+    /// The most mip levels the extent allows.
+    fn max_levels(&self) -> u32 {
+        let depth = if self.depth_is_layers() {
+            0
+        } else {
+            self.depth
+        };
+        let largest = self.width.max(self.height).max(depth).max(1);
+        usize::BITS - largest.leading_zeros()
+    }
+
+    /// Extent `[width, height, depth]` of `level` (0 stays 0; layers are not halved).
+    fn level_extent(&self, level: u32) -> [usize; 3] {
+        let halve = |n: usize| if n == 0 { 0 } else { (n >> level).max(1) };
+        let depth = if self.depth_is_layers() {
+            self.depth
+        } else {
+            halve(self.depth)
+        };
+        [halve(self.width), halve(self.height), depth]
+    }
+}
+
+/// Checks an [`ArrayDesc`] against the import before any driver call.
+fn validate_array_desc(desc: &ArrayDesc, size: u64, handle_type: MemoryHandleType) -> Result<()> {
+    if handle_type == MemoryHandleType::DmaBufFd {
+        return Err(Error::Unsupported {
+            what: "mipmapped array from a DmaBufFd import".to_owned(),
+            reason: "CUDA maps dma-buf imports as buffers only".to_owned(),
+        });
+    }
+    if desc.width == 0 {
+        return Err(Error::invalid("desc.width", "0", "at least 1"));
+    }
+    if !matches!(desc.channels, 1 | 2 | 4) {
+        return Err(Error::invalid(
+            "desc.channels",
+            desc.channels.to_string(),
+            "1, 2 or 4",
+        ));
+    }
+    let max_levels = desc.max_levels();
+    if desc.levels == 0 || desc.levels > max_levels {
+        return Err(Error::invalid(
+            "desc.levels",
+            format!(
+                "{} for a {}x{}x{} image",
+                desc.levels, desc.width, desc.height, desc.depth
+            ),
+            format!("1..={max_levels}"),
+        ));
+    }
+    if handle_type == MemoryHandleType::NvSciBuf && desc.levels != 1 {
+        return Err(Error::invalid(
+            "desc.levels",
+            format!("{}, but NvSciBuf imports map one level", desc.levels),
+            "1",
+        ));
+    }
+    if desc.offset >= size {
+        return Err(Error::invalid(
+            "desc.offset",
+            format!("{} is past the end of the {size}-byte import", desc.offset),
+            format!("< {size}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A CUDA mipmapped array mapped onto an [`ExternalMemory`], destroyed with
+/// `cuMipmappedArrayDestroy` when the last clone, level, surface and texture made from it
+/// are gone (before the import itself).
+#[derive(Clone)]
+pub struct MipmappedArray {
+    inner: Arc<ArrayInner>,
+}
+
+struct ArrayInner {
+    raw: sys::CUmipmappedArray,
+    desc: ArrayDesc,
+    /// Declared last: the import outlives the `cuMipmappedArrayDestroy` in `Drop`.
+    memory: ExternalMemory,
+}
+
+// SAFETY: `CUmipmappedArray` is an opaque driver handle usable from any thread once its
+// context is bound, which every use here does first.
+unsafe impl Send for ArrayInner {}
+// SAFETY: as above; shared access only reads the handle.
+unsafe impl Sync for ArrayInner {}
+
+impl Drop for ArrayInner {
+    fn drop(&mut self) {
+        let ctx = self.memory.context();
+        ctx.record_err(ctx.bind_to_thread());
+        // SAFETY: levels, surfaces and textures hold a clone of the array, so none is left;
+        // the import is still held by `self.memory`; destroyed only here, once.
+        ctx.record_err(unsafe { raw::mipmapped_array_destroy(self.raw) });
+    }
+}
+
+impl fmt::Debug for MipmappedArray {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MipmappedArray")
+            .field("desc", &self.inner.desc)
+            .field("memory", &self.inner.memory)
+            .finish()
+    }
+}
+
+impl MipmappedArray {
+    /// The layout it was mapped with.
+    pub fn desc(&self) -> &ArrayDesc {
+        &self.inner.desc
+    }
+
+    /// The import it maps.
+    pub fn memory(&self) -> &ExternalMemory {
+        &self.inner.memory
+    }
+
+    /// The raw handle, for driver calls vkcuda does not wrap. Do not destroy it.
+    pub fn cu_mipmapped_array(&self) -> sys::CUmipmappedArray {
+        self.inner.raw
+    }
+
+    /// Mip level `level` as a CUDA array (`cuMipmappedArrayGetLevel`), e.g. for
+    /// `cuMemcpy2D` or a surface.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `level` is not below the level count;
+    /// [`Error::Cuda`] when the driver call fails.
+    pub fn level(&self, level: u32) -> Result<ArrayLevel> {
+        let levels = self.inner.desc.levels;
+        if level >= levels {
+            return Err(Error::invalid(
+                "level",
+                format!("{level} of a {levels}-level array"),
+                format!("0..{levels}"),
+            ));
+        }
+        let ctx = self.memory().context();
+        bind(ctx)?;
+        // SAFETY: the context is current, the array is alive (held by `self`) and `level`
+        // is below its level count (checked above).
+        let raw = unsafe { raw::mipmapped_array_get_level(self.inner.raw, level) }
+            .map_err(|e| Error::cuda("cuMipmappedArrayGetLevel", e))?;
+        Ok(ArrayLevel {
+            raw,
+            level,
+            array: self.clone(),
+        })
+    }
+
+    /// A texture object sampling every level (`cuTexObjectCreate`), with normalized
+    /// coordinates (`[0, 1)` across level 0, the same for every level: the hardware
+    /// samples mipmapped arrays no other way).
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] when the driver call fails.
+    pub fn texture(&self, desc: &TextureDesc) -> Result<TextureObject> {
+        let mut res = resource_desc(sys::CUresourcetype::CU_RESOURCE_TYPE_MIPMAPPED_ARRAY);
+        res.res.mipmap = sys::CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_2 {
+            hMipmappedArray: self.inner.raw,
+        };
+        let tex = desc.to_raw(self.inner.desc.levels);
+        let ctx = self.memory().context();
+        bind(ctx)?;
+        // SAFETY: the context is current and `res` names the live array, which the
+        // `TextureObject` keeps alive until it destroys the texture.
+        let raw = unsafe { raw::tex_object_create(&res, &tex) }
+            .map_err(|e| Error::cuda("cuTexObjectCreate", e))?;
+        Ok(TextureObject {
+            raw,
+            array: self.clone(),
+        })
+    }
+}
+
+/// An empty resource descriptor of type `kind`, every byte initialised.
+fn resource_desc(kind: sys::CUresourcetype) -> sys::CUDA_RESOURCE_DESC {
+    sys::CUDA_RESOURCE_DESC {
+        resType: kind,
+        res: sys::CUDA_RESOURCE_DESC_st__bindgen_ty_1 {
+            reserved: sys::CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_5 { reserved: [0; 32] },
+        },
+        flags: 0,
+    }
+}
+
+/// One mip level of a [`MipmappedArray`]. The CUDA array belongs to the mipmapped array,
+/// which this keeps alive.
+#[derive(Debug, Clone)]
+pub struct ArrayLevel {
+    raw: sys::CUarray,
+    level: u32,
+    array: MipmappedArray,
+}
+
+// SAFETY: `CUarray` is an opaque driver handle usable from any thread once its context is
+// bound; it is never destroyed through this type.
+unsafe impl Send for ArrayLevel {}
+// SAFETY: as above; shared access only reads the handle.
+unsafe impl Sync for ArrayLevel {}
+
+impl ArrayLevel {
+    /// The raw CUDA array, for copies (`cuMemcpy2D`/`3D`). Do not destroy it.
+    pub fn cu_array(&self) -> sys::CUarray {
+        self.raw
+    }
+
+    /// Which level this is.
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+
+    /// `[width, height, depth]` of this level in elements (0 for absent dimensions; layers
+    /// are not halved).
+    pub fn extent(&self) -> [usize; 3] {
+        self.array.desc().level_extent(self.level)
+    }
+
+    /// The mipmapped array this level belongs to.
+    pub fn array(&self) -> &MipmappedArray {
+        &self.array
+    }
+
+    /// A surface object for `surf2Dread`/`surf2Dwrite` on this level (`cuSurfObjectCreate`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the array was mapped without
+    /// `CUDA_ARRAY3D_SURFACE_LDST`; [`Error::Cuda`] when the driver call fails.
+    pub fn surface(&self) -> Result<SurfaceObject> {
+        if self.array.desc().flags & sys::CUDA_ARRAY3D_SURFACE_LDST == 0 {
+            return Err(Error::invalid(
+                "desc.flags",
+                "the array was mapped without CUDA_ARRAY3D_SURFACE_LDST",
+                "flags including CUDA_ARRAY3D_SURFACE_LDST to create surfaces",
+            ));
+        }
+        let mut res = resource_desc(sys::CUresourcetype::CU_RESOURCE_TYPE_ARRAY);
+        res.res.array = sys::CUDA_RESOURCE_DESC_st__bindgen_ty_1__bindgen_ty_1 { hArray: self.raw };
+        let ctx = self.array.memory().context();
+        bind(ctx)?;
+        // SAFETY: the context is current and `res` names this level of a live array made
+        // with SURFACE_LDST (checked above); the `SurfaceObject` keeps the level alive.
+        let raw = unsafe { raw::surf_object_create(&res) }
+            .map_err(|e| Error::cuda("cuSurfObjectCreate", e))?;
+        Ok(SurfaceObject {
+            raw,
+            level: self.clone(),
+        })
+    }
+}
+
+/// A surface object on one [`ArrayLevel`] (`cuSurfObjectCreate`), destroyed on drop.
+///
+/// Pass it to a kernel with `launch_builder(..).arg(&surface)` (a `cudaSurfaceObject_t`
+/// parameter). Dropping does not wait for kernels that use it.
+#[derive(Debug)]
+pub struct SurfaceObject {
+    raw: sys::CUsurfObject,
+    /// Declared last: the level outlives the `cuSurfObjectDestroy` in `Drop`.
+    level: ArrayLevel,
+}
+
+impl Drop for SurfaceObject {
+    fn drop(&mut self) {
+        let ctx = self.level.array().memory().context();
+        ctx.record_err(ctx.bind_to_thread());
+        // SAFETY: created by `cuSurfObjectCreate`, destroyed only here, once.
+        ctx.record_err(unsafe { raw::surf_object_destroy(self.raw) });
+    }
+}
+
+impl SurfaceObject {
+    /// The raw `CUsurfObject` (a `cudaSurfaceObject_t` in kernels). Do not destroy it.
+    pub fn cu_surf_object(&self) -> sys::CUsurfObject {
+        self.raw
+    }
+
+    /// The level it reads and writes.
+    pub fn level(&self) -> &ArrayLevel {
+        &self.level
+    }
+}
+
+// SAFETY: pushes the address of the 64-bit handle field, borrowed for `'b`, which outlives
+// the launch builder `'a`; kernels take `cudaSurfaceObject_t` (64 bits) by value.
+unsafe impl<'a, 'b: 'a> PushKernelArg<&'b SurfaceObject> for LaunchArgs<'a> {
+    #[inline(always)]
+    fn arg(&mut self, arg: &'b SurfaceObject) -> &mut Self {
+        <Self as PushKernelArg<&'b sys::CUsurfObject>>::arg(self, &arg.raw)
+    }
+}
+
+/// How a [`TextureObject`] samples (`CUDA_TEXTURE_DESC`). Coordinates are always
+/// normalized (`[0, 1)`), as mipmapped arrays require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextureDesc {
+    /// What out-of-range coordinates read, in every dimension.
+    pub address_mode: sys::CUaddress_mode,
+    /// Filtering between texels and between mip levels.
+    pub filter: sys::CUfilter_mode,
+    /// Return integer formats as integers instead of floats in `[0, 1]`.
+    pub read_as_integer: bool,
+}
+
+impl Default for TextureDesc {
+    /// Clamped and point-sampled, integers promoted to floats.
+    fn default() -> Self {
+        Self {
+            address_mode: sys::CUaddress_mode::CU_TR_ADDRESS_MODE_CLAMP,
+            filter: sys::CUfilter_mode::CU_TR_FILTER_MODE_POINT,
+            read_as_integer: false,
+        }
+    }
+}
+
+impl TextureDesc {
+    /// The driver's descriptor, built field by field (it has enum fields).
+    fn to_raw(self, levels: u32) -> sys::CUDA_TEXTURE_DESC {
+        let mut flags = sys::CU_TRSF_NORMALIZED_COORDINATES;
+        if self.read_as_integer {
+            flags |= sys::CU_TRSF_READ_AS_INTEGER;
+        }
+        sys::CUDA_TEXTURE_DESC {
+            addressMode: [self.address_mode; 3],
+            filterMode: self.filter,
+            flags,
+            maxAnisotropy: 0,
+            mipmapFilterMode: self.filter,
+            mipmapLevelBias: 0.0,
+            minMipmapLevelClamp: 0.0,
+            maxMipmapLevelClamp: levels.saturating_sub(1) as f32,
+            borderColor: [0.0; 4],
+            reserved: [0; 12],
+        }
+    }
+}
+
+/// A texture object sampling a [`MipmappedArray`] (`cuTexObjectCreate`), destroyed on
+/// drop.
+///
+/// Pass it to a kernel with `launch_builder(..).arg(&texture)` (a `cudaTextureObject_t`
+/// parameter). Dropping does not wait for kernels that use it.
+#[derive(Debug)]
+pub struct TextureObject {
+    raw: sys::CUtexObject,
+    /// Declared last: the array outlives the `cuTexObjectDestroy` in `Drop`.
+    array: MipmappedArray,
+}
+
+impl Drop for TextureObject {
+    fn drop(&mut self) {
+        let ctx = self.array.memory().context();
+        ctx.record_err(ctx.bind_to_thread());
+        // SAFETY: created by `cuTexObjectCreate`, destroyed only here, once.
+        ctx.record_err(unsafe { raw::tex_object_destroy(self.raw) });
+    }
+}
+
+impl TextureObject {
+    /// The raw `CUtexObject` (a `cudaTextureObject_t` in kernels). Do not destroy it.
+    pub fn cu_tex_object(&self) -> sys::CUtexObject {
+        self.raw
+    }
+
+    /// The array it samples.
+    pub fn array(&self) -> &MipmappedArray {
+        &self.array
+    }
+}
+
+// SAFETY: pushes the address of the 64-bit handle field, borrowed for `'b`, which outlives
+// the launch builder `'a`; kernels take `cudaTextureObject_t` (64 bits) by value.
+unsafe impl<'a, 'b: 'a> PushKernelArg<&'b TextureObject> for LaunchArgs<'a> {
+    #[inline(always)]
+    fn arg(&mut self, arg: &'b TextureObject) -> &mut Self {
+        <Self as PushKernelArg<&'b sys::CUtexObject>>::arg(self, &arg.raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_arg(result: Result<impl fmt::Debug>) -> (&'static str, String, String) {
+        match result {
+            Err(Error::InvalidArgument {
+                arg,
+                problem,
+                expected,
+            }) => (arg, problem, expected),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn map_range_accepts_aligned_ranges_inside_the_import() {
+        assert_eq!(validate_map_range(&(0..4096), 4096).unwrap(), 4096);
+        assert_eq!(validate_map_range(&(256..257), 4096).unwrap(), 1);
+    }
+
+    #[test]
+    fn map_range_rejects_empty_ranges() {
+        let (arg, problem, _) = invalid_arg(validate_map_range(&(512..512), 4096));
+        assert_eq!(arg, "range");
+        assert!(problem.contains("512..512"), "{problem}");
+        let (arg, _, _) = invalid_arg(validate_map_range(
+            &Range {
+                start: 1024,
+                end: 0,
+            },
+            4096,
+        ));
+        assert_eq!(arg, "range");
+    }
+
+    #[test]
+    fn map_range_rejects_an_end_past_the_import() {
+        let (arg, problem, expected) = invalid_arg(validate_map_range(&(0..4097), 4096));
+        assert_eq!(arg, "range.end");
+        assert!(problem.contains("4097"), "{problem}");
+        assert!(problem.contains("4096-byte import"), "{problem}");
+        assert_eq!(expected, "end <= 4096");
+    }
+
+    #[test]
+    fn map_range_rejects_unaligned_starts() {
+        let (arg, problem, expected) = invalid_arg(validate_map_range(&(100..200), 4096));
+        assert_eq!(arg, "range.start");
+        assert!(problem.contains("100"), "{problem}");
+        assert!(expected.contains("256"), "{expected}");
+    }
+
+    #[test]
+    fn import_rejects_zero_size_and_wrong_dedication() {
+        let (arg, _, _) = invalid_arg(validate_import(0, true, MemoryHandleType::OpaqueFd));
+        assert_eq!(arg, "import.size");
+        let (arg, problem, _) =
+            invalid_arg(validate_import(64, false, MemoryHandleType::D3D12Resource));
+        assert_eq!(arg, "import.dedicated");
+        assert!(problem.contains("D3D12Resource"), "{problem}");
+        let (arg, _, _) = invalid_arg(validate_import(64, true, MemoryHandleType::DmaBufFd));
+        assert_eq!(arg, "import.dedicated");
+        assert!(validate_import(64, false, MemoryHandleType::OpaqueFd).is_ok());
+        assert!(validate_import(64, true, MemoryHandleType::OpaqueFd).is_ok());
+    }
+
+    #[test]
+    fn import_descriptor_carries_handle_size_and_dedication() {
+        let desc = memory_handle_desc(
+            MemoryHandleType::OpaqueFd,
+            RawMemoryHandle { fd: 42 },
+            1 << 20,
+            true,
+        );
+        assert_eq!(
+            desc.type_,
+            sys::CUexternalMemoryHandleType::CU_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD
+        );
+        // SAFETY: the descriptor was built with the `fd` member.
+        assert_eq!(unsafe { desc.handle.fd }, 42);
+        assert_eq!(desc.size, 1 << 20);
+        assert_eq!(desc.flags, sys::CUDA_EXTERNAL_MEMORY_DEDICATED);
+        let shared = memory_handle_desc(
+            MemoryHandleType::D3D12Heap,
+            RawMemoryHandle { fd: 0 },
+            64,
+            false,
+        );
+        assert_eq!(shared.flags, 0);
+    }
+
+    fn rgba8(width: usize, height: usize, levels: u32) -> ArrayDesc {
+        ArrayDesc {
+            offset: 0,
+            width,
+            height,
+            depth: 0,
+            format: sys::CUarray_format::CU_AD_FORMAT_UNSIGNED_INT8,
+            channels: 4,
+            levels,
+            flags: sys::CUDA_ARRAY3D_SURFACE_LDST,
+        }
+    }
+
+    #[test]
+    fn array_desc_levels_follow_the_extent() {
+        let desc = rgba8(1024, 1024, 11);
+        assert_eq!(desc.max_levels(), 11);
+        assert_eq!(desc.level_extent(0), [1024, 1024, 0]);
+        assert_eq!(desc.level_extent(3), [128, 128, 0]);
+        assert_eq!(desc.level_extent(10), [1, 1, 0]);
+        let layered = ArrayDesc {
+            depth: 6,
+            flags: sys::CUDA_ARRAY3D_LAYERED,
+            ..rgba8(16, 8, 5)
+        };
+        assert_eq!(layered.max_levels(), 5);
+        assert_eq!(layered.level_extent(4), [1, 1, 6]);
+        let ok = validate_array_desc(&desc, 8 << 20, MemoryHandleType::OpaqueFd);
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn array_desc_is_checked_before_the_driver() {
+        let size = 8 << 20;
+        let fd = MemoryHandleType::OpaqueFd;
+        let (arg, _, expected) = invalid_arg(validate_array_desc(&rgba8(1024, 1024, 12), size, fd));
+        assert_eq!((arg, expected.as_str()), ("desc.levels", "1..=11"));
+        let (arg, _, _) = invalid_arg(validate_array_desc(&rgba8(0, 4, 1), size, fd));
+        assert_eq!(arg, "desc.width");
+        let three = ArrayDesc {
+            channels: 3,
+            ..rgba8(4, 4, 1)
+        };
+        let (arg, _, _) = invalid_arg(validate_array_desc(&three, size, fd));
+        assert_eq!(arg, "desc.channels");
+        let past = ArrayDesc {
+            offset: size,
+            ..rgba8(4, 4, 1)
+        };
+        let (arg, _, _) = invalid_arg(validate_array_desc(&past, size, fd));
+        assert_eq!(arg, "desc.offset");
+        let dmabuf = validate_array_desc(&rgba8(4, 4, 1), size, MemoryHandleType::DmaBufFd);
+        assert!(matches!(dmabuf, Err(Error::Unsupported { .. })));
+    }
+
+    #[test]
+    fn texture_desc_is_normalized_and_spans_every_level() {
+        let raw = TextureDesc::default().to_raw(4);
+        assert_eq!(raw.flags, sys::CU_TRSF_NORMALIZED_COORDINATES);
+        assert_eq!(raw.maxMipmapLevelClamp, 3.0);
+        let ints = TextureDesc {
+            read_as_integer: true,
+            ..TextureDesc::default()
+        };
+        assert_eq!(
+            ints.to_raw(1).flags,
+            sys::CU_TRSF_NORMALIZED_COORDINATES | sys::CU_TRSF_READ_AS_INTEGER
+        );
+    }
+
+    #[test]
+    fn rejected_handles_get_their_own_variant() {
+        use sys::CUresult as R;
+        for code in [
+            R::CUDA_ERROR_INVALID_HANDLE,
+            R::CUDA_ERROR_INVALID_VALUE,
+            R::CUDA_ERROR_OPERATING_SYSTEM,
+            R::CUDA_ERROR_UNKNOWN,
+        ] {
+            let e = import_error(
+                "cuImportExternalMemory",
+                MemoryHandleType::OpaqueFd,
+                DriverError(code),
+            );
+            assert!(matches!(e, Error::InvalidExternalHandle { .. }), "{e:?}");
+        }
+        let e = import_error(
+            "cuImportExternalMemory",
+            MemoryHandleType::OpaqueFd,
+            DriverError(R::CUDA_ERROR_OUT_OF_MEMORY),
+        );
+        assert!(matches!(e, Error::OutOfMemory { .. }), "{e:?}");
+    }
+}

@@ -1,0 +1,43 @@
+//! The CUDA side: device selection by UUID, imports of external memory and semaphores
+//! from any exporter described by [`crate::external`], and NVRTC kernels. Knows nothing of
+//! Vulkan.
+//!
+//! * [`Context`] is the CUDA device with the exporter's UUID ([`Context::matching`]) and
+//!   its primary context; never chosen by index.
+//! * [`ExternalMemory`] is an imported allocation. [`ExternalMemory::map`] gives read-write
+//!   [`MappedBuffer`]s (several per import, at offsets);
+//!   [`ExternalMemory::map_mipmapped_array`] gives a [`MipmappedArray`] with
+//!   [`ArrayLevel`]s, [`SurfaceObject`]s and [`TextureObject`]s.
+//! * [`ExternalSemaphore`] is an imported binary or timeline semaphore, signalled and
+//!   waited on from streams, one at a time or batched in one driver call.
+//! * [`Context::compile`] builds `.cu` sources with NVRTC, once per process and device.
+//!
+//! cudarc's own safe layer is used for contexts, streams, events, modules and launches;
+//! what it lacks (semaphores, arrays, read-write mappings of any handle type) is built on
+//! `cudarc::driver::sys` in a small private `raw` module, with RAII types on top.
+//!
+//! # Drop order
+//! Every mapping holds the import it maps (an [`Arc`](std::sync::Arc) inside), and an
+//! import made with [`ExternalMemory::import_with_owner`] holds the exporter's resource, so
+//! `cuMemFree` / `cuSurfObjectDestroy` / `cuMipmappedArrayDestroy` ->
+//! `cuDestroyExternalMemory` -> exporter free run in that order whatever order handles are
+//! dropped in. Errors in `Drop` are recorded on the cudarc context (`check_err`), never
+//! panicked on.
+//!
+//! # Missing libraries
+//! `libcuda` and NVRTC are loaded at run time. Every entry point checks that they load
+//! first and returns [`Error::Missing`](crate::Error::Missing) instead of panicking; see
+//! [`is_driver_present`].
+
+mod context;
+mod memory;
+mod module;
+mod raw;
+mod semaphore;
+
+pub use context::{is_driver_present, Context};
+pub use memory::{
+    ArrayDesc, ArrayLevel, ExternalMemory, MappedBuffer, MipmappedArray, SurfaceObject,
+    TextureDesc, TextureObject, MAP_OFFSET_ALIGNMENT,
+};
+pub use semaphore::ExternalSemaphore;

@@ -1,0 +1,361 @@
+//! Thin `unsafe fn`s over the CUDA driver calls that cudarc's safe layer lacks: external
+//! memory and semaphores, mipmapped arrays, surface and texture objects.
+//!
+//! One function per driver call, each linking the driver API page it wraps, each returning
+//! the driver's code as [`DriverError`] (cudarc's `result` style). The safe RAII types of
+//! [`crate::cuda`] are built on these; nothing here owns anything.
+
+use std::mem::MaybeUninit;
+
+use cudarc::driver::{sys, DriverError};
+
+use crate::external::{MemoryHandleType, SemaphoreHandleType};
+
+impl From<MemoryHandleType> for sys::CUexternalMemoryHandleType {
+    /// The CUDA enum value `cuImportExternalMemory` expects for this handle type.
+    fn from(t: MemoryHandleType) -> Self {
+        use sys::CUexternalMemoryHandleType as Cu;
+        match t {
+            MemoryHandleType::OpaqueFd => Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD,
+            MemoryHandleType::OpaqueWin32 => Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_WIN32,
+            MemoryHandleType::OpaqueWin32Kmt => Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_WIN32_KMT,
+            MemoryHandleType::D3D12Heap => Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_D3D12_HEAP,
+            MemoryHandleType::D3D12Resource => Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_D3D12_RESOURCE,
+            MemoryHandleType::D3D11Resource => Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_D3D11_RESOURCE,
+            MemoryHandleType::D3D11ResourceKmt => {
+                Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_D3D11_RESOURCE_KMT
+            }
+            MemoryHandleType::NvSciBuf => Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_NVSCIBUF,
+            MemoryHandleType::DmaBufFd => Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_DMABUF_FD,
+        }
+    }
+}
+
+impl From<SemaphoreHandleType> for sys::CUexternalSemaphoreHandleType {
+    /// The CUDA enum value `cuImportExternalSemaphore` expects for this handle type.
+    fn from(t: SemaphoreHandleType) -> Self {
+        use sys::CUexternalSemaphoreHandleType as Cu;
+        match t {
+            SemaphoreHandleType::OpaqueFd => Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_FD,
+            SemaphoreHandleType::OpaqueWin32 => Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_WIN32,
+            SemaphoreHandleType::OpaqueWin32Kmt => {
+                Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_OPAQUE_WIN32_KMT
+            }
+            SemaphoreHandleType::D3D12Fence => Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D12_FENCE,
+            SemaphoreHandleType::D3D11Fence => Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D11_FENCE,
+            SemaphoreHandleType::NvSciSync => Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_NVSCISYNC,
+            SemaphoreHandleType::D3D11KeyedMutex => {
+                Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D11_KEYED_MUTEX
+            }
+            SemaphoreHandleType::D3D11KeyedMutexKmt => {
+                Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_D3D11_KEYED_MUTEX_KMT
+            }
+            SemaphoreHandleType::TimelineFd => {
+                Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_FD
+            }
+            SemaphoreHandleType::TimelineWin32 => {
+                Cu::CU_EXTERNAL_SEMAPHORE_HANDLE_TYPE_TIMELINE_SEMAPHORE_WIN32
+            }
+        }
+    }
+}
+
+/// [`cuImportExternalMemory`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXTRES__INTEROP.html#group__CUDA__EXTRES__INTEROP_1g52aba3a7f780157d8ba12972b2481735)
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. `desc` names a live handle of type `desc.type_` to an allocation of exactly
+///    `desc.size` bytes, made dedicated exactly when `desc.flags` says so.
+///
+/// # Errors
+/// On success an fd in `desc` belongs to CUDA; on failure it is still the caller's.
+pub(crate) unsafe fn import_external_memory(
+    desc: &sys::CUDA_EXTERNAL_MEMORY_HANDLE_DESC,
+) -> Result<sys::CUexternalMemory, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable; the caller guarantees the context and the descriptor.
+    unsafe { sys::cuImportExternalMemory(out.as_mut_ptr(), desc) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the handle.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuExternalMemoryGetMappedBuffer`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXTRES__INTEROP.html#group__CUDA__EXTRES__INTEROP_1gb9fec33920400c70961b4e33d838da91)
+///
+/// # Safety
+/// 1. The context `mem` was imported in is current on the calling thread.
+/// 2. `mem` is a live import and `offset + size` lies within it.
+/// 3. The returned pointer is freed with [`mem_free`] before `mem` is destroyed.
+pub(crate) unsafe fn external_memory_get_mapped_buffer(
+    mem: sys::CUexternalMemory,
+    offset: u64,
+    size: u64,
+) -> Result<sys::CUdeviceptr, DriverError> {
+    let desc = sys::CUDA_EXTERNAL_MEMORY_BUFFER_DESC {
+        offset,
+        size,
+        flags: 0,
+        reserved: [0; 16],
+    };
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable, `desc` is a complete descriptor; the caller guarantees
+    // the rest.
+    unsafe { sys::cuExternalMemoryGetMappedBuffer(out.as_mut_ptr(), mem, &desc) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the pointer.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuExternalMemoryGetMappedMipmappedArray`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXTRES__INTEROP.html#group__CUDA__EXTRES__INTEROP_1g02debbfa1b997e4f0e05300a312c17cc)
+///
+/// # Safety
+/// 1. The context `mem` was imported in is current on the calling thread.
+/// 2. `mem` is a live import and `desc` describes an image that lies within it.
+/// 3. The returned array is destroyed with [`mipmapped_array_destroy`] before `mem` is
+///    destroyed.
+pub(crate) unsafe fn external_memory_get_mapped_mipmapped_array(
+    mem: sys::CUexternalMemory,
+    desc: &sys::CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC,
+) -> Result<sys::CUmipmappedArray, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable; the caller guarantees the context, import and descriptor.
+    unsafe { sys::cuExternalMemoryGetMappedMipmappedArray(out.as_mut_ptr(), mem, desc) }
+        .result()?;
+    // SAFETY: the call succeeded, so it wrote the handle.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuDestroyExternalMemory`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXTRES__INTEROP.html#group__CUDA__EXTRES__INTEROP_1g1b586dda86565617e7e0883b956c7052)
+///
+/// # Safety
+/// 1. Every buffer and mipmapped array mapped from `mem` has been freed.
+/// 2. `mem` is destroyed once.
+pub(crate) unsafe fn destroy_external_memory(
+    mem: sys::CUexternalMemory,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuDestroyExternalMemory(mem) }.result()
+}
+
+/// [`cuMemFree`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html#group__CUDA__MEM_1g89b3f154e17cc89b6eea277dbdf5c93a)
+///
+/// # Safety
+/// 1. The context `ptr` belongs to is current on the calling thread.
+/// 2. `ptr` came from the driver (here: [`external_memory_get_mapped_buffer`]) and is freed
+///    once, after the work that uses it.
+pub(crate) unsafe fn mem_free(ptr: sys::CUdeviceptr) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuMemFree_v2(ptr) }.result()
+}
+
+/// [`cuImportExternalSemaphore`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXTRES__INTEROP.html#group__CUDA__EXTRES__INTEROP_1ge593134f5f9650474af74db644c4a326)
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. `desc` names a live synchronization object of type `desc.type_`.
+///
+/// # Errors
+/// On success an fd in `desc` belongs to CUDA; on failure it is still the caller's.
+pub(crate) unsafe fn import_external_semaphore(
+    desc: &sys::CUDA_EXTERNAL_SEMAPHORE_HANDLE_DESC,
+) -> Result<sys::CUexternalSemaphore, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable; the caller guarantees the context and the descriptor.
+    unsafe { sys::cuImportExternalSemaphore(out.as_mut_ptr(), desc) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the handle.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuSignalExternalSemaphoresAsync`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXTRES__INTEROP.html#group__CUDA__EXTRES__INTEROP_1g86cd6c4b3f439ba786f4e65d1b8107c3)
+///
+/// # Safety
+/// 1. The context of `stream` is current and every semaphore was imported in it.
+/// 2. `sems` and `params` have the same length, which fits a `c_uint`.
+/// 3. Every semaphore stays alive until the enqueued signal has run.
+pub(crate) unsafe fn signal_external_semaphores_async(
+    sems: &[sys::CUexternalSemaphore],
+    params: &[sys::CUDA_EXTERNAL_SEMAPHORE_SIGNAL_PARAMS],
+    stream: sys::CUstream,
+) -> Result<(), DriverError> {
+    debug_assert_eq!(sems.len(), params.len());
+    // SAFETY: both arrays hold `sems.len()` elements; the caller guarantees the rest.
+    unsafe {
+        sys::cuSignalExternalSemaphoresAsync(
+            sems.as_ptr(),
+            params.as_ptr(),
+            sems.len() as std::ffi::c_uint,
+            stream,
+        )
+    }
+    .result()
+}
+
+/// [`cuWaitExternalSemaphoresAsync`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXTRES__INTEROP.html#group__CUDA__EXTRES__INTEROP_1g063f01a524818ac89bacf521c55a39f0)
+///
+/// # Safety
+/// 1. The context of `stream` is current and every semaphore was imported in it.
+/// 2. `sems` and `params` have the same length, which fits a `c_uint`.
+/// 3. Every semaphore stays alive until the enqueued wait has run.
+pub(crate) unsafe fn wait_external_semaphores_async(
+    sems: &[sys::CUexternalSemaphore],
+    params: &[sys::CUDA_EXTERNAL_SEMAPHORE_WAIT_PARAMS],
+    stream: sys::CUstream,
+) -> Result<(), DriverError> {
+    debug_assert_eq!(sems.len(), params.len());
+    // SAFETY: both arrays hold `sems.len()` elements; the caller guarantees the rest.
+    unsafe {
+        sys::cuWaitExternalSemaphoresAsync(
+            sems.as_ptr(),
+            params.as_ptr(),
+            sems.len() as std::ffi::c_uint,
+            stream,
+        )
+    }
+    .result()
+}
+
+/// [`cuDestroyExternalSemaphore`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXTRES__INTEROP.html#group__CUDA__EXTRES__INTEROP_1g7f13444973542fa50b7e75bcfb2f923d)
+///
+/// # Safety
+/// 1. Every signal and wait enqueued on `sem` has completed.
+/// 2. `sem` is destroyed once.
+pub(crate) unsafe fn destroy_external_semaphore(
+    sem: sys::CUexternalSemaphore,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuDestroyExternalSemaphore(sem) }.result()
+}
+
+/// [`cuMipmappedArrayGetLevel`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html#group__CUDA__MEM_1g82f276659f05be14820e99346b0f86b7)
+///
+/// The returned array belongs to `array`: it is never destroyed on its own and is valid
+/// while `array` is.
+///
+/// # Safety
+/// 1. The context of `array` is current on the calling thread.
+/// 2. `array` is live and `level` is below its level count.
+pub(crate) unsafe fn mipmapped_array_get_level(
+    array: sys::CUmipmappedArray,
+    level: u32,
+) -> Result<sys::CUarray, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable; the caller guarantees the rest.
+    unsafe { sys::cuMipmappedArrayGetLevel(out.as_mut_ptr(), array, level) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the handle.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuMipmappedArrayDestroy`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html#group__CUDA__MEM_1ge0d7c768b6a6963c4d4bde5bbc74f0ad)
+///
+/// # Safety
+/// 1. The context of `array` is current on the calling thread.
+/// 2. No surface or texture object refers to `array` or one of its levels any more.
+/// 3. `array` is destroyed once.
+pub(crate) unsafe fn mipmapped_array_destroy(
+    array: sys::CUmipmappedArray,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuMipmappedArrayDestroy(array) }.result()
+}
+
+/// [`cuSurfObjectCreate`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__SURFOBJECT.html#group__CUDA__SURFOBJECT_1g6bc972c90c9590c9f720b2754e6d079d)
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. `desc` is of type `CU_RESOURCE_TYPE_ARRAY` and names a live array created with
+///    `CUDA_ARRAY3D_SURFACE_LDST`, which outlives the surface object.
+pub(crate) unsafe fn surf_object_create(
+    desc: &sys::CUDA_RESOURCE_DESC,
+) -> Result<sys::CUsurfObject, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable; the caller guarantees the context and the descriptor.
+    unsafe { sys::cuSurfObjectCreate(out.as_mut_ptr(), desc) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the handle.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuSurfObjectDestroy`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__SURFOBJECT.html#group__CUDA__SURFOBJECT_1g4c4ec48d203d1e0bb71750ddc4d7aef3)
+///
+/// # Safety
+/// 1. The context of `surf` is current on the calling thread.
+/// 2. `surf` is destroyed once, after the work that uses it.
+pub(crate) unsafe fn surf_object_destroy(surf: sys::CUsurfObject) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuSurfObjectDestroy(surf) }.result()
+}
+
+/// [`cuTexObjectCreate`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__TEXOBJECT.html#group__CUDA__TEXOBJECT_1g1f6dd0f9cbf56db725b1f45aa0a7218a)
+/// without a resource view.
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. `res` names a live array or mipmapped array that outlives the texture object.
+pub(crate) unsafe fn tex_object_create(
+    res: &sys::CUDA_RESOURCE_DESC,
+    tex: &sys::CUDA_TEXTURE_DESC,
+) -> Result<sys::CUtexObject, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable, a null view descriptor is allowed; the caller guarantees
+    // the context and the resource.
+    unsafe { sys::cuTexObjectCreate(out.as_mut_ptr(), res, tex, std::ptr::null()) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the handle.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuTexObjectDestroy`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__TEXOBJECT.html#group__CUDA__TEXOBJECT_1gcd522ba5e2d1852aff8c0388f66247fd)
+///
+/// # Safety
+/// 1. The context of `tex` is current on the calling thread.
+/// 2. `tex` is destroyed once, after the work that uses it.
+pub(crate) unsafe fn tex_object_destroy(tex: sys::CUtexObject) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuTexObjectDestroy(tex) }.result()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_memory_handle_type_maps_to_its_cuda_value() {
+        use sys::CUexternalMemoryHandleType as Cu;
+        let expected = [
+            (MemoryHandleType::OpaqueFd, 1),
+            (MemoryHandleType::OpaqueWin32, 2),
+            (MemoryHandleType::OpaqueWin32Kmt, 3),
+            (MemoryHandleType::D3D12Heap, 4),
+            (MemoryHandleType::D3D12Resource, 5),
+            (MemoryHandleType::D3D11Resource, 6),
+            (MemoryHandleType::D3D11ResourceKmt, 7),
+            (MemoryHandleType::NvSciBuf, 8),
+            (MemoryHandleType::DmaBufFd, 9),
+        ];
+        assert_eq!(expected.len(), MemoryHandleType::ALL.len());
+        for (t, value) in expected {
+            assert_eq!(Cu::from(t) as u32, value, "{t}");
+        }
+        assert_eq!(
+            Cu::from(MemoryHandleType::DmaBufFd),
+            Cu::CU_EXTERNAL_MEMORY_HANDLE_TYPE_DMABUF_FD
+        );
+    }
+
+    #[test]
+    fn every_semaphore_handle_type_maps_to_its_cuda_value() {
+        use sys::CUexternalSemaphoreHandleType as Cu;
+        let expected = [
+            (SemaphoreHandleType::OpaqueFd, 1),
+            (SemaphoreHandleType::OpaqueWin32, 2),
+            (SemaphoreHandleType::OpaqueWin32Kmt, 3),
+            (SemaphoreHandleType::D3D12Fence, 4),
+            (SemaphoreHandleType::D3D11Fence, 5),
+            (SemaphoreHandleType::NvSciSync, 6),
+            (SemaphoreHandleType::D3D11KeyedMutex, 7),
+            (SemaphoreHandleType::D3D11KeyedMutexKmt, 8),
+            (SemaphoreHandleType::TimelineFd, 9),
+            (SemaphoreHandleType::TimelineWin32, 10),
+        ];
+        assert_eq!(expected.len(), SemaphoreHandleType::ALL.len());
+        for (t, value) in expected {
+            assert_eq!(Cu::from(t) as u32, value, "{t}");
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The neutral vocabulary both sides speak: handle types, owned handles and import
+//! descriptions for external memory and semaphores, and device identities.
+//!
+//! Nothing here knows Vulkan or CUDA. [`crate::vulkan`] produces these values when it
+//! exports, [`crate::cuda`] consumes them when it imports, and any other exporter (D3D12,
+//! another process, a wgpu build with export support) can build them by hand.
+//!
+//! # Ownership
+//! * A POSIX fd is an [`OwnedFd`]. It moves into CUDA when an import **succeeds**; when the
+//!   import fails the fd is closed by vkcuda, so it never leaks and can never be closed twice.
+//!   Because the import takes the handle by value, reusing an fd after handing it over is a
+//!   compile error. Export again to import the same memory a second time.
+//! * Win32 handles ([`Win32Handle`]) are only borrowed: CUDA never takes them, and the
+//!   caller (or the exporter's owned handle) closes them after the import.
+//!
+//! # Platforms
+//! Every handle type that `cuImportExternalMemory` and `cuImportExternalSemaphore` accept
+//! is modelled and compiles on every platform, so code written against them type-checks
+//! here. Only the POSIX fd types are exercised by vkcuda's tests (on Linux). The Win32,
+//! D3D11/D3D12 and NvSci types are **untested**: they are passed to the driver as the CUDA
+//! documentation describes, and each variant says so.
+
+use std::ffi::c_void;
+use std::fmt;
+#[cfg(unix)]
+use std::os::fd::OwnedFd;
+
+/// A 16-byte device UUID, printed the way `nvidia-smi -L` prints it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Uuid(pub [u8; 16]);
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Uuid({self})")
+    }
+}
+
+/// Which physical GPU a resource lives on, as both APIs can name it.
+///
+/// CUDA picks its device by comparing [`DeviceIdentity::uuid`]; the LUID and node mask are
+/// what Windows uses to name the same adapter (untested here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// Human-readable device name (Vulkan `deviceName`).
+    pub name: String,
+    /// `VkPhysicalDeviceIDProperties::deviceUUID`, equal to `cuDeviceGetUuid` on the same GPU.
+    pub uuid: Uuid,
+    /// `deviceLUID` when the driver reports one as valid (Windows).
+    pub luid: Option<[u8; 8]>,
+    /// `deviceNodeMask` (meaningful only with a LUID).
+    pub node_mask: u32,
+}
+
+/// A Win32 `HANDLE`, borrowed for the duration of an import.
+///
+/// CUDA does not take ownership of Win32 handles: whoever created the handle closes it,
+/// after the import call returns. Untested: vkcuda's tests run on Linux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Win32Handle(pub *mut c_void);
+
+// SAFETY: a HANDLE is an opaque kernel object name, valid in any thread of the process.
+unsafe impl Send for Win32Handle {}
+// SAFETY: as above; a borrowed handle value is never dereferenced by vkcuda.
+unsafe impl Sync for Win32Handle {}
+
+/// A pointer to an NvSci object (`NvSciBufObj` / `NvSciSyncObj`), borrowed for an import.
+/// Untested: NvSci exists on Tegra/DRIVE platforms only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NvSciObject(pub *mut c_void);
+
+// SAFETY: NvSci objects are process-wide handles; vkcuda never dereferences the pointer.
+unsafe impl Send for NvSciObject {}
+// SAFETY: as above.
+unsafe impl Sync for NvSciObject {}
+
+/// Every handle type `cuImportExternalMemory` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemoryHandleType {
+    /// POSIX fd from `vkGetMemoryFdKHR` (`VK_EXTERNAL_MEMORY_HANDLE_TYPE_OPAQUE_FD_BIT`).
+    /// Tested on Linux.
+    OpaqueFd,
+    /// NT handle from `vkGetMemoryWin32HandleKHR`. Untested (Windows only).
+    OpaqueWin32,
+    /// Global share (KMT) handle. Untested (Windows only).
+    OpaqueWin32Kmt,
+    /// Shared NT handle of an `ID3D12Heap`. Untested (Windows only).
+    D3D12Heap,
+    /// Shared NT handle of a committed `ID3D12Resource`; always dedicated. Untested.
+    D3D12Resource,
+    /// Shared NT handle of an `ID3D11Resource`; always dedicated. Untested.
+    D3D11Resource,
+    /// Global share handle of an `ID3D11Resource`; always dedicated. Untested.
+    D3D11ResourceKmt,
+    /// `NvSciBufObj`. Untested (Tegra/DRIVE only).
+    NvSciBuf,
+    /// Linux dma-buf fd (`VK_EXT_external_memory_dma_buf`); CUDA accepts it from 13.0 on,
+    /// for buffers only. Untested on NVIDIA here: the opaque fd is the tested path.
+    DmaBufFd,
+}
+
+impl MemoryHandleType {
+    /// Every variant, for capability reports.
+    pub const ALL: [Self; 9] = [
+        Self::OpaqueFd,
+        Self::OpaqueWin32,
+        Self::OpaqueWin32Kmt,
+        Self::D3D12Heap,
+        Self::D3D12Resource,
+        Self::D3D11Resource,
+        Self::D3D11ResourceKmt,
+        Self::NvSciBuf,
+        Self::DmaBufFd,
+    ];
+
+    /// Whether the handle is a POSIX fd (moved into CUDA on import).
+    pub fn is_fd(self) -> bool {
+        matches!(self, Self::OpaqueFd | Self::DmaBufFd)
+    }
+
+    /// Whether CUDA requires the dedicated flag for this type whatever the exporter did.
+    pub fn always_dedicated(self) -> bool {
+        matches!(
+            self,
+            Self::D3D12Resource | Self::D3D11Resource | Self::D3D11ResourceKmt
+        )
+    }
+}
+
+impl fmt::Display for MemoryHandleType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// An external memory handle, owned where the platform transfers ownership.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MemoryHandle {
+    /// See [`MemoryHandleType::OpaqueFd`].
+    #[cfg(unix)]
+    OpaqueFd(OwnedFd),
+    /// See [`MemoryHandleType::DmaBufFd`].
+    #[cfg(unix)]
+    DmaBufFd(OwnedFd),
+    /// See [`MemoryHandleType::OpaqueWin32`].
+    OpaqueWin32(Win32Handle),
+    /// See [`MemoryHandleType::OpaqueWin32Kmt`].
+    OpaqueWin32Kmt(Win32Handle),
+    /// See [`MemoryHandleType::D3D12Heap`].
+    D3D12Heap(Win32Handle),
+    /// See [`MemoryHandleType::D3D12Resource`].
+    D3D12Resource(Win32Handle),
+    /// See [`MemoryHandleType::D3D11Resource`].
+    D3D11Resource(Win32Handle),
+    /// See [`MemoryHandleType::D3D11ResourceKmt`].
+    D3D11ResourceKmt(Win32Handle),
+    /// See [`MemoryHandleType::NvSciBuf`].
+    NvSciBuf(NvSciObject),
+}
+
+impl MemoryHandle {
+    /// The type of this handle.
+    pub fn handle_type(&self) -> MemoryHandleType {
+        match self {
+            #[cfg(unix)]
+            Self::OpaqueFd(_) => MemoryHandleType::OpaqueFd,
+            #[cfg(unix)]
+            Self::DmaBufFd(_) => MemoryHandleType::DmaBufFd,
+            Self::OpaqueWin32(_) => MemoryHandleType::OpaqueWin32,
+            Self::OpaqueWin32Kmt(_) => MemoryHandleType::OpaqueWin32Kmt,
+            Self::D3D12Heap(_) => MemoryHandleType::D3D12Heap,
+            Self::D3D12Resource(_) => MemoryHandleType::D3D12Resource,
+            Self::D3D11Resource(_) => MemoryHandleType::D3D11Resource,
+            Self::D3D11ResourceKmt(_) => MemoryHandleType::D3D11ResourceKmt,
+            Self::NvSciBuf(_) => MemoryHandleType::NvSciBuf,
+        }
+    }
+}
+
+/// What CUDA needs to import a block of external memory.
+///
+/// Built by [`crate::vulkan`] from the allocation itself (size from
+/// `VkMemoryRequirements`, dedicated flag from how it was allocated), or by hand for
+/// another exporter.
+#[derive(Debug)]
+pub struct MemoryImport {
+    /// The handle; moved into CUDA on success where it is an fd.
+    pub handle: MemoryHandle,
+    /// Size of the whole allocation in bytes (the allocation size, not the resource size).
+    pub size: u64,
+    /// Whether the memory is a dedicated allocation of one buffer or image
+    /// (`CUDA_EXTERNAL_MEMORY_DEDICATED`). Must match how the exporter allocated it.
+    pub dedicated: bool,
+}
+
+/// Every handle type `cuImportExternalSemaphore` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SemaphoreHandleType {
+    /// Binary Vulkan semaphore as a POSIX fd. Tested on Linux (GPU only: lavapipe cannot
+    /// export semaphores).
+    OpaqueFd,
+    /// Binary semaphore as an NT handle. Untested (Windows only).
+    OpaqueWin32,
+    /// Binary semaphore as a KMT handle. Untested (Windows only).
+    OpaqueWin32Kmt,
+    /// `ID3D12Fence` shared handle. Untested (Windows only).
+    D3D12Fence,
+    /// `ID3D11Fence` shared handle. Untested (Windows only).
+    D3D11Fence,
+    /// `NvSciSyncObj`. Untested (Tegra/DRIVE only).
+    NvSciSync,
+    /// `IDXGIKeyedMutex` NT handle. Untested (Windows only).
+    D3D11KeyedMutex,
+    /// `IDXGIKeyedMutex` KMT handle. Untested (Windows only).
+    D3D11KeyedMutexKmt,
+    /// Vulkan timeline semaphore as a POSIX fd. Tested on Linux (GPU only).
+    TimelineFd,
+    /// Vulkan timeline semaphore as an NT handle. Untested (Windows only).
+    TimelineWin32,
+}
+
+impl SemaphoreHandleType {
+    /// Every variant, for capability reports.
+    pub const ALL: [Self; 10] = [
+        Self::OpaqueFd,
+        Self::OpaqueWin32,
+        Self::OpaqueWin32Kmt,
+        Self::D3D12Fence,
+        Self::D3D11Fence,
+        Self::NvSciSync,
+        Self::D3D11KeyedMutex,
+        Self::D3D11KeyedMutexKmt,
+        Self::TimelineFd,
+        Self::TimelineWin32,
+    ];
+
+    /// Whether the semaphore carries a 64-bit counter (signal/wait take a value).
+    pub fn is_timeline(self) -> bool {
+        matches!(
+            self,
+            Self::TimelineFd
+                | Self::TimelineWin32
+                | Self::D3D12Fence
+                | Self::D3D11Fence
+                | Self::NvSciSync
+        )
+    }
+
+    /// Whether the handle is a POSIX fd (moved into CUDA on import).
+    pub fn is_fd(self) -> bool {
+        matches!(self, Self::OpaqueFd | Self::TimelineFd)
+    }
+}
+
+impl fmt::Display for SemaphoreHandleType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// An external semaphore handle, owned where the platform transfers ownership.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SemaphoreHandle {
+    /// See [`SemaphoreHandleType::OpaqueFd`].
+    #[cfg(unix)]
+    OpaqueFd(OwnedFd),
+    /// See [`SemaphoreHandleType::TimelineFd`].
+    #[cfg(unix)]
+    TimelineFd(OwnedFd),
+    /// See [`SemaphoreHandleType::OpaqueWin32`].
+    OpaqueWin32(Win32Handle),
+    /// See [`SemaphoreHandleType::OpaqueWin32Kmt`].
+    OpaqueWin32Kmt(Win32Handle),
+    /// See [`SemaphoreHandleType::D3D12Fence`].
+    D3D12Fence(Win32Handle),
+    /// See [`SemaphoreHandleType::D3D11Fence`].
+    D3D11Fence(Win32Handle),
+    /// See [`SemaphoreHandleType::NvSciSync`].
+    NvSciSync(NvSciObject),
+    /// See [`SemaphoreHandleType::D3D11KeyedMutex`].
+    D3D11KeyedMutex(Win32Handle),
+    /// See [`SemaphoreHandleType::D3D11KeyedMutexKmt`].
+    D3D11KeyedMutexKmt(Win32Handle),
+    /// See [`SemaphoreHandleType::TimelineWin32`].
+    TimelineWin32(Win32Handle),
+}
+
+impl SemaphoreHandle {
+    /// The type of this handle.
+    pub fn handle_type(&self) -> SemaphoreHandleType {
+        match self {
+            #[cfg(unix)]
+            Self::OpaqueFd(_) => SemaphoreHandleType::OpaqueFd,
+            #[cfg(unix)]
+            Self::TimelineFd(_) => SemaphoreHandleType::TimelineFd,
+            Self::OpaqueWin32(_) => SemaphoreHandleType::OpaqueWin32,
+            Self::OpaqueWin32Kmt(_) => SemaphoreHandleType::OpaqueWin32Kmt,
+            Self::D3D12Fence(_) => SemaphoreHandleType::D3D12Fence,
+            Self::D3D11Fence(_) => SemaphoreHandleType::D3D11Fence,
+            Self::NvSciSync(_) => SemaphoreHandleType::NvSciSync,
+            Self::D3D11KeyedMutex(_) => SemaphoreHandleType::D3D11KeyedMutex,
+            Self::D3D11KeyedMutexKmt(_) => SemaphoreHandleType::D3D11KeyedMutexKmt,
+            Self::TimelineWin32(_) => SemaphoreHandleType::TimelineWin32,
+        }
+    }
+}
+
+/// Lends `fd` to a driver import call that takes ownership on success.
+///
+/// `import` receives a duplicate of `fd`. On success the driver owns the duplicate and `fd`
+/// is closed. On failure the duplicate is closed too, unless the driver already closed it:
+/// the spec leaves it to the caller, but some drivers (Mesa's lavapipe) close it anyway, and
+/// closing it twice could close an unrelated fd that reused the number. Which happened is
+/// told by comparing the duplicate's device and inode with the original's. Either way the
+/// caller's fd is gone afterwards and nothing leaks.
+#[cfg(unix)]
+pub(crate) fn lend_fd<T>(
+    fd: OwnedFd,
+    import: impl FnOnce(std::os::fd::RawFd) -> crate::Result<T>,
+) -> crate::Result<T> {
+    use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+    use std::os::unix::fs::MetadataExt;
+
+    let identity = |f: &std::fs::File| f.metadata().ok().map(|m| (m.dev(), m.ino()));
+    let dup = fd.try_clone().map_err(|e| crate::Error::Unsupported {
+        what: "duplicating an fd for import".into(),
+        reason: e.to_string(),
+    })?;
+    let original = std::fs::File::from(fd);
+    let raw = dup.into_raw_fd();
+    let result = import(raw);
+    if result.is_err() {
+        // SAFETY: `raw` is only inspected (never closed) through this borrowed File.
+        let probe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(raw) });
+        let still_ours = probe.as_raw_fd() == raw && identity(&probe) == identity(&original);
+        if still_ours {
+            // SAFETY: the driver refused the fd and left it open; it is ours to close.
+            drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_prints_like_nvidia_smi() {
+        let u = Uuid([
+            0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
+            0xcd, 0xef,
+        ]);
+        assert_eq!(u.to_string(), "01234567-89ab-cdef-0123-456789abcdef");
+    }
+
+    #[test]
+    fn only_fd_types_move_ownership() {
+        let fds: Vec<_> = MemoryHandleType::ALL
+            .into_iter()
+            .filter(|t| t.is_fd())
+            .collect();
+        assert_eq!(
+            fds,
+            [MemoryHandleType::OpaqueFd, MemoryHandleType::DmaBufFd]
+        );
+        let fds: Vec<_> = SemaphoreHandleType::ALL
+            .into_iter()
+            .filter(|t| t.is_fd())
+            .collect();
+        assert_eq!(
+            fds,
+            [
+                SemaphoreHandleType::OpaqueFd,
+                SemaphoreHandleType::TimelineFd
+            ]
+        );
+    }
+
+    #[test]
+    fn timeline_types_carry_values() {
+        assert!(SemaphoreHandleType::TimelineFd.is_timeline());
+        assert!(SemaphoreHandleType::D3D12Fence.is_timeline());
+        assert!(!SemaphoreHandleType::OpaqueFd.is_timeline());
+        assert!(!SemaphoreHandleType::D3D11KeyedMutex.is_timeline());
+    }
+}

@@ -1,0 +1,34 @@
+//! The bridge: a Vulkan resource paired with its CUDA import, the CUDA description derived
+//! from the Vulkan one so that the two cannot disagree.
+//!
+//! * [`SharedBuffer`]: an [`ExternalBuffer`](crate::vulkan::ExternalBuffer) imported into
+//!   CUDA, mapped as read-write device pointers.
+//! * [`mod@format`]: the `VkFormat` ↔ `CUarray_format` table for sharing images.
+
+mod buffer;
+pub mod format;
+
+pub use buffer::SharedBuffer;
+
+use crate::error::{Error, Result};
+use crate::{cuda, vulkan};
+
+/// Checks that the CUDA context runs on the Vulkan context's GPU.
+fn check_same_device(vk: &vulkan::Context, cu: &cuda::Context) -> Result<()> {
+    let vulkan = vk.identity();
+    if vulkan.uuid == cu.uuid() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "cu",
+        format!(
+            "CUDA device #{} {:?} ({}) is not the Vulkan device {:?} ({})",
+            cu.ordinal(),
+            cu.name(),
+            cu.uuid(),
+            vulkan.name,
+            vulkan.uuid
+        ),
+        "a CUDA context from cuda::Context::matching(vk.identity())",
+    ))
+}

@@ -1,0 +1,361 @@
+//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`.
+
+use std::ops::Range;
+
+use ash::vk;
+
+use super::capabilities::memory_handle_flags;
+use super::memory::{
+    allocate_exportable, export_handle, import_fd, import_memory, unsupported_type, Dedicated,
+};
+use super::Context;
+use crate::error::{Error, Result};
+use crate::external::{MemoryHandleType, MemoryImport};
+
+/// What [`ExternalBuffer::new`] creates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferDesc {
+    /// Size in bytes the buffer is created with (the allocation may be larger).
+    pub size: u64,
+    /// Buffer usage; the default allows transfers both ways and storage-buffer access.
+    pub usage: vk::BufferUsageFlags,
+    /// How the memory is exported.
+    pub handle_type: MemoryHandleType,
+}
+
+impl BufferDesc {
+    /// A `size`-byte buffer with transfer and storage usage, exported as an opaque fd.
+    pub fn new(size: u64) -> Self {
+        Self {
+            size,
+            usage: vk::BufferUsageFlags::TRANSFER_SRC
+                | vk::BufferUsageFlags::TRANSFER_DST
+                | vk::BufferUsageFlags::STORAGE_BUFFER,
+            handle_type: MemoryHandleType::OpaqueFd,
+        }
+    }
+
+    /// Replaces the usage flags.
+    pub fn usage(mut self, usage: vk::BufferUsageFlags) -> Self {
+        self.usage = usage;
+        self
+    }
+
+    /// Replaces the export handle type.
+    pub fn handle_type(mut self, handle_type: MemoryHandleType) -> Self {
+        self.handle_type = handle_type;
+        self
+    }
+}
+
+/// A `VkBuffer` bound to a dedicated `VkDeviceMemory` that was allocated exportable
+/// ([`ExternalBuffer::new`]) or imported from an external handle
+/// ([`ExternalBuffer::import`]). Destroys the buffer and frees the memory on drop; GPU work
+/// that uses it must have finished by then.
+pub struct ExternalBuffer {
+    ctx: Context,
+    buffer: vk::Buffer,
+    memory: vk::DeviceMemory,
+    size: u64,
+    allocation_size: u64,
+    usage: vk::BufferUsageFlags,
+    handle_type: MemoryHandleType,
+    exportable: bool,
+}
+
+impl std::fmt::Debug for ExternalBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalBuffer")
+            .field("size", &self.size)
+            .field("allocation_size", &self.allocation_size)
+            .field("handle_type", &self.handle_type)
+            .field("exportable", &self.exportable)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ExternalBuffer {
+    fn drop(&mut self) {
+        let device = self.ctx.device();
+        // SAFETY: the buffer and memory were made from this device and are destroyed once;
+        // every CUDA import of the memory holds this buffer alive until it is destroyed.
+        unsafe { device.destroy_buffer(self.buffer, None) };
+        // SAFETY: as above; the buffer bound to the memory is gone.
+        unsafe { device.free_memory(self.memory, None) };
+    }
+}
+
+/// Owns a buffer handle until it is bound into an [`ExternalBuffer`].
+struct BufferGuard<'a> {
+    device: &'a ash::Device,
+    buffer: vk::Buffer,
+}
+
+impl BufferGuard<'_> {
+    fn release(self) -> vk::Buffer {
+        let b = self.buffer;
+        std::mem::forget(self);
+        b
+    }
+}
+
+impl Drop for BufferGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the buffer was created from `device` and never bound or used.
+        unsafe { self.device.destroy_buffer(self.buffer, None) };
+    }
+}
+
+impl ExternalBuffer {
+    /// Creates a buffer with its own exportable dedicated allocation, after checking that
+    /// the handle type can be exported for this usage.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`]: `desc.size` is 0 or above `maxMemoryAllocationSize`.
+    /// * [`Error::Unsupported`]: the handle type cannot be exported here (Vulkan has no
+    ///   such type, its extension is not enabled, the driver refuses it for this usage,
+    ///   or it is a Win32 type on a non-Windows platform).
+    /// * [`Error::OutOfMemory`].
+    pub fn new(ctx: &Context, desc: &BufferDesc) -> Result<Self> {
+        check_size(ctx, desc.size)?;
+        let flags = exportable_flags(ctx, desc)?;
+        let device = ctx.device();
+        let buffer = create_buffer(device, desc, flags)?;
+        // SAFETY: `buffer.buffer` was just created from `device`.
+        let requirements = unsafe { device.get_buffer_memory_requirements(buffer.buffer) };
+        // SAFETY: the buffer was created from `ctx`'s device with `flags`, is unbound, and
+        // `requirements` are its own.
+        let memory = unsafe {
+            allocate_exportable(ctx, &requirements, flags, Dedicated::Buffer(buffer.buffer))
+        }?;
+        Self::bind(ctx, buffer, memory, desc, requirements.size, true)
+    }
+
+    /// Creates a buffer bound to memory imported from `import` (e.g. another device's or
+    /// process's export). `desc` must describe the buffer the same way the exporter did
+    /// (size and usage), so the memory type and allocation size match the payload.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`]: `import.size` is smaller than the buffer needs, or
+    ///   `desc.handle_type` differs from the handle's type.
+    /// * [`Error::InvalidExternalHandle`]: the driver rejected the handle.
+    /// * [`Error::Unsupported`]: non-fd handle types (vkcuda imports fds only).
+    ///
+    /// On success the fd belongs to Vulkan; on failure vkcuda has closed it.
+    pub fn import(ctx: &Context, desc: &BufferDesc, import: MemoryImport) -> Result<Self> {
+        check_size(ctx, desc.size)?;
+        let handle_type = import.handle.handle_type();
+        if handle_type != desc.handle_type {
+            return Err(Error::invalid(
+                "desc.handle_type",
+                format!("{} but the handle is {handle_type}", desc.handle_type),
+                "the type of the handle being imported",
+            ));
+        }
+        let fd = import_fd(import.handle)?;
+        let flags =
+            memory_handle_flags(handle_type).ok_or_else(|| unsupported_type(handle_type))?;
+        let device = ctx.device();
+        let buffer = create_buffer(device, desc, flags)?;
+        // SAFETY: `buffer.buffer` was just created from `device`.
+        let requirements = unsafe { device.get_buffer_memory_requirements(buffer.buffer) };
+        // A dedicated allocation is exactly the buffer's requirement
+        // (VUID-VkMemoryDedicatedAllocateInfo-buffer-01435); a shared one may be larger.
+        let fits = if import.dedicated {
+            import.size == requirements.size
+        } else {
+            import.size >= requirements.size
+        };
+        if !fits {
+            return Err(Error::invalid(
+                "import.size",
+                format!(
+                    "{} bytes, but a {}-byte buffer needs {}",
+                    import.size, desc.size, requirements.size
+                ),
+                if import.dedicated {
+                    format!("exactly {} for a dedicated allocation", requirements.size)
+                } else {
+                    format!("at least {}", requirements.size)
+                },
+            ));
+        }
+        let dedicated = import.dedicated.then_some(Dedicated::Buffer(buffer.buffer));
+        // SAFETY: the buffer was created from `ctx`'s device with `flags` for this handle
+        // type and is unbound.
+        let memory = unsafe {
+            import_memory(
+                ctx,
+                handle_type,
+                fd,
+                requirements.memory_type_bits,
+                import.size,
+                dedicated,
+            )
+        }?;
+        Self::bind(ctx, buffer, memory, desc, import.size, false)
+    }
+
+    /// Binds `memory` to the guarded buffer and assembles the result; frees both on error.
+    fn bind(
+        ctx: &Context,
+        buffer: BufferGuard<'_>,
+        memory: vk::DeviceMemory,
+        desc: &BufferDesc,
+        allocation_size: u64,
+        exportable: bool,
+    ) -> Result<Self> {
+        let device = ctx.device();
+        // SAFETY: memory was allocated for (and dedicated to) this buffer; bound once.
+        if let Err(r) = unsafe { device.bind_buffer_memory(buffer.buffer, memory, 0) } {
+            // SAFETY: the memory is unbound and unused.
+            unsafe { device.free_memory(memory, None) };
+            return Err(Error::vk("vkBindBufferMemory", r));
+        }
+        Ok(Self {
+            ctx: ctx.clone(),
+            buffer: buffer.release(),
+            memory,
+            size: desc.size,
+            allocation_size,
+            usage: desc.usage,
+            handle_type: desc.handle_type,
+            exportable,
+        })
+    }
+
+    /// Exports the memory as a new handle (each call makes a new fd), described so CUDA
+    /// imports exactly this allocation: size from `VkMemoryRequirements`, dedicated.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the buffer was imported rather than allocated
+    /// exportable; [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
+    pub fn export(&self) -> Result<MemoryImport> {
+        if !self.exportable {
+            return Err(Error::Unsupported {
+                what: "export of an imported buffer".into(),
+                reason: "only buffers created by ExternalBuffer::new are exportable".into(),
+            });
+        }
+        Ok(MemoryImport {
+            handle: export_handle(&self.ctx, self.memory, self.handle_type)?,
+            size: self.allocation_size,
+            dedicated: true,
+        })
+    }
+
+    /// The raw buffer, for recording commands. Valid while `self` lives.
+    pub fn raw(&self) -> vk::Buffer {
+        self.buffer
+    }
+
+    /// The raw memory. Valid while `self` lives.
+    pub fn memory(&self) -> vk::DeviceMemory {
+        self.memory
+    }
+
+    /// Size the buffer was created with.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Size of its allocation (`VkMemoryRequirements::size`), what CUDA imports.
+    pub fn allocation_size(&self) -> u64 {
+        self.allocation_size
+    }
+
+    /// The export handle type.
+    pub fn handle_type(&self) -> MemoryHandleType {
+        self.handle_type
+    }
+
+    /// The context it was made on.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Checks that `range` is non-empty and inside the buffer; `arg` names it in the error.
+    pub(crate) fn check_range(&self, arg: &'static str, range: &Range<u64>) -> Result<()> {
+        if range.start >= range.end {
+            return Err(Error::invalid(
+                arg,
+                format!("empty range {range:?}"),
+                "start < end",
+            ));
+        }
+        if range.end > self.size {
+            return Err(Error::invalid(
+                arg,
+                format!("{range:?} ends past the {}-byte buffer", self.size),
+                format!("end <= {}", self.size),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_usage(&self, needed: vk::BufferUsageFlags) -> Result<()> {
+        if self.usage.contains(needed) {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "buffer",
+                format!("usage {:?} lacks {needed:?}", self.usage),
+                format!("a buffer created with {needed:?}"),
+            ))
+        }
+    }
+}
+
+fn check_size(ctx: &Context, size: u64) -> Result<()> {
+    if size == 0 {
+        return Err(Error::invalid("desc.size", "0 bytes", "at least 1 byte"));
+    }
+    let max = ctx.max_allocation_size();
+    if size > max {
+        return Err(Error::invalid(
+            "desc.size",
+            format!("{size} bytes is above this device's maxMemoryAllocationSize"),
+            format!("at most {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// The Vulkan flag for an exportable buffer of `desc`, after every capability check.
+fn exportable_flags(ctx: &Context, desc: &BufferDesc) -> Result<vk::ExternalMemoryHandleTypeFlags> {
+    let t = desc.handle_type;
+    if !t.is_fd() || !cfg!(unix) {
+        return Err(unsupported_type(t));
+    }
+    if t == MemoryHandleType::DmaBufFd && !ctx.can_export_dma_buf() {
+        return Err(Error::Unsupported {
+            what: "DmaBufFd memory from Vulkan".into(),
+            reason: "the device does not have VK_EXT_external_memory_dma_buf".into(),
+        });
+    }
+    let flags = memory_handle_flags(t).ok_or_else(|| unsupported_type(t))?;
+    ctx.buffer_support(desc.usage, t)?.require_export(|| {
+        format!(
+            "export of {t} memory for a buffer with usage {:?}",
+            desc.usage
+        )
+    })?;
+    Ok(flags)
+}
+
+fn create_buffer<'a>(
+    device: &'a ash::Device,
+    desc: &BufferDesc,
+    flags: vk::ExternalMemoryHandleTypeFlags,
+) -> Result<BufferGuard<'a>> {
+    let mut external = vk::ExternalMemoryBufferCreateInfo::default().handle_types(flags);
+    let info = vk::BufferCreateInfo::default()
+        .size(desc.size)
+        .usage(desc.usage)
+        .sharing_mode(vk::SharingMode::EXCLUSIVE)
+        .push_next(&mut external);
+    // SAFETY: `info`'s chain points at live structs.
+    let buffer = unsafe { device.create_buffer(&info, None) }
+        .map_err(|r| Error::vk_sized("vkCreateBuffer", r, desc.size))?;
+    Ok(BufferGuard { device, buffer })
+}

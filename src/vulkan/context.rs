@@ -1,0 +1,648 @@
+//! The Vulkan instance/device context: created by vkcuda or wrapped from the caller's.
+
+use std::ffi::{c_char, CStr};
+use std::mem::ManuallyDrop;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ash::vk;
+use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
+
+use super::debug::Messenger;
+use super::transfer::Transfer;
+use crate::error::{Error, Result};
+use crate::external::{DeviceIdentity, Uuid};
+
+/// Lowest Vulkan version vkcuda runs on: timeline semaphores are core in 1.2.
+const MIN_API: u32 = vk::API_VERSION_1_2;
+const VALIDATION_LAYER: &CStr = c"VK_LAYER_KHRONOS_validation";
+
+/// Which physical device [`Context::new`] opens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DeviceSelection {
+    /// The first suitable device, preferring discrete over integrated over virtual over CPU.
+    #[default]
+    Auto,
+    /// The device with this UUID (e.g. a CUDA device's `cuDeviceGetUuid`).
+    Uuid(Uuid),
+    /// The n-th device `vkEnumeratePhysicalDevices` returns.
+    Index(usize),
+}
+
+/// How [`Context::new`] sets up Vulkan.
+#[derive(Debug, Clone, Default)]
+pub struct ContextDesc {
+    /// Enable `VK_LAYER_KHRONOS_validation` (an error if it is not installed). The layer is
+    /// also honoured when enabled through `VK_INSTANCE_LAYERS`; either way its error
+    /// messages are counted ([`Context::validation_errors`]).
+    pub validation: bool,
+    /// Which physical device to open.
+    pub device: DeviceSelection,
+}
+
+/// The caller's existing Vulkan objects, for [`Context::wrap`].
+pub struct WrapDesc {
+    /// Loader the instance was created with.
+    pub entry: ash::Entry,
+    /// The caller's instance (Vulkan 1.2 or later).
+    pub instance: ash::Instance,
+    /// The physical device `device` was created from.
+    pub physical_device: vk::PhysicalDevice,
+    /// The caller's device, created with `VK_KHR_external_memory_fd` and the
+    /// `timelineSemaphore` feature enabled.
+    pub device: ash::Device,
+    /// Family of the queue vkcuda submits its own transfers to.
+    pub queue_family_index: u32,
+    /// Index of that queue in its family.
+    pub queue_index: u32,
+    /// Whether the device was created with `VK_KHR_external_semaphore_fd`.
+    pub semaphore_fd_enabled: bool,
+    /// Whether the device was created with `VK_EXT_external_memory_dma_buf`.
+    pub dma_buf_enabled: bool,
+}
+
+/// What `new` and `wrap` hand to `assemble`.
+struct Parts {
+    entry: ash::Entry,
+    instance: ash::Instance,
+    physical_device: vk::PhysicalDevice,
+    device: ash::Device,
+    queue_family_index: u32,
+    queue: vk::Queue,
+    enabled: Enabled,
+    /// `VK_EXT_debug_utils` is enabled on the instance and validation is active.
+    debug_utils: bool,
+    owned: bool,
+}
+
+/// Device extensions enabled on the context's device, as far as vkcuda uses them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Enabled {
+    pub(crate) semaphore_fd: bool,
+    pub(crate) dma_buf: bool,
+}
+
+/// A Vulkan device and queue with the external-memory extensions enabled. Cheap to clone
+/// (an `Arc`); every resource made from it holds a clone, so the device outlives them.
+#[derive(Clone)]
+pub struct Context {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    // Field order is drop order for the Rust-owned parts; Vulkan objects are destroyed in
+    // `Drop for Shared` below.
+    allocator: ManuallyDrop<Mutex<Allocator>>,
+    transfer: ManuallyDrop<Mutex<Transfer>>,
+    messenger: Option<Messenger>,
+    memory_fd: ash::khr::external_memory_fd::Device,
+    semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
+    enabled: Enabled,
+    identity: DeviceIdentity,
+    properties: vk::PhysicalDeviceProperties,
+    memory_properties: vk::PhysicalDeviceMemoryProperties,
+    max_allocation_size: u64,
+    queue: Mutex<vk::Queue>,
+    queue_family_index: u32,
+    device: ash::Device,
+    physical_device: vk::PhysicalDevice,
+    instance: ash::Instance,
+    _entry: ash::Entry,
+    /// vkcuda created the instance and device and destroys them.
+    owned: bool,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("device", &self.shared.identity.name)
+            .field("uuid", &self.shared.identity.uuid)
+            .field("owned", &self.shared.owned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: every resource made from this context holds an Arc of it, so none is
+        // alive; the allocator and transfer objects are dropped exactly once, here, before
+        // the device they were made from.
+        unsafe {
+            ManuallyDrop::drop(&mut self.allocator);
+        }
+        if let Ok(t) = self.transfer.get_mut() {
+            t.destroy(&self.device);
+        }
+        // SAFETY: as above; `transfer`'s Vulkan objects were destroyed just now.
+        unsafe {
+            ManuallyDrop::drop(&mut self.transfer);
+        }
+        if self.owned {
+            // SAFETY: vkcuda created the device; nothing made from it is alive (see above).
+            unsafe { self.device.destroy_device(None) };
+        }
+        self.messenger = None;
+        if self.owned {
+            // SAFETY: vkcuda created the instance; its device and messenger are gone.
+            unsafe { self.instance.destroy_instance(None) };
+        }
+    }
+}
+
+/// One physical device as [`enumerate_devices`] reports it.
+#[derive(Debug, Clone)]
+pub struct PhysicalDeviceInfo {
+    /// Index for [`DeviceSelection::Index`].
+    pub index: usize,
+    /// Name, UUID, LUID.
+    pub identity: DeviceIdentity,
+    /// Discrete, integrated, CPU, ...
+    pub device_type: vk::PhysicalDeviceType,
+    /// Vulkan version the device supports.
+    pub api_version: u32,
+    /// `VK_KHR_external_memory_fd` is available (required by vkcuda).
+    pub memory_fd: bool,
+    /// `VK_KHR_external_semaphore_fd` is available (needed to share semaphores).
+    pub semaphore_fd: bool,
+    /// `VK_EXT_external_memory_dma_buf` is available.
+    pub dma_buf: bool,
+}
+
+/// Lists every Vulkan physical device with what vkcuda needs from it, through a temporary
+/// instance. For diagnostics (the `doctor` example); [`Context::new`] chooses by itself.
+///
+/// # Errors
+/// [`Error::Missing`] when no Vulkan loader is installed.
+pub fn enumerate_devices() -> Result<Vec<PhysicalDeviceInfo>> {
+    // SAFETY: loading the system Vulkan loader; ash checks the library it opens.
+    let entry = unsafe { ash::Entry::load() }.map_err(|e| Error::Missing {
+        library: "Vulkan loader",
+        reason: e.to_string(),
+    })?;
+    let (instance, _) = create_instance(&entry, false)?;
+    // SAFETY: valid instance.
+    let physicals = unsafe { instance.enumerate_physical_devices() }
+        .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r));
+    let list = physicals.and_then(|physicals| {
+        physicals
+            .into_iter()
+            .enumerate()
+            .map(|(index, physical)| {
+                let (props, identity, _) = device_properties(&instance, physical);
+                let exts = device_extensions(&instance, physical)?;
+                Ok(PhysicalDeviceInfo {
+                    index,
+                    identity,
+                    device_type: props.device_type,
+                    api_version: props.api_version,
+                    memory_fd: has(&exts, ash::khr::external_memory_fd::NAME),
+                    semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
+                    dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
+                })
+            })
+            .collect()
+    });
+    // SAFETY: nothing else was created from the instance.
+    unsafe { instance.destroy_instance(None) };
+    list
+}
+
+/// Why a physical device was not chosen, for the "no suitable device" error.
+fn describe(name: &str, why: &str) -> String {
+    format!("{name:?}: {why}")
+}
+
+impl Context {
+    /// Loads Vulkan, creates an instance and a device with the external-memory/semaphore
+    /// extensions and timeline semaphores enabled.
+    ///
+    /// # Errors
+    /// [`Error::Missing`] when no Vulkan loader or suitable device is found, or
+    /// validation was asked for and the layer is not installed.
+    pub fn new(desc: &ContextDesc) -> Result<Self> {
+        // SAFETY: loading the system Vulkan loader; ash checks the library it opens.
+        let entry = unsafe { ash::Entry::load() }.map_err(|e| Error::Missing {
+            library: "Vulkan loader",
+            reason: e.to_string(),
+        })?;
+        let (instance, debug_utils) = create_instance(&entry, desc.validation)?;
+        // From here on an error must destroy what was created.
+        let (physical, device, family, enabled) = match open_device(&instance, &desc.device) {
+            Ok(opened) => opened,
+            Err(e) => {
+                // SAFETY: nothing was created from the instance.
+                unsafe { instance.destroy_instance(None) };
+                return Err(e);
+            }
+        };
+        // SAFETY: queue 0 of `family` was requested at device creation.
+        let queue = unsafe { device.get_device_queue(family, 0) };
+        let parts = Parts {
+            entry,
+            instance: instance.clone(),
+            physical_device: physical,
+            device: device.clone(),
+            queue_family_index: family,
+            queue,
+            enabled,
+            debug_utils,
+            owned: true,
+        };
+        Self::assemble(parts).inspect_err(|_| {
+            // SAFETY: `assemble` failed, so no context owns them and nothing made from them
+            // is alive (its partial state was dropped before returning).
+            unsafe { device.destroy_device(None) };
+            // SAFETY: as above; the device made from it is gone.
+            unsafe { instance.destroy_instance(None) };
+        })
+    }
+
+    /// Wraps the caller's instance, device and queue. vkcuda never destroys them.
+    ///
+    /// # Safety
+    /// 1. `desc.device` was created from `desc.physical_device` of `desc.instance` with
+    ///    `VK_KHR_external_memory_fd` and the `timelineSemaphore` feature enabled, and the
+    ///    extensions `desc.semaphore_fd_enabled` / `desc.dma_buf_enabled` claim.
+    /// 2. The queue `(queue_family_index, queue_index)` exists on the device.
+    /// 3. The instance and device outlive the returned context and everything made from it.
+    /// 4. The caller synchronises its own use of that queue with vkcuda's (vkcuda holds a
+    ///    lock only around its own submissions).
+    pub unsafe fn wrap(desc: WrapDesc) -> Result<Self> {
+        let WrapDesc {
+            entry,
+            instance,
+            physical_device,
+            device,
+            queue_family_index,
+            queue_index,
+            semaphore_fd_enabled,
+            dma_buf_enabled,
+        } = desc;
+        // SAFETY: precondition 2.
+        let queue = unsafe { device.get_device_queue(queue_family_index, queue_index) };
+        Self::assemble(Parts {
+            entry,
+            instance,
+            physical_device,
+            device,
+            queue_family_index,
+            queue,
+            enabled: Enabled {
+                semaphore_fd: semaphore_fd_enabled,
+                dma_buf: dma_buf_enabled,
+            },
+            // The caller's instance may not have VK_EXT_debug_utils enabled.
+            debug_utils: false,
+            owned: false,
+        })
+    }
+
+    fn assemble(parts: Parts) -> Result<Self> {
+        let Parts {
+            entry,
+            instance,
+            physical_device,
+            device,
+            queue_family_index,
+            queue,
+            enabled,
+            debug_utils,
+            owned,
+        } = parts;
+        let (properties, identity, max_allocation_size) =
+            device_properties(&instance, physical_device);
+        // SAFETY: valid physical device of this instance.
+        let memory_properties =
+            unsafe { instance.get_physical_device_memory_properties(physical_device) };
+        let messenger = if debug_utils {
+            Some(Messenger::new(&entry, &instance)?)
+        } else {
+            None
+        };
+        let allocator = Allocator::new(&AllocatorCreateDesc {
+            instance: instance.clone(),
+            device: device.clone(),
+            physical_device,
+            debug_settings: Default::default(),
+            buffer_device_address: false,
+            allocation_sizes: Default::default(),
+        })
+        .map_err(|e| Error::Unsupported {
+            what: "gpu-allocator for staging memory".into(),
+            reason: e.to_string(),
+        })?;
+        let transfer = Transfer::new(&device, queue_family_index)?;
+        let memory_fd = ash::khr::external_memory_fd::Device::new(&instance, &device);
+        let semaphore_fd = enabled
+            .semaphore_fd
+            .then(|| ash::khr::external_semaphore_fd::Device::new(&instance, &device));
+        Ok(Self {
+            shared: Arc::new(Shared {
+                allocator: ManuallyDrop::new(Mutex::new(allocator)),
+                transfer: ManuallyDrop::new(Mutex::new(transfer)),
+                messenger,
+                memory_fd,
+                semaphore_fd,
+                enabled,
+                identity,
+                properties,
+                memory_properties,
+                max_allocation_size,
+                queue: Mutex::new(queue),
+                queue_family_index,
+                device,
+                physical_device,
+                instance,
+                _entry: entry,
+                owned,
+            }),
+        })
+    }
+
+    /// The device's name and UUID, for [`crate::cuda::Context::matching`].
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.shared.identity
+    }
+
+    /// The ash device.
+    pub fn device(&self) -> &ash::Device {
+        &self.shared.device
+    }
+
+    /// The ash instance.
+    pub fn instance(&self) -> &ash::Instance {
+        &self.shared.instance
+    }
+
+    /// The physical device.
+    pub fn physical_device(&self) -> vk::PhysicalDevice {
+        self.shared.physical_device
+    }
+
+    /// `VkPhysicalDeviceProperties` (limits, API version, name).
+    pub fn properties(&self) -> &vk::PhysicalDeviceProperties {
+        &self.shared.properties
+    }
+
+    /// Family of [`Context::queue`].
+    pub fn queue_family_index(&self) -> u32 {
+        self.shared.queue_family_index
+    }
+
+    /// The queue vkcuda submits to, locked for the caller's submission.
+    pub fn queue(&self) -> MutexGuard<'_, vk::Queue> {
+        // A panic while holding the lock cannot leave a vk::Queue half-updated.
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Largest single allocation (`maxMemoryAllocationSize`, Vulkan 1.1).
+    pub fn max_allocation_size(&self) -> u64 {
+        self.shared.max_allocation_size
+    }
+
+    /// Whether `VK_KHR_external_semaphore_fd` is enabled (lavapipe: no).
+    pub fn can_export_semaphore_fds(&self) -> bool {
+        self.shared.enabled.semaphore_fd
+    }
+
+    /// Whether `VK_EXT_external_memory_dma_buf` is enabled.
+    pub fn can_export_dma_buf(&self) -> bool {
+        self.shared.enabled.dma_buf
+    }
+
+    /// Error messages the validation layer has reported so far, or `None` when no
+    /// validation layer is active.
+    pub fn validation_errors(&self) -> Option<u64> {
+        self.shared.messenger.as_ref().map(Messenger::error_count)
+    }
+
+    pub(crate) fn memory_fd(&self) -> &ash::khr::external_memory_fd::Device {
+        &self.shared.memory_fd
+    }
+
+    pub(crate) fn semaphore_fd(&self) -> Option<&ash::khr::external_semaphore_fd::Device> {
+        self.shared.semaphore_fd.as_ref()
+    }
+
+    pub(crate) fn memory_properties(&self) -> &vk::PhysicalDeviceMemoryProperties {
+        &self.shared.memory_properties
+    }
+
+    pub(crate) fn allocator(&self) -> MutexGuard<'_, Allocator> {
+        // The allocator's state stays consistent across a panic in a caller's closure.
+        self.shared
+            .allocator
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn transfer(&self) -> MutexGuard<'_, Transfer> {
+        self.shared
+            .transfer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Whether the validation layer is (or will be) active: asked for, or named in
+/// `VK_INSTANCE_LAYERS` (how `.gpu/run --validate` turns it on).
+fn validation_requested(entry: &ash::Entry) -> bool {
+    let from_env = std::env::var("VK_INSTANCE_LAYERS")
+        .is_ok_and(|v| v.split(':').any(|l| l == "VK_LAYER_KHRONOS_validation"));
+    from_env && has_instance_extension(entry, ash::ext::debug_utils::NAME)
+}
+
+fn has_instance_extension(entry: &ash::Entry, name: &CStr) -> bool {
+    // SAFETY: plain query through a loaded entry.
+    let exts = unsafe { entry.enumerate_instance_extension_properties(None) }.unwrap_or_default();
+    exts.iter().any(|e| e.extension_name_as_c_str() == Ok(name))
+}
+
+/// Creates the instance; also says whether a validation messenger should be installed.
+fn create_instance(entry: &ash::Entry, validation: bool) -> Result<(ash::Instance, bool)> {
+    // SAFETY: plain query through a loaded entry.
+    let version = unsafe { entry.try_enumerate_instance_version() }
+        .map_err(|r| Error::vk("vkEnumerateInstanceVersion", r))?
+        .unwrap_or(vk::API_VERSION_1_0);
+    if version < MIN_API {
+        return Err(Error::Missing {
+            library: "Vulkan loader",
+            reason: format!(
+                "instance version {}.{} is older than the 1.2 vkcuda needs",
+                vk::api_version_major(version),
+                vk::api_version_minor(version)
+            ),
+        });
+    }
+    let mut layers: Vec<*const c_char> = Vec::new();
+    if validation {
+        // SAFETY: plain query through a loaded entry.
+        let available = unsafe { entry.enumerate_instance_layer_properties() }
+            .map_err(|r| Error::vk("vkEnumerateInstanceLayerProperties", r))?;
+        if !available
+            .iter()
+            .any(|l| l.layer_name_as_c_str() == Ok(VALIDATION_LAYER))
+        {
+            return Err(Error::Missing {
+                library: "Khronos validation layer",
+                reason: "VK_LAYER_KHRONOS_validation is not installed \
+                         (Debian: apt-get install vulkan-validationlayers)"
+                    .into(),
+            });
+        }
+        layers.push(VALIDATION_LAYER.as_ptr());
+    }
+    let debug_utils = (validation || validation_requested(entry))
+        && has_instance_extension(entry, ash::ext::debug_utils::NAME);
+    let mut extensions: Vec<*const c_char> = Vec::new();
+    if debug_utils {
+        extensions.push(ash::ext::debug_utils::NAME.as_ptr());
+    }
+    let app = vk::ApplicationInfo::default()
+        .application_name(c"vkcuda")
+        .engine_name(c"vkcuda")
+        .api_version(vk::API_VERSION_1_3.min(version));
+    let info = vk::InstanceCreateInfo::default()
+        .application_info(&app)
+        .enabled_layer_names(&layers)
+        .enabled_extension_names(&extensions);
+    // SAFETY: `info` and the strings it points to outlive the call.
+    let instance = unsafe { entry.create_instance(&info, None) }
+        .map_err(|r| Error::vk("vkCreateInstance", r))?;
+    Ok((instance, debug_utils))
+}
+
+/// Properties, identity and `maxMemoryAllocationSize` of a physical device.
+fn device_properties(
+    instance: &ash::Instance,
+    physical: vk::PhysicalDevice,
+) -> (vk::PhysicalDeviceProperties, DeviceIdentity, u64) {
+    let mut id = vk::PhysicalDeviceIDProperties::default();
+    let mut m3 = vk::PhysicalDeviceMaintenance3Properties::default();
+    let mut props2 = vk::PhysicalDeviceProperties2::default()
+        .push_next(&mut id)
+        .push_next(&mut m3);
+    // SAFETY: valid physical device; the pNext chain points at live structs.
+    unsafe { instance.get_physical_device_properties2(physical, &mut props2) };
+    let properties = props2.properties;
+    let identity = DeviceIdentity {
+        name: properties
+            .device_name_as_c_str()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        uuid: Uuid(id.device_uuid),
+        luid: (id.device_luid_valid == vk::TRUE).then_some(id.device_luid),
+        node_mask: id.device_node_mask,
+    };
+    (properties, identity, m3.max_memory_allocation_size)
+}
+
+fn device_extensions(
+    instance: &ash::Instance,
+    physical: vk::PhysicalDevice,
+) -> Result<Vec<vk::ExtensionProperties>> {
+    // SAFETY: valid physical device of this instance.
+    unsafe { instance.enumerate_device_extension_properties(physical) }
+        .map_err(|r| Error::vk("vkEnumerateDeviceExtensionProperties", r))
+}
+
+fn has(exts: &[vk::ExtensionProperties], name: &CStr) -> bool {
+    exts.iter().any(|e| e.extension_name_as_c_str() == Ok(name))
+}
+
+/// Picks a queue family with compute (preferring graphics + compute).
+fn queue_family(instance: &ash::Instance, physical: vk::PhysicalDevice) -> Option<u32> {
+    // SAFETY: valid physical device of this instance.
+    let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
+    let find = |flags: vk::QueueFlags| {
+        families
+            .iter()
+            .position(|f| f.queue_count > 0 && f.queue_flags.contains(flags))
+    };
+    find(vk::QueueFlags::GRAPHICS | vk::QueueFlags::COMPUTE)
+        .or_else(|| find(vk::QueueFlags::COMPUTE))
+        .and_then(|i| u32::try_from(i).ok())
+}
+
+fn type_rank(t: vk::PhysicalDeviceType) -> u32 {
+    match t {
+        vk::PhysicalDeviceType::DISCRETE_GPU => 0,
+        vk::PhysicalDeviceType::INTEGRATED_GPU => 1,
+        vk::PhysicalDeviceType::VIRTUAL_GPU => 2,
+        vk::PhysicalDeviceType::CPU => 3,
+        _ => 4,
+    }
+}
+
+/// Chooses a physical device and creates the logical device.
+fn open_device(
+    instance: &ash::Instance,
+    selection: &DeviceSelection,
+) -> Result<(vk::PhysicalDevice, ash::Device, u32, Enabled)> {
+    // SAFETY: valid instance.
+    let physicals = unsafe { instance.enumerate_physical_devices() }
+        .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r))?;
+    let mut rejected = Vec::new();
+    let mut candidates = Vec::new();
+    for (index, &physical) in physicals.iter().enumerate() {
+        let (props, identity, _) = device_properties(instance, physical);
+        let selected = match selection {
+            DeviceSelection::Auto => true,
+            DeviceSelection::Uuid(u) => identity.uuid == *u,
+            DeviceSelection::Index(i) => *i == index,
+        };
+        if !selected {
+            rejected.push(describe(&identity.name, "not the one selected"));
+            continue;
+        }
+        if props.api_version < MIN_API {
+            rejected.push(describe(&identity.name, "Vulkan older than 1.2"));
+            continue;
+        }
+        let exts = device_extensions(instance, physical)?;
+        if !has(&exts, ash::khr::external_memory_fd::NAME) {
+            rejected.push(describe(&identity.name, "no VK_KHR_external_memory_fd"));
+            continue;
+        }
+        let Some(family) = queue_family(instance, physical) else {
+            rejected.push(describe(&identity.name, "no compute queue"));
+            continue;
+        };
+        candidates.push((type_rank(props.device_type), physical, family, exts));
+    }
+    candidates.sort_by_key(|c| c.0);
+    let Some((_, physical, family, exts)) = candidates.into_iter().next() else {
+        return Err(Error::Missing {
+            library: "Vulkan device",
+            reason: format!("no device fits {selection:?}: [{}]", rejected.join("; ")),
+        });
+    };
+
+    let enabled = Enabled {
+        semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
+        dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
+    };
+    let mut names = vec![ash::khr::external_memory_fd::NAME.as_ptr()];
+    if enabled.semaphore_fd {
+        names.push(ash::khr::external_semaphore_fd::NAME.as_ptr());
+    }
+    if enabled.dma_buf {
+        names.push(ash::ext::external_memory_dma_buf::NAME.as_ptr());
+    }
+    let priorities = [1.0f32];
+    let queues = [vk::DeviceQueueCreateInfo::default()
+        .queue_family_index(family)
+        .queue_priorities(&priorities)];
+    let mut v12 = vk::PhysicalDeviceVulkan12Features::default().timeline_semaphore(true);
+    let info = vk::DeviceCreateInfo::default()
+        .queue_create_infos(&queues)
+        .enabled_extension_names(&names)
+        .push_next(&mut v12);
+    // SAFETY: `physical` belongs to `instance`; `info` and everything it points to outlive
+    // the call; the extensions were checked to be supported.
+    let device = unsafe { instance.create_device(physical, &info, None) }
+        .map_err(|r| Error::vk("vkCreateDevice", r))?;
+    Ok((physical, device, family, enabled))
+}

@@ -1,0 +1,32 @@
+//! The Vulkan side: a device context, exportable (and importable) dedicated buffers, and
+//! capability queries. Knows nothing of CUDA: what it exports is described with the
+//! neutral types of [`crate::external`].
+//!
+//! * [`Context`] creates its own instance and device ([`Context::new`]) or wraps the
+//!   caller's ([`Context::wrap`]).
+//! * [`ExternalBuffer`] is a buffer bound to its own dedicated `VkDeviceMemory` that can be
+//!   exported ([`ExternalBuffer::export`]) or was imported from a handle.
+//! * [`Context::read_buffer`] / [`Context::write_buffer`] are staged transfers for tests,
+//!   examples and the staged-copy baselines.
+
+mod buffer;
+mod capabilities;
+mod context;
+mod debug;
+mod image;
+mod memory;
+mod semaphore;
+mod transfer;
+
+pub use buffer::{BufferDesc, ExternalBuffer};
+pub use capabilities::{
+    memory_handle_flags, semaphore_handle_flags, ExternalSupport, SemaphoreKind,
+};
+pub use context::{
+    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, WrapDesc,
+};
+pub use image::{
+    texel_block, ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, ImageSupport,
+    TexelBlock,
+};
+pub use semaphore::{ExportableSemaphore, SemaphoreDesc};
