@@ -6,7 +6,8 @@ use ash::vk;
 
 use super::capabilities::memory_handle_flags;
 use super::memory::{
-    allocate_exportable, export_handle, import_fd, import_memory, unsupported_type, Dedicated,
+    allocate_exportable, check_import_size, export_handle, import_fd, import_memory,
+    unsupported_type, Dedicated,
 };
 use super::Context;
 use crate::error::{Error, Result};
@@ -159,27 +160,9 @@ impl ExternalBuffer {
         let buffer = create_buffer(device, desc, flags)?;
         // SAFETY: `buffer.buffer` was just created from `device`.
         let requirements = unsafe { device.get_buffer_memory_requirements(buffer.buffer) };
-        // A dedicated allocation is exactly the buffer's requirement
-        // (VUID-VkMemoryDedicatedAllocateInfo-buffer-01435); a shared one may be larger.
-        let fits = if import.dedicated {
-            import.size == requirements.size
-        } else {
-            import.size >= requirements.size
-        };
-        if !fits {
-            return Err(Error::invalid(
-                "import.size",
-                format!(
-                    "{} bytes, but a {}-byte buffer needs {}",
-                    import.size, desc.size, requirements.size
-                ),
-                if import.dedicated {
-                    format!("exactly {} for a dedicated allocation", requirements.size)
-                } else {
-                    format!("at least {}", requirements.size)
-                },
-            ));
-        }
+        check_import_size(import.size, import.dedicated, requirements.size, || {
+            format!("a {}-byte buffer", desc.size)
+        })?;
         let dedicated = import.dedicated.then_some(Dedicated::Buffer(buffer.buffer));
         // SAFETY: the buffer was created from `ctx`'s device with `flags` for this handle
         // type and is unbound.

@@ -11,7 +11,8 @@ use gpu_allocator::MemoryLocation as GpuLocation;
 
 use super::capabilities::{memory_handle_flags, memory_support, ExternalSupport};
 use super::memory::{
-    allocate_exportable, export_handle, import_fd, import_memory, unsupported_type, Dedicated,
+    allocate_exportable, check_import_size, export_handle, import_fd, import_memory,
+    unsupported_type, Dedicated,
 };
 use super::transfer::Staging;
 use super::Context;
@@ -1006,27 +1007,9 @@ impl ExternalImage {
         let image = create_image(device, desc, flags)?;
         // SAFETY: `image.image` was just created from `device`.
         let requirements = unsafe { device.get_image_memory_requirements(image.image) };
-        // A dedicated allocation is exactly the image's size
-        // (VUID-VkMemoryDedicatedAllocateInfo-image-01433); a shared one may be larger.
-        let fits = if import.dedicated {
-            import.size == requirements.size
-        } else {
-            import.size >= requirements.size
-        };
-        if !fits {
-            return Err(Error::invalid(
-                "import.size",
-                format!(
-                    "{} bytes, but this image needs {} (VkMemoryRequirements::size)",
-                    import.size, requirements.size
-                ),
-                if import.dedicated {
-                    format!("exactly {} for a dedicated import", requirements.size)
-                } else {
-                    format!("at least {}", requirements.size)
-                },
-            ));
-        }
+        check_import_size(import.size, import.dedicated, requirements.size, || {
+            "this image".to_owned()
+        })?;
         let dedicated = import.dedicated.then_some(Dedicated::Image(image.image));
         // SAFETY: the image was created from `ctx`'s device with `flags` for this handle
         // type and is unbound.

@@ -216,3 +216,35 @@ pub(crate) fn export_handle(
 ) -> Result<MemoryHandle> {
     Err(unsupported_type(t))
 }
+
+/// Checks an import's `size` against the resource's `VkMemoryRequirements::size`: a
+/// dedicated allocation must be exactly that size (VUID-VkMemoryDedicatedAllocateInfo-
+/// buffer-01435 / image-01433), a shared one at least that size. `resource` names what
+/// the memory is for in the error.
+pub(crate) fn check_import_size(
+    size: u64,
+    dedicated: bool,
+    required: u64,
+    resource: impl FnOnce() -> String,
+) -> Result<()> {
+    let fits = if dedicated {
+        size == required
+    } else {
+        size >= required
+    };
+    if fits {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "import.size",
+        format!(
+            "{size} bytes, but {} needs {required} (VkMemoryRequirements::size)",
+            resource()
+        ),
+        if dedicated {
+            format!("exactly {required} for a dedicated allocation")
+        } else {
+            format!("at least {required}")
+        },
+    ))
+}
