@@ -1,0 +1,44 @@
+//! The demo scene: `shaders/render.wgsl` compiled to SPIR-V, its push constants, and a CPU
+//! twin that computes every texel the same way (integer arithmetic), so tests can check
+//! the Vulkan render exactly.
+
+/// SPIR-V of `shaders/render.wgsl` (built by `build.rs` with naga).
+pub const RENDER_SPV: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/render.spv"));
+
+/// Workgroup size declared in the shader.
+pub const WORKGROUP: [u32; 2] = [16, 16];
+
+/// Push constants of the shader: frame number, width, height.
+pub fn push_constants(frame: u32, width: u32, height: u32) -> Vec<u8> {
+    [frame, width, height]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect()
+}
+
+/// Size of [`push_constants`] in bytes.
+pub const PUSH_SIZE: u32 = 12;
+
+/// The RGBA8 texels the shader writes for `frame` at `width` x `height`.
+pub fn reference(frame: u32, width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(width as usize * height as usize * 4);
+    let cx = ((frame * 7) % width) as i32;
+    let cy = (height / 2) as i32;
+    let rad = (height / 4) as i32;
+    for y in 0..height {
+        for x in 0..width {
+            let (dx, dy) = (x as i32 - cx, y as i32 - cy);
+            let rgb = if dx * dx + dy * dy <= rad * rad {
+                [255, 224, 32]
+            } else {
+                [
+                    (x * 255 / (width - 1).max(1)) as u8,
+                    (y * 255 / (height - 1).max(1)) as u8,
+                    96,
+                ]
+            };
+            out.extend_from_slice(&[rgb[0], rgb[1], rgb[2], 255]);
+        }
+    }
+    out
+}
