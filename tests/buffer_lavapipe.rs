@@ -13,15 +13,21 @@ use vkcuda::external::{MemoryHandle, MemoryHandleType, MemoryImport};
 use vkcuda::vulkan::{BufferDesc, Context, ExternalBuffer};
 use vkcuda::Error;
 
-/// Exports `a` and imports it back as a second buffer on the same device.
-fn alias(vk: &Context, a: &ExternalBuffer) -> anyhow::Result<ExternalBuffer> {
-    let desc = BufferDesc::new(a.size());
-    Ok(ExternalBuffer::import(vk, &desc, a.export()?)?)
+/// [`ExternalBuffer::import`] for the trials that hand it wrong descriptions on purpose.
+fn import_buffer(
+    vk: &Context,
+    desc: &BufferDesc,
+    import: MemoryImport,
+) -> vkcuda::Result<ExternalBuffer> {
+    // SAFETY: each caller passes a description vkcuda refuses before any driver call, or
+    // (foreign_fd_is_refused) a handle that is not memory at all, for the driver to refuse:
+    // the error paths are what these trials test.
+    unsafe { ExternalBuffer::import(vk, desc, import) }
 }
 
 fn bytes_cross_both_ways(vk: &Context, size: u64) -> anyhow::Result<()> {
     let a = ExternalBuffer::new(vk, &BufferDesc::new(size))?;
-    let b = alias(vk, &a)?;
+    let b = a.alias()?;
     let one = pattern_bytes(size, 1);
     vk.write_buffer(&a, 0, &one)?;
     assert_bytes(&vk.read_buffer(&b, 0..size)?, &one, "a -> b")?;
@@ -40,8 +46,8 @@ fn sizes(vk: &Context) -> anyhow::Result<()> {
 
 fn second_export_imports_too(vk: &Context) -> anyhow::Result<()> {
     let a = ExternalBuffer::new(vk, &BufferDesc::new(8192))?;
-    let first = alias(vk, &a)?;
-    let second = alias(vk, &a)?;
+    let first = a.alias()?;
+    let second = a.alias()?;
     let data = pattern_bytes(8192, 3);
     vk.write_buffer(&first, 0, &data)?;
     assert_bytes(&vk.read_buffer(&second, 0..8192)?, &data, "first -> second")?;
@@ -50,7 +56,7 @@ fn second_export_imports_too(vk: &Context) -> anyhow::Result<()> {
 
 fn partial_ranges_and_fill(vk: &Context) -> anyhow::Result<()> {
     let a = ExternalBuffer::new(vk, &BufferDesc::new(4096))?;
-    let b = alias(vk, &a)?;
+    let b = a.alias()?;
     vk.fill_buffer(&a, 0..4096, 0xdead_beef)?;
     vk.write_buffer(&a, 1000, &[1, 2, 3])?;
     let got = vk.read_buffer(&b, 996..1004)?;
@@ -144,13 +150,13 @@ fn bad_input(vk: &Context) -> anyhow::Result<()> {
     let desc = BufferDesc::new(4096);
     let mut import = a.export()?;
     import.size = 1;
-    invalid_arg(ExternalBuffer::import(vk, &desc, import), "import.size")?;
+    invalid_arg(import_buffer(vk, &desc, import), "import.size")?;
     let dma_desc = BufferDesc::new(4096).handle_type(MemoryHandleType::DmaBufFd);
     invalid_arg(
-        ExternalBuffer::import(vk, &dma_desc, a.export()?),
+        import_buffer(vk, &dma_desc, a.export()?),
         "desc.handle_type",
     )?;
-    let imported = alias(vk, &a)?;
+    let imported = a.alias()?;
     let e = imported
         .export()
         .expect_err("imported buffers do not re-export");
@@ -172,7 +178,7 @@ fn foreign_fd_is_refused(vk: &Context) -> anyhow::Result<()> {
         size: 4096,
         dedicated: true,
     };
-    let r = ExternalBuffer::import(vk, &BufferDesc::new(4096), bogus);
+    let r = import_buffer(vk, &BufferDesc::new(4096), bogus);
     ensure!(r.is_err(), "importing /dev/null as memory succeeded");
     ensure!(open_fds() == fds, "the rejected fd leaked");
     Ok(())
@@ -182,7 +188,7 @@ fn foreign_fd_is_refused(vk: &Context) -> anyhow::Result<()> {
 fn no_leaks(vk: &Context) -> anyhow::Result<()> {
     let cycle = || -> anyhow::Result<()> {
         let a = ExternalBuffer::new(vk, &BufferDesc::new(4096))?;
-        let b = alias(vk, &a)?;
+        let b = a.alias()?;
         drop(a.export()?); // an export nobody imports is closed on drop
         drop((b, a));
         Ok(())

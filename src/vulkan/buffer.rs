@@ -143,7 +143,16 @@ impl ExternalBuffer {
     /// * [`Error::Unsupported`]: non-fd handle types (vkcuda imports fds only).
     ///
     /// On success the fd belongs to Vulkan; on failure vkcuda has closed it.
-    pub fn import(ctx: &Context, desc: &BufferDesc, import: MemoryImport) -> Result<Self> {
+    ///
+    /// # Safety
+    /// 1. `import.handle` is an export of memory allocated by a device with this context's
+    ///    UUID, of exactly `import.size` bytes, in the memory type this `desc` selects (as
+    ///    [`ExternalBuffer::new`] with an equal `desc` allocates), dedicated as
+    ///    `import.dedicated` says. Vulkan requires the allocation size and memory type to
+    ///    match the payload (VUID-VkMemoryAllocateInfo-allocationSize-01742); a mismatch the
+    ///    driver does not catch is undefined behaviour. [`ExternalBuffer::alias`] is the
+    ///    safe loopback.
+    pub unsafe fn import(ctx: &Context, desc: &BufferDesc, import: MemoryImport) -> Result<Self> {
         check_size(ctx, desc.size)?;
         let handle_type = import.handle.handle_type();
         if handle_type != desc.handle_type {
@@ -225,6 +234,22 @@ impl ExternalBuffer {
             size: self.allocation_size,
             dedicated: true,
         })
+    }
+
+    /// A second buffer on the same memory: exports this one and imports the handle back
+    /// into the same context (Vulkan-only zero copy, e.g. to check that export works).
+    ///
+    /// # Errors
+    /// As [`ExternalBuffer::export`] and [`ExternalBuffer::import`].
+    pub fn alias(&self) -> Result<Self> {
+        let desc = BufferDesc {
+            size: self.size,
+            usage: self.usage,
+            handle_type: self.handle_type,
+        };
+        // SAFETY: the handle is this buffer's own export, described by its own allocation
+        // size and dedication, on the same device, with the description that made it.
+        unsafe { Self::import(&self.ctx, &desc, self.export()?) }
     }
 
     /// The raw buffer, for recording commands. Valid while `self` lives.

@@ -972,7 +972,15 @@ impl ExternalImage {
     /// * [`Error::InvalidExternalHandle`]: the driver rejected the handle.
     ///
     /// On success the fd belongs to Vulkan; on failure vkcuda has closed it.
-    pub fn import(ctx: &Context, desc: &ImageDesc, import: MemoryImport) -> Result<Self> {
+    ///
+    /// # Safety
+    /// 1. `import.handle` is an export of memory allocated by a device with this context's
+    ///    UUID for an image created with `desc` (as [`ExternalImage::new`] does), of exactly
+    ///    `import.size` bytes, dedicated as `import.dedicated` says. Vulkan requires the
+    ///    allocation size, memory type and image layout to match the payload
+    ///    (VUID-VkMemoryAllocateInfo-allocationSize-01742); a mismatch the driver does not
+    ///    catch is undefined behaviour. [`ExternalImage::alias`] is the safe loopback.
+    pub unsafe fn import(ctx: &Context, desc: &ImageDesc, import: MemoryImport) -> Result<Self> {
         let handle_type = import.handle.handle_type();
         if handle_type != desc.handle_type {
             return Err(Error::invalid(
@@ -1078,6 +1086,18 @@ impl ExternalImage {
             size: self.allocation_size,
             dedicated: true,
         })
+    }
+
+    /// A second image on the same memory: exports this one and imports the handle back
+    /// into the same context with the same description. The alias starts released to
+    /// `VK_QUEUE_FAMILY_EXTERNAL`, as every import does.
+    ///
+    /// # Errors
+    /// As [`ExternalImage::export`] and [`ExternalImage::import`].
+    pub fn alias(&self) -> Result<Self> {
+        // SAFETY: the handle is this image's own export, described by its own allocation
+        // size and dedication, on the same device, with the description that made it.
+        unsafe { Self::import(&self.ctx, &self.desc, self.export()?) }
     }
 
     /// The raw image, for recording commands and creating views. Valid while `self` lives.
