@@ -191,6 +191,20 @@ impl Error {
     }
 }
 
+/// Test helper: the argument, problem and expectation of an [`Error::InvalidArgument`];
+/// panics on any other outcome.
+#[cfg(test)]
+pub(crate) fn invalid_arg<T: std::fmt::Debug>(result: Result<T>) -> (&'static str, String, String) {
+    match result {
+        Err(Error::InvalidArgument {
+            arg,
+            problem,
+            expected,
+        }) => (arg, problem, expected),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

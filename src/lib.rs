@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! examples/, benches/          anyhow; no unsafe
-//! interop/                     SharedBuffer: a Vulkan resource + its CUDA import
+//! interop/                     SharedBuffer, SharedImage: a Vulkan resource + its CUDA import
 //!    |          \
 //! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash
 //!    \          /

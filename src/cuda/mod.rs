@@ -4,10 +4,12 @@
 //!
 //! * [`Context`] is the CUDA device with the exporter's UUID ([`Context::matching`]) and
 //!   its primary context; never chosen by index.
-//! * [`ExternalMemory`] is an imported allocation. [`ExternalMemory::map`] gives read-write
-//!   [`MappedBuffer`]s (several per import, at offsets);
-//!   [`ExternalMemory::map_mipmapped_array`] gives a [`MipmappedArray`] with
-//!   [`ArrayLevel`]s, [`SurfaceObject`]s and [`TextureObject`]s.
+//! * [`ExternalMemory`] (in `memory.rs`) is an imported allocation. [`ExternalMemory::map`]
+//!   gives read-write [`MappedBuffer`]s (several per import, at offsets).
+//! * [`MipmappedArray`] (in `array.rs`) is an image, mapped from an import
+//!   ([`ExternalMemory::map_mipmapped_array`]) or native ([`MipmappedArray::new`]), with
+//!   [`ArrayLevel`]s, [`SurfaceObject`]s and [`TextureObject`]s (per level or over the
+//!   whole mip chain).
 //! * [`ExternalSemaphore`] is an imported binary or timeline semaphore, signalled and
 //!   waited on from streams, one at a time or batched in one driver call.
 //! * [`Context::compile`] builds `.cu` sources with NVRTC, once per process and device.
@@ -29,15 +31,14 @@
 //! first and returns [`Error::Missing`](crate::Error::Missing) instead of panicking; see
 //! [`is_driver_present`].
 
+mod array;
 mod context;
 mod memory;
 mod module;
 mod raw;
 mod semaphore;
 
+pub use array::{ArrayDesc, ArrayLevel, MipmappedArray, SurfaceObject, TextureDesc, TextureObject};
 pub use context::{is_driver_present, Context};
-pub use memory::{
-    ArrayDesc, ArrayLevel, ExternalMemory, MappedBuffer, MipmappedArray, SurfaceObject,
-    TextureDesc, TextureObject, MAP_OFFSET_ALIGNMENT,
-};
+pub use memory::{ExternalMemory, MappedBuffer, MAP_OFFSET_ALIGNMENT};
 pub use semaphore::ExternalSemaphore;

@@ -256,6 +256,37 @@ pub(crate) unsafe fn mipmapped_array_destroy(
     unsafe { sys::cuMipmappedArrayDestroy(array) }.result()
 }
 
+/// [`cuMipmappedArrayCreate`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html#group__CUDA__MEM_1ga5d2e311c7f9b0bc6d130af824a40bd3)
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. The returned array is destroyed with [`mipmapped_array_destroy`], once.
+pub(crate) unsafe fn mipmapped_array_create(
+    desc: &sys::CUDA_ARRAY3D_DESCRIPTOR,
+    levels: u32,
+) -> Result<sys::CUmipmappedArray, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable, `desc` is a complete descriptor; the caller guarantees the
+    // context.
+    unsafe { sys::cuMipmappedArrayCreate(out.as_mut_ptr(), desc, levels) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the handle.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuMemcpy3DAsync`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html#group__CUDA__MEM_1g79f4f3fde6ae0f529568d881d9e11987)
+///
+/// # Safety
+/// 1. The context of `stream` is current on the calling thread.
+/// 2. Every array, device pointer and host pointer in `copy` is live and large enough for
+///    the region, and stays so until the copy has completed on `stream`.
+pub(crate) unsafe fn memcpy_3d_async(
+    copy: &sys::CUDA_MEMCPY3D,
+    stream: sys::CUstream,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuMemcpy3DAsync_v2(copy, stream) }.result()
+}
+
 /// [`cuSurfObjectCreate`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__SURFOBJECT.html#group__CUDA__SURFOBJECT_1g6bc972c90c9590c9f720b2754e6d079d)
 ///
 /// # Safety

@@ -656,6 +656,14 @@ mod tests {
     }
 
     #[test]
+    fn blocks_agree_with_vulkan_texel_blocks() {
+        for (format, _) in shareable_formats() {
+            let vulkan = crate::vulkan::texel_block(format).map(|b| (b.bytes, b.width, b.height));
+            assert_eq!(block_size(format), vulkan, "{format:?}");
+        }
+    }
+
+    #[test]
     fn table_is_consistent() {
         for (i, row) in TABLE.iter().enumerate() {
             assert!(

@@ -3,12 +3,18 @@
 //!
 //! * [`SharedBuffer`]: an [`ExternalBuffer`](crate::vulkan::ExternalBuffer) imported into
 //!   CUDA, mapped as read-write device pointers.
+//! * [`SharedImage`]: an [`ExternalImage`](crate::vulkan::ExternalImage) imported into
+//!   CUDA as a mipmapped array whose layout is derived from the image
+//!   ([`cuda_array_desc`]), with levels, surfaces, textures and the hand-off to and from
+//!   CUDA.
 //! * [`mod@format`]: the `VkFormat` ↔ `CUarray_format` table for sharing images.
 
 mod buffer;
 pub mod format;
+mod image;
 
 pub use buffer::SharedBuffer;
+pub use image::{cuda_array_desc, SharedImage};
 
 use crate::error::{Error, Result};
 use crate::{cuda, vulkan};
