@@ -338,6 +338,13 @@ fn bad_descriptions(vk: &Context) -> anyhow::Result<()> {
     expect_invalid_arg(new(&ImageDesc::d2(16, 9, f).mips(0)), "desc.mip_levels")?;
     expect_invalid_arg(new(&ImageDesc::d3(2, 2, 64, f).mips(8)), "desc.mip_levels")?;
     new(&ImageDesc::d3(2, 2, 64, f).mips(7)).context("3D depth counts for the chain")?;
+    let padded = ImageDesc::d2(16, 16, vk::Format::R10X6G10X6B10X6A10X6_UNORM_4PACK16).mips(2);
+    let e = expect_invalid_arg(new(&padded), "desc.mip_levels")?;
+    ensure!(e.to_string().contains("CbCr"), "{e}");
+    expect_unsupported(
+        new(&ImageDesc::d2(4, 4, vk::Format::A8_UNORM_KHR)),
+        &["A8_UNORM", "maintenance5"],
+    )?;
 
     let mut oblong = ImageDesc::cube(16, f);
     oblong.extent.height = 8;

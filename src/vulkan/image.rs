@@ -437,6 +437,25 @@ fn level_bytes(desc: &ImageDesc, level: u32) -> Option<u64> {
 // ---------------------------------------------------------------------------------------
 
 /// Rules and device limits that need no format query.
+/// Formats the spec lists as needing a sampler Y'CbCr conversion: the 4:2:x packed and
+/// multi-planar ones and the padded 10X6/12X4 formats with 3 or 4 components (the 1- and
+/// 2-component ones, e.g. `R10X6_UNORM_PACK16`, do not).
+fn needs_ycbcr_conversion(format: vk::Format) -> bool {
+    let raw = format.as_raw();
+    // VK_KHR_sampler_ycbcr_conversion's block, minus R10X6/R10X6G10X6/R12X4/R12X4G12X4.
+    let ycbcr_block = (1_000_156_000..=1_000_156_033).contains(&raw)
+        && !matches!(
+            format,
+            vk::Format::R10X6_UNORM_PACK16
+                | vk::Format::R10X6G10X6_UNORM_2PACK16
+                | vk::Format::R12X4_UNORM_PACK16
+                | vk::Format::R12X4G12X4_UNORM_2PACK16
+        );
+    // VK_EXT_ycbcr_2plane_444_formats (core 1.3).
+    let two_plane_444 = (1_000_330_000..=1_000_330_003).contains(&raw);
+    ycbcr_block || two_plane_444
+}
+
 fn check_desc(ctx: &Context, desc: &ImageDesc) -> Result<()> {
     let kind = desc.kind;
     if desc.format == vk::Format::UNDEFINED {
@@ -444,6 +463,26 @@ fn check_desc(ctx: &Context, desc: &ImageDesc) -> Result<()> {
             "desc.format",
             "VK_FORMAT_UNDEFINED",
             "a concrete format",
+        ));
+    }
+    // Formats from VK_KHR_maintenance5, which vkcuda does not enable: querying them at all
+    // is invalid (VUID-VkPhysicalDeviceImageFormatInfo2-format-parameter).
+    if matches!(
+        desc.format,
+        vk::Format::A8_UNORM_KHR | vk::Format::A1B5G5R5_UNORM_PACK16_KHR
+    ) {
+        return Err(Error::Unsupported {
+            what: format!("VkFormat {:?}", desc.format),
+            reason: "it needs VK_KHR_maintenance5, which the context does not enable".into(),
+        });
+    }
+    // Formats that need a sampler Y'CbCr conversion have one mip level
+    // (VUID-VkImageCreateInfo-format-06410).
+    if desc.mip_levels > 1 && needs_ycbcr_conversion(desc.format) {
+        return Err(Error::invalid(
+            "desc.mip_levels",
+            format!("{} for {:?}", desc.mip_levels, desc.format),
+            "1: formats that need a sampler Y'CbCr conversion have no mip chain",
         ));
     }
     if desc.usage.is_empty() {
