@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use ash::vk;
-use common::{open_fds, trial, trial_if};
+use common::{
+    open_fds, orphaned_counter_reads, trial, trial_if, validation_since, validation_snapshot,
+};
 use vkcuda::external::{SemaphoreHandle, SemaphoreHandleType};
 use vkcuda::vulkan::{Context, ExportableSemaphore, SemaphoreDesc, SemaphoreKind};
 use vkcuda::Error;
@@ -24,19 +26,9 @@ const QUICK: Duration = Duration::from_millis(100);
 /// How late a timed-out wait may return.
 const SLACK: Duration = Duration::from_millis(50);
 
-/// A plain semaphore of `kind` (not exportable), created with ash and owned by vkcuda.
+/// A plain semaphore of `kind` (not exportable).
 fn plain(vk: &Context, kind: SemaphoreKind, initial: u64) -> anyhow::Result<ExportableSemaphore> {
-    let mut type_info = vk::SemaphoreTypeCreateInfo::default()
-        .semaphore_type(match kind {
-            SemaphoreKind::Binary => vk::SemaphoreType::BINARY,
-            SemaphoreKind::Timeline => vk::SemaphoreType::TIMELINE,
-        })
-        .initial_value(initial);
-    let info = vk::SemaphoreCreateInfo::default().push_next(&mut type_info);
-    // SAFETY: valid device; the chain points at a live struct.
-    let raw = unsafe { vk.device().create_semaphore(&info, None) }?;
-    // SAFETY: made from `vk`'s device with this kind, not exportable; vkcuda destroys it.
-    Ok(unsafe { ExportableSemaphore::from_raw(vk, raw, kind, None, true) }?)
+    Ok(ExportableSemaphore::local(vk, kind, initial)?)
 }
 
 /// Waits until the context's queue has finished everything submitted to it.
@@ -455,56 +447,6 @@ fn validation_is_counted_when_requested(vk: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether the active validation layer predates Vulkan-ValidationLayers PR #8396 (in SDK
-/// 1.3.296; issue #8212): there, every `vkGetSemaphoreCounterValue` on an **exported**
-/// timeline semaphore leaves an orphaned "pending signal" at the value read, so each later
-/// `vkSignalSemaphore` (always above that value) is reported as
-/// `VUID-VkSemaphoreSignalInfo-value-03259`. A false positive: a host signal is never
-/// pending, and the spec only forbids signalling past a *pending* signal. Debian 12's
-/// layer is 1.3.239.
-fn layer_orphans_counter_reads(vk: &Context) -> bool {
-    if vk.validation_errors().is_none() {
-        return false;
-    }
-    // SAFETY: loading the system Vulkan loader; ash checks the library it opens.
-    let Ok(entry) = (unsafe { ash::Entry::load() }) else {
-        return false;
-    };
-    // SAFETY: a plain query through a loaded entry.
-    let layers = unsafe { entry.enumerate_instance_layer_properties() }.unwrap_or_default();
-    layers.iter().any(|l| {
-        l.layer_name_as_c_str() == Ok(c"VK_LAYER_KHRONOS_validation")
-            && l.spec_version < vk::make_api_version(0, 1, 3, 296)
-    })
-}
-
-fn validation_errors(vk: &Context) -> u64 {
-    vk.validation_errors().unwrap_or(0)
-}
-
-/// Fails unless the validation layer reported no error since `before`, except exactly one
-/// `VUID-VkSemaphoreSignalInfo-value-03259` per host signal on an exported semaphore under
-/// a layer with the bug [`layer_orphans_counter_reads`] describes.
-fn validation_since(vk: &Context, before: u64, exported_host_signals: u64) -> anyhow::Result<()> {
-    let new = validation_errors(vk) - before;
-    let known = if layer_orphans_counter_reads(vk) {
-        exported_host_signals
-    } else {
-        0
-    };
-    if known > 0 && new == known {
-        eprintln!(
-            "the {new} validation errors above are VUID-VkSemaphoreSignalInfo-value-03259 false \
-             positives of this old layer (Vulkan-ValidationLayers#8212, fixed in 1.3.296)"
-        );
-    }
-    ensure!(
-        new == known,
-        "validation layer reported {new} errors (printed above), expected {known}"
-    );
-    Ok(())
-}
-
 type Test = fn(&Context) -> anyhow::Result<()>;
 /// A test on exported semaphores; returns how many host signals it made on them.
 type ExportTest = fn(&Context) -> anyhow::Result<u64>;
@@ -534,17 +476,20 @@ fn main() {
         .into_iter()
         .map(|(name, f)| {
             trial(name, &probe, move |vk: &Context| {
-                let before = validation_errors(vk);
+                let before = validation_snapshot(vk);
                 f(vk)?;
-                validation_since(vk, before, 0)
+                validation_since(vk, &before, &[])
             })
         })
         .collect();
     trials.extend(exporting.into_iter().map(|(name, f)| {
         trial_if(name, &probe, lacks_semaphore_fds, move |vk: &Context| {
-            let before = validation_errors(vk);
+            let before = validation_snapshot(vk);
             let host_signals = f(vk)?;
-            validation_since(vk, before, host_signals)
+            let known: Vec<_> = orphaned_counter_reads(vk, host_signals)
+                .into_iter()
+                .collect();
+            validation_since(vk, &before, &known)
         })
     }));
     common::run(&probe, "Vulkan device", trials)

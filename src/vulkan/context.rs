@@ -52,7 +52,8 @@ pub struct WrapDesc {
     pub device: ash::Device,
     /// Family of the queue vkcuda submits its own transfers to.
     pub queue_family_index: u32,
-    /// Index of that queue in its family.
+    /// Index of that queue in its family. It is the wrapped context's only queue
+    /// ([`Context::queue_count`] is 1).
     pub queue_index: u32,
     /// Whether the device was created with `VK_KHR_external_semaphore_fd`.
     pub semaphore_fd_enabled: bool,
@@ -67,7 +68,8 @@ struct Parts {
     physical_device: vk::PhysicalDevice,
     device: ash::Device,
     queue_family_index: u32,
-    queue: vk::Queue,
+    /// Queue 0 first; never empty.
+    queues: Vec<vk::Queue>,
     enabled: Enabled,
     /// `VK_EXT_debug_utils` is enabled on the instance and validation is active.
     debug_utils: bool,
@@ -81,8 +83,16 @@ pub(crate) struct Enabled {
     pub(crate) dma_buf: bool,
 }
 
-/// A Vulkan device and queue with the external-memory extensions enabled. Cheap to clone
-/// (an `Arc`); every resource made from it holds a clone, so the device outlives them.
+/// A Vulkan device and its queues with the external-memory extensions enabled. Cheap to
+/// clone (an `Arc`); every resource made from it holds a clone, so the device outlives them.
+///
+/// # Queues
+/// [`Context::new`] creates every queue of the chosen family up to
+/// [`Context::MAX_QUEUES`] ([`Context::queue_count`]; the NVIDIA graphics family has 16), so
+/// that independent work (e.g. the frames of [`crate::interop::FrameSync`]) can wait on
+/// semaphores without blocking one another: a batch waiting on a semaphore holds up every
+/// later batch of its queue. Queue 0 ([`Context::queue`]) is the one vkcuda's own transfers
+/// use. A wrapped context ([`Context::wrap`]) has exactly the caller's one queue.
 #[derive(Clone)]
 pub struct Context {
     shared: Arc<Shared>,
@@ -101,7 +111,8 @@ struct Shared {
     properties: vk::PhysicalDeviceProperties,
     memory_properties: vk::PhysicalDeviceMemoryProperties,
     max_allocation_size: u64,
-    queue: Mutex<vk::Queue>,
+    /// Queue 0 first; never empty.
+    queues: Vec<Mutex<vk::Queue>>,
     queue_family_index: u32,
     device: ash::Device,
     physical_device: vk::PhysicalDevice,
@@ -211,9 +222,21 @@ fn describe(name: &str, why: &str) -> String {
     format!("{name:?}: {why}")
 }
 
+/// Locks a queue. A panic while holding the lock cannot leave a `vk::Queue` half-updated,
+/// so a poisoned lock is taken over.
+fn lock_queue(queue: &Mutex<vk::Queue>) -> MutexGuard<'_, vk::Queue> {
+    queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Context {
+    /// Most queues [`Context::new`] creates (all of its family's when it has fewer).
+    pub const MAX_QUEUES: usize = 4;
+
     /// Loads Vulkan, creates an instance and a device with the external-memory/semaphore
-    /// extensions and timeline semaphores enabled.
+    /// extensions and timeline semaphores enabled, and up to [`Context::MAX_QUEUES`] queues
+    /// of one compute-capable family.
     ///
     /// # Errors
     /// [`Error::Missing`] when no Vulkan loader or suitable device is found, or
@@ -226,23 +249,28 @@ impl Context {
         })?;
         let (instance, debug_utils) = create_instance(&entry, desc.validation)?;
         // From here on an error must destroy what was created.
-        let (physical, device, family, enabled) = match open_device(&instance, &desc.device) {
-            Ok(opened) => opened,
-            Err(e) => {
-                // SAFETY: nothing was created from the instance.
-                unsafe { instance.destroy_instance(None) };
-                return Err(e);
-            }
-        };
-        // SAFETY: queue 0 of `family` was requested at device creation.
-        let queue = unsafe { device.get_device_queue(family, 0) };
+        let (physical, device, (family, queue_count), enabled) =
+            match open_device(&instance, &desc.device) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    // SAFETY: nothing was created from the instance.
+                    unsafe { instance.destroy_instance(None) };
+                    return Err(e);
+                }
+            };
+        let queues = (0..queue_count)
+            .map(|i| {
+                // SAFETY: `queue_count` queues of `family` were requested at device creation.
+                unsafe { device.get_device_queue(family, i) }
+            })
+            .collect();
         let parts = Parts {
             entry,
             instance: instance.clone(),
             physical_device: physical,
             device: device.clone(),
             queue_family_index: family,
-            queue,
+            queues,
             enabled,
             debug_utils,
             owned: true,
@@ -266,6 +294,8 @@ impl Context {
     /// 3. The instance and device outlive the returned context and everything made from it.
     /// 4. The caller synchronises its own use of that queue with vkcuda's (vkcuda holds a
     ///    lock only around its own submissions).
+    ///
+    /// The wrapped context has that one queue only ([`Context::queue_count`] is 1).
     pub unsafe fn wrap(desc: WrapDesc) -> Result<Self> {
         let WrapDesc {
             entry,
@@ -285,7 +315,7 @@ impl Context {
             physical_device,
             device,
             queue_family_index,
-            queue,
+            queues: vec![queue],
             enabled: Enabled {
                 semaphore_fd: semaphore_fd_enabled,
                 dma_buf: dma_buf_enabled,
@@ -303,7 +333,7 @@ impl Context {
             physical_device,
             device,
             queue_family_index,
-            queue,
+            queues,
             enabled,
             debug_utils,
             owned,
@@ -347,7 +377,7 @@ impl Context {
                 properties,
                 memory_properties,
                 max_allocation_size,
-                queue: Mutex::new(queue),
+                queues: queues.into_iter().map(Mutex::new).collect(),
                 queue_family_index,
                 device,
                 physical_device,
@@ -383,18 +413,40 @@ impl Context {
         &self.shared.properties
     }
 
-    /// Family of [`Context::queue`].
+    /// Family of every queue of the context ([`Context::queue_at`]).
     pub fn queue_family_index(&self) -> u32 {
         self.shared.queue_family_index
     }
 
-    /// The queue vkcuda submits to, locked for the caller's submission.
+    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission.
     pub fn queue(&self) -> MutexGuard<'_, vk::Queue> {
-        // A panic while holding the lock cannot leave a vk::Queue half-updated.
+        lock_queue(&self.shared.queues[0])
+    }
+
+    /// How many queues the context has (at least 1, at most [`Context::MAX_QUEUES`]; 1 for a
+    /// wrapped context). They all belong to [`Context::queue_family_index`].
+    pub fn queue_count(&self) -> usize {
+        self.shared.queues.len()
+    }
+
+    /// Queue `index` (index 0 is [`Context::queue`]), locked for the caller's submission.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`queue`) when `index` is not below
+    /// [`Context::queue_count`].
+    pub fn queue_at(&self, index: usize) -> Result<MutexGuard<'_, vk::Queue>> {
+        let count = self.queue_count();
         self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .queues
+            .get(index)
+            .map(lock_queue)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "queue",
+                    format!("queue index {index}"),
+                    format!("an index below queue_count() = {count}"),
+                )
+            })
     }
 
     /// Largest single allocation (`maxMemoryAllocationSize`, Vulkan 1.1).
@@ -416,6 +468,13 @@ impl Context {
     /// validation layer is active.
     pub fn validation_errors(&self) -> Option<u64> {
         self.shared.messenger.as_ref().map(Messenger::error_count)
+    }
+
+    /// The error messages counted by [`Context::validation_errors`], by message id (the VUID,
+    /// e.g. `VUID-vkQueueSubmit-pWaitSemaphores-03238`), or `None` when no validation layer is
+    /// active. For tests that must tell a known false positive from a real error.
+    pub fn validation_errors_by_id(&self) -> Option<std::collections::BTreeMap<String, u64>> {
+        self.shared.messenger.as_ref().map(Messenger::errors_by_id)
     }
 
     pub(crate) fn memory_fd(&self) -> &ash::khr::external_memory_fd::Device {
@@ -552,8 +611,9 @@ fn has(exts: &[vk::ExtensionProperties], name: &CStr) -> bool {
     exts.iter().any(|e| e.extension_name_as_c_str() == Ok(name))
 }
 
-/// Picks a queue family with compute (preferring graphics + compute).
-fn queue_family(instance: &ash::Instance, physical: vk::PhysicalDevice) -> Option<u32> {
+/// Picks a queue family with compute (preferring graphics + compute); returns its index and
+/// how many of its queues to create (all, up to [`Context::MAX_QUEUES`]).
+fn queue_family(instance: &ash::Instance, physical: vk::PhysicalDevice) -> Option<(u32, u32)> {
     // SAFETY: valid physical device of this instance.
     let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
     let find = |flags: vk::QueueFlags| {
@@ -561,9 +621,10 @@ fn queue_family(instance: &ash::Instance, physical: vk::PhysicalDevice) -> Optio
             .iter()
             .position(|f| f.queue_count > 0 && f.queue_flags.contains(flags))
     };
+    let max = u32::try_from(Context::MAX_QUEUES).unwrap_or(1);
     find(vk::QueueFlags::GRAPHICS | vk::QueueFlags::COMPUTE)
         .or_else(|| find(vk::QueueFlags::COMPUTE))
-        .and_then(|i| u32::try_from(i).ok())
+        .and_then(|i| Some((u32::try_from(i).ok()?, families[i].queue_count.min(max))))
 }
 
 fn type_rank(t: vk::PhysicalDeviceType) -> u32 {
@@ -580,7 +641,7 @@ fn type_rank(t: vk::PhysicalDeviceType) -> u32 {
 fn open_device(
     instance: &ash::Instance,
     selection: &DeviceSelection,
-) -> Result<(vk::PhysicalDevice, ash::Device, u32, Enabled)> {
+) -> Result<(vk::PhysicalDevice, ash::Device, (u32, u32), Enabled)> {
     // SAFETY: valid instance.
     let physicals = unsafe { instance.enumerate_physical_devices() }
         .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r))?;
@@ -613,7 +674,7 @@ fn open_device(
         candidates.push((type_rank(props.device_type), physical, family, exts));
     }
     candidates.sort_by_key(|c| c.0);
-    let Some((_, physical, family, exts)) = candidates.into_iter().next() else {
+    let Some((_, physical, (family, queue_count), exts)) = candidates.into_iter().next() else {
         return Err(Error::Missing {
             library: "Vulkan device",
             reason: format!("no device fits {selection:?}: [{}]", rejected.join("; ")),
@@ -631,7 +692,7 @@ fn open_device(
     if enabled.dma_buf {
         names.push(ash::ext::external_memory_dma_buf::NAME.as_ptr());
     }
-    let priorities = [1.0f32];
+    let priorities = vec![1.0f32; queue_count as usize];
     let queues = [vk::DeviceQueueCreateInfo::default()
         .queue_family_index(family)
         .queue_priorities(&priorities)];
@@ -644,5 +705,5 @@ fn open_device(
     // the call; the extensions were checked to be supported.
     let device = unsafe { instance.create_device(physical, &info, None) }
         .map_err(|r| Error::vk("vkCreateDevice", r))?;
-    Ok((physical, device, family, enabled))
+    Ok((physical, device, (family, queue_count), enabled))
 }

@@ -1,24 +1,35 @@
-//! Validation-layer messages: printed, and errors counted so tests can assert zero.
+//! Validation-layer messages: printed, and errors counted (in all and by VUID) so tests
+//! can assert zero, or name the known false positives they expect.
 
+use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use ash::vk;
 
 use crate::error::{Error, Result};
+
+/// What the callback counts.
+#[derive(Default)]
+struct Counts {
+    errors: AtomicU64,
+    /// Error messages by message id (the VUID, e.g. `VUID-vkQueueSubmit-pWaitSemaphores-03238`).
+    by_id: Mutex<BTreeMap<String, u64>>,
+}
 
 /// Owns a `VkDebugUtilsMessengerEXT` whose callback counts error messages.
 pub(crate) struct Messenger {
     loader: ash::ext::debug_utils::Instance,
     messenger: vk::DebugUtilsMessengerEXT,
     /// Boxed so the address handed to the callback stays put.
-    errors: Box<AtomicU64>,
+    counts: Box<Counts>,
 }
 
 impl Messenger {
     pub(crate) fn new(entry: &ash::Entry, instance: &ash::Instance) -> Result<Self> {
         let loader = ash::ext::debug_utils::Instance::new(entry, instance);
-        let errors = Box::new(AtomicU64::new(0));
+        let counts = Box::<Counts>::default();
         let info = vk::DebugUtilsMessengerCreateInfoEXT::default()
             .message_severity(
                 vk::DebugUtilsMessageSeverityFlagsEXT::WARNING
@@ -29,20 +40,28 @@ impl Messenger {
                     | vk::DebugUtilsMessageTypeFlagsEXT::PERFORMANCE,
             )
             .pfn_user_callback(Some(callback))
-            .user_data(std::ptr::from_ref::<AtomicU64>(&errors) as *mut c_void);
-        // SAFETY: `info` is valid; the user data points at `errors`, which is boxed and lives
+            .user_data(std::ptr::from_ref::<Counts>(&counts) as *mut c_void);
+        // SAFETY: `info` is valid; the user data points at `counts`, which is boxed and lives
         // as long as the messenger (destroyed first in Drop).
         let messenger = unsafe { loader.create_debug_utils_messenger(&info, None) }
             .map_err(|r| Error::vk("vkCreateDebugUtilsMessengerEXT", r))?;
         Ok(Self {
             loader,
             messenger,
-            errors,
+            counts,
         })
     }
 
     pub(crate) fn error_count(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+        self.counts.errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn errors_by_id(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .by_id
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -73,9 +92,19 @@ unsafe extern "system" fn callback(
     };
     let is_error = severity.contains(vk::DebugUtilsMessageSeverityFlagsEXT::ERROR);
     if is_error && !user.is_null() {
-        // SAFETY: `user` is the boxed counter of the Messenger that registered this callback.
-        let errors = unsafe { &*(user as *const AtomicU64) };
-        errors.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `user` is the boxed counts of the Messenger that registered this callback.
+        let counts = unsafe { &*(user as *const Counts) };
+        counts.errors.fetch_add(1, Ordering::Relaxed);
+        let id = if data.p_message_id_name.is_null() {
+            format!("(message id {:#x})", data.message_id_number)
+        } else {
+            // SAFETY: a NUL-terminated string owned by the layer for this call.
+            unsafe { CStr::from_ptr(data.p_message_id_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mut by_id = counts.by_id.lock().unwrap_or_else(PoisonError::into_inner);
+        *by_id.entry(id).or_default() += 1;
     }
     eprintln!(
         "[vulkan validation {}] {text}",

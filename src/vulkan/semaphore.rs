@@ -214,6 +214,40 @@ impl ExportableSemaphore {
         Self::new(ctx, &SemaphoreDesc::binary())
     }
 
+    /// Creates a semaphore that is **not** exportable, for synchronisation that stays inside
+    /// Vulkan (e.g. [`crate::interop::FrameSync`]'s completion timelines). It needs no
+    /// external-semaphore extension, so it works on every device (lavapipe included);
+    /// [`ExportableSemaphore::export`] refuses it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`initial_value`) for a binary semaphore with a non-zero
+    /// initial value; [`Error::OutOfMemory`].
+    pub fn local(ctx: &Context, kind: SemaphoreKind, initial_value: u64) -> Result<Self> {
+        if kind == SemaphoreKind::Binary && initial_value != 0 {
+            return Err(Error::invalid(
+                "initial_value",
+                format!("{initial_value} for a binary semaphore"),
+                "0 (binary semaphores have no counter)",
+            ));
+        }
+        let mut type_info = vk::SemaphoreTypeCreateInfo::default()
+            .semaphore_type(vk_type(kind))
+            .initial_value(initial_value);
+        let info = vk::SemaphoreCreateInfo::default().push_next(&mut type_info);
+        // SAFETY: `info`'s chain points at a live struct; timeline semaphores are enabled on
+        // every context (vkcuda requires the feature).
+        let semaphore = unsafe { ctx.device().create_semaphore(&info, None) }
+            .map_err(|r| Error::vk("vkCreateSemaphore", r))?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            semaphore,
+            kind,
+            handle_type: None,
+            max_difference: max_value_difference(ctx),
+            owned: true,
+        })
+    }
+
     /// Wraps a semaphore the caller created, so the host operations and [`Context::submit`]
     /// work on it. `exported_as` is the handle type it was created exportable with
     /// (`None`: not exportable, and [`ExportableSemaphore::export`] refuses).
@@ -443,8 +477,26 @@ impl ExportableSemaphore {
 }
 
 impl Context {
-    /// Submits one batch on [`Context::queue`] (locked for the call) that waits on
-    /// `waits` (semaphore, value, stages that wait) and then signals `signals`
+    /// [`Context::submit_to`] queue 0 ([`Context::queue`]).
+    ///
+    /// # Safety
+    /// As [`Context::submit_to`].
+    ///
+    /// # Errors
+    /// As [`Context::submit_to`].
+    pub unsafe fn submit(
+        &self,
+        command_buffers: &[vk::CommandBuffer],
+        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
+        signals: &[(&ExportableSemaphore, u64)],
+        fence: vk::Fence,
+    ) -> Result<()> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.submit_to(0, command_buffers, waits, signals, fence) }
+    }
+
+    /// Submits one batch on queue `queue` ([`Context::queue_at`], locked for the call) that
+    /// waits on `waits` (semaphore, value, stages that wait) and then signals `signals`
     /// (semaphore, value), with `VkTimelineSemaphoreSubmitInfo` filled in. Binary
     /// semaphores take the value 0. `fence` (or `vk::Fence::null()`) is signalled when the
     /// batch completes. An empty `command_buffers` is allowed: a pure wait/signal batch.
@@ -470,10 +522,12 @@ impl Context {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`waits` or `signals`, naming the entry) when a check
-    /// above fails: nothing was submitted. [`Error::Vulkan`] (device lost, ...) or
+    /// above fails, or (`queue`) when `queue` is not below [`Context::queue_count`]:
+    /// nothing was submitted. [`Error::Vulkan`] (device lost, ...) or
     /// [`Error::OutOfMemory`] from `vkQueueSubmit`.
-    pub unsafe fn submit(
+    pub unsafe fn submit_to(
         &self,
+        queue: usize,
         command_buffers: &[vk::CommandBuffer],
         waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
         signals: &[(&ExportableSemaphore, u64)],
@@ -509,7 +563,7 @@ impl Context {
             .command_buffers(command_buffers)
             .signal_semaphores(&signal_semaphores)
             .push_next(&mut timeline);
-        let queue = self.queue();
+        let queue = self.queue_at(queue)?;
         // SAFETY: the queue is locked; the semaphores belong to this device and their
         // values were checked; the command buffers, fence and lifetimes are the caller's
         // preconditions 1-5.
@@ -646,7 +700,7 @@ impl WaitClock for SystemClock {
 /// The pause before the next read, `elapsed` into a wait that has slept `sleeps` times:
 /// `None` (spin) inside the spin window, then sleeps doubling from
 /// [`ExportableSemaphore::WAIT_FIRST_SLEEP`] to [`ExportableSemaphore::WAIT_MAX_SLEEP`].
-fn backoff(elapsed: Duration, sleeps: u32) -> Option<Duration> {
+pub(crate) fn backoff(elapsed: Duration, sleeps: u32) -> Option<Duration> {
     if elapsed < ExportableSemaphore::WAIT_SPIN_WINDOW {
         return None;
     }

@@ -7,8 +7,10 @@
 //! broken loader on the GPU host cannot hide behind "ignored".
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
+use ash::vk;
 use libtest_mimic::{Arguments, Failed, Trial};
 use vkcuda::{cuda, vulkan};
 
@@ -111,6 +113,95 @@ pub fn assert_no_validation_errors(vk: &vulkan::Context) -> anyhow::Result<()> {
         Some(0) | None => Ok(()),
         Some(n) => anyhow::bail!("validation layer reported {n} errors (printed above)"),
     }
+}
+
+/// A validation error a trial expects because it is a false positive of the layer.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownFalsePositive {
+    /// Its message id.
+    pub vuid: &'static str,
+    /// How many times it is reported.
+    pub count: u64,
+    /// Why it is false.
+    pub why: &'static str,
+}
+
+/// The VUID of the old layers' false positive [`layer_orphans_counter_reads`] describes.
+pub const ORPHANED_COUNTER_READ: &str = "VUID-VkSemaphoreSignalInfo-value-03259";
+
+/// Whether the active validation layer predates Vulkan-ValidationLayers PR #8396 (in SDK
+/// 1.3.296; issue #8212): there, every `vkGetSemaphoreCounterValue` on an **exported**
+/// timeline semaphore leaves an orphaned "pending signal" at the value read, so each later
+/// `vkSignalSemaphore` (always above that value) is reported as [`ORPHANED_COUNTER_READ`].
+/// A false positive: a host signal is never pending, and the spec only forbids signalling
+/// past a *pending* signal. Debian 12's layer is 1.3.239.
+pub fn layer_orphans_counter_reads(vk: &vulkan::Context) -> bool {
+    if vk.validation_errors().is_none() {
+        return false;
+    }
+    // SAFETY: loading the system Vulkan loader; ash checks the library it opens.
+    let Ok(entry) = (unsafe { ash::Entry::load() }) else {
+        return false;
+    };
+    // SAFETY: a plain query through a loaded entry.
+    let layers = unsafe { entry.enumerate_instance_layer_properties() }.unwrap_or_default();
+    layers.iter().any(|l| {
+        l.layer_name_as_c_str() == Ok(c"VK_LAYER_KHRONOS_validation")
+            && l.spec_version < vk::make_api_version(0, 1, 3, 296)
+    })
+}
+
+/// The false positives `exported_host_signals` host signals of exported timeline semaphores
+/// (after counter reads) cause under an old layer ([`layer_orphans_counter_reads`]): none
+/// under a fixed one.
+pub fn orphaned_counter_reads(
+    vk: &vulkan::Context,
+    exported_host_signals: u64,
+) -> Option<KnownFalsePositive> {
+    (exported_host_signals > 0 && layer_orphans_counter_reads(vk)).then_some(KnownFalsePositive {
+        vuid: ORPHANED_COUNTER_READ,
+        count: exported_host_signals,
+        why: "this old layer orphans a pending signal at each counter read of an exported \
+              timeline (Vulkan-ValidationLayers#8212, fixed in 1.3.296)",
+    })
+}
+
+/// Validation errors reported so far, by VUID (empty without a validation layer).
+pub fn validation_snapshot(vk: &vulkan::Context) -> BTreeMap<String, u64> {
+    vk.validation_errors_by_id().unwrap_or_default()
+}
+
+/// Fails unless the validation errors reported since `before` (a [`validation_snapshot`])
+/// are exactly `known`: each VUID as many times as it says, nothing else. Prints the
+/// known ones with why they are false.
+pub fn validation_since(
+    vk: &vulkan::Context,
+    before: &BTreeMap<String, u64>,
+    known: &[KnownFalsePositive],
+) -> anyhow::Result<()> {
+    let mut new = validation_snapshot(vk);
+    for (id, n) in before {
+        if let Some(now) = new.get_mut(id) {
+            *now -= n;
+        }
+    }
+    new.retain(|_, n| *n > 0);
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for k in known.iter().filter(|k| k.count > 0) {
+        *expected.entry(k.vuid.to_owned()).or_default() += k.count;
+    }
+    anyhow::ensure!(
+        new == expected,
+        "validation errors (printed above) by VUID: {new:?}, expected only known false \
+         positives {expected:?}"
+    );
+    for k in known.iter().filter(|k| k.count > 0) {
+        eprintln!(
+            "  {} validation error(s) {} above are known false positives: {}",
+            k.count, k.vuid, k.why
+        );
+    }
+    Ok(())
 }
 
 /// Like [`trial`], for a trial that also needs something the probed device may lack:
