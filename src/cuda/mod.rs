@@ -33,6 +33,7 @@
 
 mod array;
 mod context;
+pub(crate) mod memops;
 mod memory;
 mod module;
 mod raw;

@@ -341,6 +341,93 @@ pub(crate) unsafe fn tex_object_destroy(tex: sys::CUtexObject) -> Result<(), Dri
     unsafe { sys::cuTexObjectDestroy(tex) }.result()
 }
 
+/// [`cuDriverGetVersion`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VERSION.html):
+/// the CUDA version the installed driver supports, as `1000 * major + 10 * minor`.
+pub(crate) fn driver_get_version() -> Result<i32, DriverError> {
+    let mut out = 0;
+    // SAFETY: `out` is writable; the call needs no context (and not even cuInit).
+    unsafe { sys::cuDriverGetVersion(&mut out) }.result()?;
+    Ok(out)
+}
+
+/// [`cuMemHostAlloc`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html#group__CUDA__MEM_1g572ca4011bfcb25034888a14d4e035b9)
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. The returned memory is freed with [`mem_free_host`], once, after the work that uses
+///    it.
+pub(crate) unsafe fn mem_host_alloc(
+    bytes: usize,
+    flags: std::ffi::c_uint,
+) -> Result<*mut std::ffi::c_void, DriverError> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY: `out` is writable; the caller guarantees the context.
+    unsafe { sys::cuMemHostAlloc(&mut out, bytes, flags) }.result()?;
+    Ok(out)
+}
+
+/// [`cuMemHostGetDevicePointer`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html)
+///
+/// # Safety
+/// 1. The context `host` was allocated in is current on the calling thread.
+/// 2. `host` came from [`mem_host_alloc`] with `CU_MEMHOSTALLOC_DEVICEMAP` and is live.
+pub(crate) unsafe fn mem_host_get_device_pointer(
+    host: *mut std::ffi::c_void,
+) -> Result<sys::CUdeviceptr, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable, flags must be 0; the caller guarantees the rest.
+    unsafe { sys::cuMemHostGetDevicePointer_v2(out.as_mut_ptr(), host, 0) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the pointer.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuMemFreeHost`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html)
+///
+/// # Safety
+/// 1. `host` came from [`mem_host_alloc`] and is freed once, after every stream operation
+///    and host access that uses it.
+pub(crate) unsafe fn mem_free_host(host: *mut std::ffi::c_void) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the precondition above.
+    unsafe { sys::cuMemFreeHost(host) }.result()
+}
+
+/// [`cuStreamWaitValue32`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEMOP.html)
+/// (the V2 entry point, available by default since driver 11.7).
+///
+/// # Safety
+/// 1. The context of `stream` is current on the calling thread.
+/// 2. `addr` is a 4-byte aligned device address (device memory, imported memory or
+///    device-mapped host memory, never managed memory) that stays valid until the wait has
+///    run.
+/// 3. The condition will become true, or the stream (and whoever waits on it) hangs.
+pub(crate) unsafe fn stream_wait_value_32(
+    stream: sys::CUstream,
+    addr: sys::CUdeviceptr,
+    value: u32,
+    flags: std::ffi::c_uint,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuStreamWaitValue32_v2(stream, addr, value, flags) }.result()
+}
+
+/// [`cuStreamWriteValue32`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEMOP.html)
+/// (the V2 entry point, available by default since driver 11.7).
+///
+/// # Safety
+/// 1. The context of `stream` is current on the calling thread.
+/// 2. `addr` is a 4-byte aligned device address (device memory, imported memory or
+///    device-mapped host memory, never managed memory) that stays valid until the write has
+///    run, and nothing else relies on its old contents.
+pub(crate) unsafe fn stream_write_value_32(
+    stream: sys::CUstream,
+    addr: sys::CUdeviceptr,
+    value: u32,
+    flags: std::ffi::c_uint,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuStreamWriteValue32_v2(stream, addr, value, flags) }.result()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
