@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! examples/, benches/          anyhow; no unsafe
-//! interop/                     SharedBuffer, SharedImage: a Vulkan resource + its CUDA import
+//! interop/                     SharedBuffer, SharedImage, SharedSemaphore: a Vulkan resource
+//!                              + its CUDA import; FrameSync: N frames in flight across both
 //!    |          \
 //! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash
 //!    \          /
@@ -30,6 +31,16 @@
 //! from, so `cuMemFree` → `cuDestroyExternalMemory` → `vkDestroyBuffer`/`vkFreeMemory` run
 //! in that order whatever order handles are dropped in. Ordering GPU *work* is separate:
 //! wait for it (stream or semaphore) before the last handle goes.
+//!
+//! # Synchronisation
+//! [`interop::SharedSemaphore`] is an exported timeline or binary semaphore imported into
+//! CUDA. [`interop::FrameSync`] drives N frames in flight Vulkan → CUDA → Vulkan, with
+//! monotonic checked values, bounded host waits and a frame token that enforces the step
+//! order; its default mode crosses with semaphores (spec-defined, ~300 us a crossing on an
+//! H100, overlapped across frames), its low-latency mode with stream memory operations and
+//! a host relay (28 us a hand-off, 40,000+ hand-offs/s). Host waits spin
+//! ([`vulkan::ExportableSemaphore::wait`], 3 us) instead of sleeping in `vkWaitSemaphores`
+//! (10 ms).
 //!
 //! # Platforms
 //! Tested on Linux with opaque fds. Every handle type CUDA accepts is modelled in

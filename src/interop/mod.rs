@@ -3,6 +3,11 @@
 //!
 //! * [`SharedBuffer`]: an [`ExternalBuffer`](crate::vulkan::ExternalBuffer) imported into
 //!   CUDA, mapped as read-write device pointers.
+//! * [`SharedSemaphore`]: an [`ExportableSemaphore`](crate::vulkan::ExportableSemaphore)
+//!   (timeline or binary) imported into CUDA.
+//! * [`FrameSync`]: N frames in flight from Vulkan to CUDA and back, over timeline
+//!   semaphores ([`SyncMode::Semaphores`]) or stream memory operations and a host relay
+//!   ([`SyncMode::LowLatency`]), on measured queue layouts ([`QueueLayout`]).
 //! * [`SharedImage`]: an [`ExternalImage`](crate::vulkan::ExternalImage) imported into
 //!   CUDA as a mipmapped array whose layout is derived from the image
 //!   ([`cuda_array_desc`]), with levels, surfaces, textures and the hand-off to and from
@@ -11,10 +16,14 @@
 
 mod buffer;
 pub mod format;
+mod frame_sync;
 mod image;
+mod semaphore;
 
 pub use buffer::SharedBuffer;
+pub use frame_sync::{Frame, FrameSync, FrameSyncDesc, QueueLayout, SyncMode};
 pub use image::{cuda_array_desc, SharedImage};
+pub use semaphore::SharedSemaphore;
 
 use crate::error::{Error, Result};
 use crate::{cuda, vulkan};

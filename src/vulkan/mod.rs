@@ -36,4 +36,5 @@ pub use image::{
     texel_block, ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, ImageSupport,
     TexelBlock,
 };
+pub(crate) use semaphore::backoff;
 pub use semaphore::{ExportableSemaphore, SemaphoreDesc};
