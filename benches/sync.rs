@@ -1,0 +1,460 @@
+//! Vulkan -> CUDA -> Vulkan hand-offs with empty work: the naive semaphore chain against
+//! `FrameSync` (semaphore mode and low-latency mode), in one run.
+//!
+//! * `latency`: one hand-off at a time (Vulkan batch signals, CUDA waits and signals, a
+//!   second Vulkan batch waits), from the first submission until the host sees the last
+//!   batch finish; p50/p99 of every hand-off timed.
+//! * `throughput`: hand-offs pipelined with N = 1..4 in flight; the naive chain is one
+//!   queue, one stream and one semaphore pair (as a straightforward program writes it),
+//!   `FrameSync` has one chain per slot.
+//! * `layouts`: 4 frames in flight in both modes over every queue layout, with one stream
+//!   and with a stream per slot: what overlaps and what does not.
+//! * `host_wait`: a CUDA stream blocked on a host flag signals a timeline value when
+//!   released; the host releases it and at once waits for the value: `vkWaitSemaphores`
+//!   (naive) against the spinning `ExportableSemaphore::wait`, from the release until the
+//!   wait returns (so the wait starts before the signal, as in a real frame loop).
+//!
+//! Prints criterion's report, then a markdown table with the naive variants beside vkcuda's.
+//! Without a GPU it registers nothing and says why.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ash::vk;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use cudarc::driver::{sys, CudaStream, LaunchConfig, PushKernelArg};
+use vkcuda::cuda;
+use vkcuda::interop::{FrameSync, FrameSyncDesc, QueueLayout, SharedSemaphore, SyncMode};
+use vkcuda::vulkan::{self, ExportableSemaphore, SemaphoreKind};
+
+const KERNELS: &str = include_str!("../shaders/sync.cu");
+const TIMEOUT: Duration = Duration::from_secs(10);
+const ALL: vk::PipelineStageFlags = vk::PipelineStageFlags::ALL_COMMANDS;
+
+/// Every timed quantity, for the table: hand-off or wait times (seconds each), and
+/// pipelined runs as (hand-offs, seconds).
+#[derive(Default)]
+struct Results {
+    times: BTreeMap<String, Vec<f64>>,
+    runs: BTreeMap<String, (u64, f64)>,
+}
+
+type Shared = Arc<Mutex<Results>>;
+
+fn lock(r: &Shared) -> std::sync::MutexGuard<'_, Results> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn percentile(v: &[f64], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    Some(v[i])
+}
+
+/// The naive chain: one queue (0), one stream, one semaphore pair, and a Vulkan-only
+/// timeline the last batch signals (what the host waits on).
+struct Naive {
+    vk: vulkan::Context,
+    to_cuda: SharedSemaphore,
+    to_vulkan: SharedSemaphore,
+    done: ExportableSemaphore,
+    stream: Arc<CudaStream>,
+    value: u64,
+}
+
+impl Naive {
+    fn new(vk: &vulkan::Context, cu: &cuda::Context) -> anyhow::Result<Self> {
+        Ok(Self {
+            vk: vk.clone(),
+            to_cuda: SharedSemaphore::timeline(vk, cu, 0)?,
+            to_vulkan: SharedSemaphore::timeline(vk, cu, 0)?,
+            done: ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0)?,
+            stream: cu.new_stream()?,
+            value: 0,
+        })
+    }
+
+    /// Starts one hand-off after waiting until at most `in_flight - 1` are unfinished;
+    /// returns its value.
+    fn hand_off(&mut self, in_flight: u64) -> anyhow::Result<u64> {
+        let v = self.value + 1;
+        if v > in_flight {
+            self.done.wait(v - in_flight, TIMEOUT)?;
+        }
+        // SAFETY: no command buffers; the semaphores outlive the batches (`Drop` drains);
+        // CUDA waits for the signal right after.
+        unsafe {
+            self.vk
+                .submit(&[], &[], &[(self.to_cuda.vulkan(), v)], vk::Fence::null())
+        }?;
+        self.to_cuda.cuda().wait(&self.stream, v)?;
+        self.to_vulkan.cuda().signal(&self.stream, v)?;
+        // SAFETY: as above; CUDA's signal of `v` is enqueued.
+        unsafe {
+            self.vk.submit(
+                &[],
+                &[(self.to_vulkan.vulkan(), v, ALL)],
+                &[(&self.done, v)],
+                vk::Fence::null(),
+            )
+        }?;
+        self.value = v;
+        Ok(v)
+    }
+}
+
+impl Drop for Naive {
+    fn drop(&mut self) {
+        if let Err(e) = self.done.wait(self.value, TIMEOUT) {
+            eprintln!("naive chain did not finish: {e}");
+        }
+        let queue = self.vk.queue();
+        // SAFETY: the queue is locked; waiting for it lets the semaphores go.
+        if let Err(e) = unsafe { self.vk.device().queue_wait_idle(*queue) } {
+            eprintln!("vkQueueWaitIdle: {e}");
+        }
+    }
+}
+
+/// One empty frame through a FrameSync; returns its value.
+fn frame(sync: &mut FrameSync) -> anyhow::Result<u64> {
+    let mut f = sync.begin()?;
+    // SAFETY: no command buffers, semaphores or fence.
+    unsafe { f.submit_vulkan(&[], &[], &[], vk::Fence::null()) }?;
+    f.cuda_wait()?;
+    f.cuda_signal()?;
+    // SAFETY: as above.
+    Ok(unsafe { f.submit_vulkan_after_cuda(&[], &[], &[], vk::Fence::null()) }?)
+}
+
+fn mode_name(mode: SyncMode) -> &'static str {
+    match mode {
+        SyncMode::Semaphores => "framesync-semaphores",
+        SyncMode::LowLatency => "framesync-low-latency",
+    }
+}
+
+fn bench_latency(
+    c: &mut Criterion,
+    results: &Shared,
+    (vk, cu): &(vulkan::Context, cuda::Context),
+) -> anyhow::Result<()> {
+    let mut g = c.benchmark_group("latency");
+    g.throughput(Throughput::Elements(1));
+    let mut naive = Naive::new(vk, cu)?;
+    g.bench_function("naive", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let t = Instant::now();
+                let v = naive.hand_off(1).expect("naive hand-off");
+                naive.done.wait(v, TIMEOUT).expect("naive wait");
+                let took = t.elapsed();
+                lock(results)
+                    .times
+                    .entry("latency/naive".into())
+                    .or_default()
+                    .push(took.as_secs_f64());
+                total += took;
+            }
+            total
+        })
+    });
+    drop(naive);
+    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+        let name = mode_name(mode);
+        let mut sync = FrameSync::new(vk, cu, &FrameSyncDesc::new(1).mode(mode))?;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    let v = frame(&mut sync).expect("frame");
+                    sync.wait_frame(v, TIMEOUT).expect("wait_frame");
+                    let took = t.elapsed();
+                    lock(results)
+                        .times
+                        .entry(format!("latency/{name}"))
+                        .or_default()
+                        .push(took.as_secs_f64());
+                    total += took;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+    Ok(())
+}
+
+fn record_run(results: &Shared, key: String, iters: u64, took: Duration) {
+    let mut r = lock(results);
+    let e = r.runs.entry(key).or_default();
+    e.0 += iters;
+    e.1 += took.as_secs_f64();
+}
+
+fn bench_throughput(
+    c: &mut Criterion,
+    results: &Shared,
+    (vk, cu): &(vulkan::Context, cuda::Context),
+) -> anyhow::Result<()> {
+    let mut g = c.benchmark_group("throughput");
+    g.throughput(Throughput::Elements(1));
+    for n in 1..=4u64 {
+        let mut naive = Naive::new(vk, cu)?;
+        g.bench_function(BenchmarkId::new("naive-chained", n), |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                let mut last = 0;
+                for _ in 0..iters {
+                    last = naive.hand_off(n).expect("naive hand-off");
+                }
+                naive.done.wait(last, TIMEOUT).expect("naive wait");
+                let took = t.elapsed();
+                record_run(results, format!("throughput/naive/{n}"), iters, took);
+                took
+            })
+        });
+        drop(naive);
+        for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+            let name = mode_name(mode);
+            let desc = FrameSyncDesc::new(n as usize).mode(mode);
+            let mut sync = FrameSync::new(vk, cu, &desc)?;
+            g.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter_custom(|iters| {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        frame(&mut sync).expect("frame");
+                    }
+                    sync.wait_idle(TIMEOUT).expect("wait_idle");
+                    let took = t.elapsed();
+                    record_run(results, format!("throughput/{name}/{n}"), iters, took);
+                    took
+                })
+            });
+        }
+    }
+    g.finish();
+    Ok(())
+}
+
+fn bench_layouts(
+    c: &mut Criterion,
+    results: &Shared,
+    (vk, cu): &(vulkan::Context, cuda::Context),
+) -> anyhow::Result<()> {
+    let mut g = c.benchmark_group("layouts");
+    g.throughput(Throughput::Elements(1));
+    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+        for layout in LAYOUTS {
+            for streams in [1, 4] {
+                let desc = FrameSyncDesc::new(4).mode(mode).lanes(layout, streams);
+                let mut sync = FrameSync::new(vk, cu, &desc)?;
+                let id = format!("{}/{layout:?}x{streams}", mode_name(mode));
+                g.bench_function(&id, |b| {
+                    b.iter_custom(|iters| {
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            frame(&mut sync).expect("frame");
+                        }
+                        sync.wait_idle(TIMEOUT).expect("wait_idle");
+                        let took = t.elapsed();
+                        record_run(results, format!("layouts/{id}"), iters, took);
+                        took
+                    })
+                });
+            }
+        }
+    }
+    g.finish();
+    Ok(())
+}
+
+const LAYOUTS: [QueueLayout; 3] = [
+    QueueLayout::PerSlot,
+    QueueLayout::Single,
+    QueueLayout::Split,
+];
+
+fn bench_host_wait(
+    c: &mut Criterion,
+    results: &Shared,
+    (vk, cu): &(vulkan::Context, cuda::Context),
+) -> anyhow::Result<()> {
+    let mut g = c.benchmark_group("host_wait");
+    g.sample_size(10);
+    let tl = SharedSemaphore::timeline(vk, cu, 0)?;
+    let stream = cu.new_stream()?;
+    let wait_flag = cu.compile("sync.cu", KERNELS)?.load_function("wait_flag")?;
+    let flags = sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE;
+    // SAFETY: the word is written below before any kernel reads it.
+    let mut flag = unsafe { cu.cuda().alloc_pinned_with_flags::<u32>(1, flags) }?;
+    let host = flag.as_mut_ptr()?;
+    // With unified addressing (every 64-bit Linux system) a mapped page-locked
+    // allocation has the same address on the device as on the host.
+    let device = host as u64;
+    // SAFETY: a live, aligned allocation of one u32.
+    unsafe { host.write_volatile(0) };
+    let one = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (1, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut value = 0u32;
+    type Wait = fn(&ExportableSemaphore, u64, Duration) -> vkcuda::Result<()>;
+    let variants: [(&str, Wait); 2] = [
+        ("vkWaitSemaphores", ExportableSemaphore::wait_blocking),
+        ("fast-wait", ExportableSemaphore::wait),
+    ];
+    for (name, wait) in variants {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    value += 1;
+                    let mut launch = stream.launch_builder(&wait_flag);
+                    launch.arg(&device).arg(&value);
+                    // SAFETY: wait_flag(const volatile uint*, uint) reads one word of the
+                    // live page-locked allocation until the host writes `value` below.
+                    unsafe { launch.launch(one) }.expect("launch wait_flag");
+                    tl.cuda()
+                        .signal(&stream, u64::from(value))
+                        .expect("CUDA signal");
+                    // Let the kernel start spinning, as GPU work in progress would.
+                    std::thread::sleep(Duration::from_micros(200));
+                    let t = Instant::now();
+                    // SAFETY: as above; the kernel only reads the word.
+                    unsafe { host.write_volatile(value) };
+                    wait(tl.vulkan(), u64::from(value), TIMEOUT).expect("host wait");
+                    let took = t.elapsed();
+                    lock(results)
+                        .times
+                        .entry(format!("host_wait/{name}"))
+                        .or_default()
+                        .push(took.as_secs_f64());
+                    total += took;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+    stream.synchronize()?;
+    drop(flag);
+    Ok(())
+}
+
+fn print_table(results: &Shared) {
+    let r = lock(results);
+    let us = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{:.1} us", s * 1e6));
+    let times = |k: &str| r.times.get(k).map(Vec::as_slice).unwrap_or(&[]);
+    println!("\n| measurement (empty work) | naive | FrameSync semaphores | FrameSync low-latency | goal |");
+    println!("|---|---|---|---|---|");
+    for (label, p) in [
+        ("hand-off latency p50", 0.5),
+        ("hand-off latency p99", 0.99),
+    ] {
+        println!(
+            "| {label} | {} | {} | {} | {} |",
+            us(percentile(times("latency/naive"), p)),
+            us(percentile(times("latency/framesync-semaphores"), p)),
+            us(percentile(times("latency/framesync-low-latency"), p)),
+            if p == 0.5 {
+                "<= 50 us (low-latency)"
+            } else {
+                ""
+            },
+        );
+    }
+    let rate = |k: String| {
+        r.runs
+            .get(&k)
+            .filter(|(n, s)| *n > 0 && *s > 0.0)
+            .map_or("-".to_owned(), |(n, s)| format!("{:.0}/s", *n as f64 / s))
+    };
+    for n in 1..=4 {
+        println!(
+            "| pipelined hand-offs, {n} in flight | {} (chained) | {} | {} | >= 10,000/s |",
+            rate(format!("throughput/naive/{n}")),
+            rate(format!("throughput/framesync-semaphores/{n}")),
+            rate(format!("throughput/framesync-low-latency/{n}")),
+        );
+    }
+    for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+        println!(
+            "| host wait on a CUDA signal {label} | {} (vkWaitSemaphores) | {} (fast wait) | | {} |",
+            us(percentile(times("host_wait/vkWaitSemaphores"), p)),
+            us(percentile(times("host_wait/fast-wait"), p)),
+            if p == 0.5 { "<= 20 us" } else { "" },
+        );
+    }
+    println!("\n| 4 in flight, lanes (queue layout x streams) | FrameSync semaphores | FrameSync low-latency |");
+    println!("|---|---|---|");
+    for layout in LAYOUTS {
+        for streams in [1, 4] {
+            println!(
+                "| {layout:?} x {streams} | {} | {} |",
+                rate(format!("layouts/framesync-semaphores/{layout:?}x{streams}")),
+                rate(format!(
+                    "layouts/framesync-low-latency/{layout:?}x{streams}"
+                )),
+            );
+        }
+    }
+    let counts: Vec<String> = r
+        .times
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", v.len()))
+        .collect();
+    println!("\nsamples: {}", counts.join(", "));
+}
+
+fn main() {
+    let env = vulkan::Context::new(&vulkan::ContextDesc::default())
+        .map_err(|e| e.to_string())
+        .and_then(|vk| {
+            let cu = cuda::Context::matching(vk.identity()).map_err(|e| e.to_string())?;
+            Ok((vk, cu))
+        });
+    let env = match env {
+        Ok(env) => env,
+        Err(why) => {
+            println!(
+                "sync bench: nothing registered, no CUDA device matching a Vulkan device ({why})"
+            );
+            return;
+        }
+    };
+    println!(
+        "sync bench on {} ({} Vulkan queue(s))",
+        env.0.identity().name,
+        env.0.queue_count()
+    );
+    let results = Shared::default();
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(1));
+    type Bench =
+        fn(&mut Criterion, &Shared, &(vulkan::Context, cuda::Context)) -> anyhow::Result<()>;
+    let benches: [(&str, Bench); 4] = [
+        ("latency", bench_latency),
+        ("throughput", bench_throughput),
+        ("layouts", bench_layouts),
+        ("host_wait", bench_host_wait),
+    ];
+    for (name, bench) in benches {
+        if let Err(e) = bench(&mut c, &results, &env) {
+            println!("{name} skipped: {e:#}");
+        }
+    }
+    c.final_summary();
+    print_table(&results);
+}
