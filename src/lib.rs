@@ -38,7 +38,7 @@
 //! monotonic checked values, bounded host waits and a frame token that enforces the step
 //! order; its default mode crosses with semaphores (spec-defined, ~300 us a crossing on an
 //! H100, overlapped across frames), its low-latency mode with stream memory operations and
-//! a host relay (28 us a hand-off, 40,000+ hand-offs/s). Host waits spin
+//! a host relay (27 us a hand-off, 35,000-48,000 hand-offs/s). Host waits spin
 //! ([`vulkan::ExportableSemaphore::wait`], 3 us) instead of sleeping in `vkWaitSemaphores`
 //! (10 ms).
 //!

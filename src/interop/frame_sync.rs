@@ -96,13 +96,14 @@ impl FrameSyncDesc {
 
     /// The queue layout and stream count in effect: the ones set, or the mode's default
     /// (measured, see [`FrameSync`]): [`QueueLayout::Split`] and one stream for
-    /// [`SyncMode::Semaphores`], so each ~320 us crossing overlaps the next frames';
-    /// [`QueueLayout::Single`] and one stream for [`SyncMode::LowLatency`], whose crossings
-    /// are short and which slows down when batches wait on several queues at once.
+    /// [`SyncMode::Semaphores`] with several frames in flight, so each ~320 us crossing
+    /// overlaps the next frames'; otherwise [`QueueLayout::Single`] and one stream (the
+    /// low-latency mode's crossings are short and slow down when batches wait on several
+    /// queues at once, and one frame in flight has nothing to overlap).
     pub fn layout(&self) -> (QueueLayout, usize) {
         let (queues, streams) = match self.mode {
-            SyncMode::Semaphores => DEFAULT_SEMAPHORES,
-            SyncMode::LowLatency => DEFAULT_LOW_LATENCY,
+            SyncMode::Semaphores if self.frames_in_flight > 1 => DEFAULT_SEMAPHORES,
+            SyncMode::Semaphores | SyncMode::LowLatency => DEFAULT_ONE_QUEUE,
         };
         (
             self.queues.unwrap_or(queues),
@@ -111,10 +112,12 @@ impl FrameSyncDesc {
     }
 }
 
-/// The semaphore mode's default lanes (measured: see [`FrameSync`]).
+/// The semaphore mode's default lanes with several frames in flight (measured: see
+/// [`FrameSync`]).
 const DEFAULT_SEMAPHORES: (QueueLayout, usize) = (QueueLayout::Split, 1);
-/// The low-latency mode's default lanes (measured: see [`FrameSync`]).
-const DEFAULT_LOW_LATENCY: (QueueLayout, usize) = (QueueLayout::Single, 1);
+/// The default lanes of the low-latency mode, and of the semaphore mode with one frame in
+/// flight (measured: see [`FrameSync`]).
+const DEFAULT_ONE_QUEUE: (QueueLayout, usize) = (QueueLayout::Single, 1);
 
 /// The steps of a frame, in the only order they may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -627,15 +630,17 @@ impl Relay {
 ///
 ///   | lanes | semaphores | low-latency |
 ///   |---|---|---|
-///   | `PerSlot` (queue per slot), 1 or 4 streams | 4,500/s | 4,800/s |
-///   | `Single` (all on queue 0), 1 or 4 streams | 3,000/s | 42,000-47,000/s |
-///   | `Split` (produce on queue 0, consume on queue 1), 1 or 4 streams | 7,400/s | 7,400-7,700/s |
+///   | `PerSlot` (queue per slot), 1 or 4 streams | 4,350-4,500/s | 4,750-5,000/s |
+///   | `Single` (all on queue 0), 1 or 4 streams | 3,000/s | 42,000-48,000/s |
+///   | `Split` (produce on queue 0, consume on queue 1), 1 or 4 streams | 6,700-7,400/s | 7,400-7,700/s |
 ///
 ///   The semaphore mode defaults to `Split` with one stream: a consuming batch waiting for
 ///   CUDA never holds up the next frame's production, so each ~320 us crossing overlaps the
-///   next frames' (2.4x the naive chain). The low-latency mode defaults to `Single` with one
-///   stream: its crossings take ~28 us, and every layout with batches waiting on several
-///   queues at once is several times slower on this driver. With one stream (both defaults)
+///   next frames' (2.4x the naive chain). With one frame in flight there is nothing to
+///   overlap and a second queue only costs (520 us a hand-off instead of ~390 us), so it
+///   uses `Single` then. The low-latency mode defaults to `Single` with one stream: its
+///   crossings take ~27 us, and every layout with batches waiting on several queues at once
+///   is several times slower on this driver. With one stream (both defaults)
 ///   frames' CUDA work runs in frame order; with `Single`, Vulkan work too. What two frames
 ///   in flight share (anything not per slot) needs your own synchronisation whenever their
 ///   batches can run at the same time (`Split`, `PerSlot`, or several streams).
@@ -671,10 +676,10 @@ impl Relay {
 ///   ("relay") polls the words and signals the slot's Vulkan-only timeline with
 ///   `vkSignalSemaphore`; the consuming batch waits on that timeline.
 ///
-/// Measured on the H100 (same run, empty work): a hand-off takes 28 us p50 / 42 us p99
-/// (semaphore mode 296 us, naive chain 381 us); pipelined, 34,000 hand-offs/s with one frame
-/// in flight and 44,000-47,000/s with 2 to 4 (semaphore mode 2,800-4,400/s, naive chain
-/// 3,000/s).
+/// Measured on the H100 (one run, empty work, `benches/sync.rs`): a hand-off takes 27 us
+/// p50 / 37 us p99 (semaphore mode and naive chain: 388 us); pipelined, 35,000 hand-offs/s
+/// with one frame in flight and 45,000-48,000/s with 2 to 4 (semaphore mode 2,600-7,400/s,
+/// naive chain 2,600-3,100/s).
 ///
 /// Guarantees and limits of the low-latency mode:
 /// * Memory ordering rests on the same-device cache hierarchy, not on a cross-API promise:
@@ -1536,9 +1541,10 @@ mod tests {
         assert_eq!((d.frames_in_flight, d.mode), (3, SyncMode::Semaphores));
         assert_eq!(d.timeout, Duration::from_secs(5));
         assert_eq!(d.layout(), (QueueLayout::Split, 1));
+        assert_eq!(FrameSyncDesc::new(1).layout(), (QueueLayout::Single, 1));
         let d = d.mode(SyncMode::LowLatency).timeout(Duration::ZERO);
         assert_eq!((d.mode, d.timeout), (SyncMode::LowLatency, Duration::ZERO));
-        assert_eq!(d.layout(), DEFAULT_LOW_LATENCY);
+        assert_eq!(d.layout(), (QueueLayout::Single, 1));
         // Set lanes win over the mode's default, whatever the order of the calls.
         let d = FrameSyncDesc::new(4)
             .lanes(QueueLayout::Split, 2)
