@@ -42,3 +42,22 @@ pub fn reference(frame: u32, width: u32, height: u32) -> Vec<u8> {
     }
     out
 }
+
+/// `shaders/postprocess.cu`, the CUDA tone curve the demo applies in place.
+pub const POSTPROCESS_CU: &str = include_str!("../../shaders/postprocess.cu");
+
+/// The CUDA tone curve of one colour channel (`shaders/postprocess.cu`).
+pub fn curve(v: u8) -> u8 {
+    (u32::from(v) * (255 + 64) / (u32::from(v) + 64)) as u8
+}
+
+/// [`reference`] after the CUDA post-process: the tone curve on R, G and B.
+pub fn processed_reference(frame: u32, width: u32, height: u32) -> Vec<u8> {
+    let mut texels = reference(frame, width, height);
+    for px in texels.chunks_exact_mut(4) {
+        for c in &mut px[..3] {
+            *c = curve(*c);
+        }
+    }
+    texels
+}

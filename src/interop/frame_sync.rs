@@ -1236,6 +1236,42 @@ impl Frame<'_> {
         self.next = op.next();
     }
 
+    /// Step 1, safely: submits `commands` (the Vulkan work CUDA will read, typically ending
+    /// with [`vulkan::Commands::release_image`]) on the frame's producing queue, followed by
+    /// the crossing to CUDA.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`frame`) out of order; as [`vulkan::Commands::submit`].
+    pub fn submit_commands(&mut self, commands: &mut vulkan::Commands) -> Result<()> {
+        check_step(self.ticket.index, self.next, Step::SubmitVulkan)?;
+        let (sync, ticket) = (&mut *self.sync, &self.ticket);
+        commands.submit_via(sync.timeout, |cmds, fence| {
+            // SAFETY: `cmds` were just recorded by `Commands` for this device's family and
+            // stay alive (with everything they use) until `fence`, which only they use,
+            // signals; no caller semaphores are added.
+            unsafe { sync.submit_produce(ticket, cmds, &[], &[], fence) }
+        })?;
+        self.advance(Step::SubmitVulkan);
+        Ok(())
+    }
+
+    /// Step 4, safely: submits `commands` (typically starting with
+    /// [`vulkan::Commands::acquire_image`]) on the frame's consuming queue after CUDA's
+    /// signal, and completes the frame. Returns the frame's value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`frame`) out of order; as [`vulkan::Commands::submit`].
+    pub fn submit_commands_after_cuda(mut self, commands: &mut vulkan::Commands) -> Result<u64> {
+        check_step(self.ticket.index, self.next, Step::SubmitVulkanAfterCuda)?;
+        let (sync, ticket) = (&mut *self.sync, &self.ticket);
+        commands.submit_via(sync.timeout, |cmds, fence| {
+            // SAFETY: as in `submit_commands`.
+            unsafe { sync.submit_consume(ticket, cmds, &[], &[], fence) }
+        })?;
+        self.advance(Step::SubmitVulkanAfterCuda);
+        Ok(self.ticket.value)
+    }
+
     /// Step 1: submits `command_buffers` (the Vulkan work CUDA will read) on the frame's
     /// producing queue ([`Frame::queues`]), waiting on `waits` and signalling `signals` like
     /// [`vulkan::Context::submit_to`], followed by the crossing to CUDA.

@@ -170,19 +170,40 @@ impl ComputePass {
         target: &ComputeTarget,
         push: &[u8],
     ) -> Result<()> {
-        if push.len() != self.push_size as usize {
-            return Err(Error::invalid(
-                "push",
-                format!("{} bytes", push.len()),
-                format!("exactly {} bytes (the pass's push_size)", self.push_size),
-            ));
-        }
+        self.check_push(push)?;
         // SAFETY: forwarded to the caller (preconditions 1 and 3).
         unsafe {
             target
                 .image
                 .record_transition(cmd, vk::ImageLayout::GENERAL)
         }?;
+        // SAFETY: forwarded to the caller (preconditions 1 and 2); the image is in GENERAL.
+        unsafe { self.record_dispatch(cmd, target, push) }
+    }
+
+    pub(super) fn check_push(&self, push: &[u8]) -> Result<()> {
+        if push.len() == self.push_size as usize {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "push",
+            format!("{} bytes", push.len()),
+            format!("exactly {} bytes (the pass's push_size)", self.push_size),
+        ))
+    }
+
+    /// The dispatch and its trailing barrier, for an image already in `GENERAL`.
+    ///
+    /// # Safety
+    /// Preconditions 1 and 2 of [`ComputePass::record`]; the target image is in `GENERAL`
+    /// when the commands execute.
+    pub(super) unsafe fn record_dispatch(
+        &self,
+        cmd: vk::CommandBuffer,
+        target: &ComputeTarget,
+        push: &[u8],
+    ) -> Result<()> {
+        self.check_push(push)?;
         let d = self.ctx.device();
         let e = target.image.desc().extent;
         let groups = [
@@ -347,6 +368,11 @@ impl ComputeTarget {
     /// The image rendered to.
     pub fn image(&self) -> &Arc<ExternalImage> {
         &self.image
+    }
+
+    /// The pass it is bound to.
+    pub fn pass(&self) -> &Arc<ComputePass> {
+        &self.pass
     }
 }
 

@@ -424,7 +424,7 @@ static BLOCKS: &[(vk::Format, vk::Format, (u32, u32, u32))] = {
 };
 
 /// Bytes of one layer of mip `level` of `desc`, tightly packed (whole blocks).
-fn level_bytes(desc: &ImageDesc, level: u32) -> Option<u64> {
+pub(super) fn level_bytes(desc: &ImageDesc, level: u32) -> Option<u64> {
     let block = texel_block(desc.format)?;
     let e = desc.level_extent(level);
     let blocks_x = u64::from(e.width.div_ceil(block.width));
@@ -1273,13 +1273,17 @@ impl ExternalImage {
         Ok(())
     }
 
-    fn lock_state(&self) -> MutexGuard<'_, ImageState> {
+    pub(super) fn lock_state(&self) -> MutexGuard<'_, ImageState> {
         // An ImageState is a plain value: a panic cannot leave it half-written.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The barrier that takes the image from `state` through `step`, and the state after.
-    fn plan(&self, state: ImageState, step: Step) -> Result<(Option<Barrier>, ImageState)> {
+    pub(super) fn plan(
+        &self,
+        state: ImageState,
+        step: Step,
+    ) -> Result<(Option<Barrier>, ImageState)> {
         let family = self.ctx.queue_family_index();
         let vulkan = |layout| ImageState {
             owner: ImageOwner::Vulkan,
@@ -1399,7 +1403,7 @@ impl ExternalImage {
 
     /// # Safety
     /// `cmd` is recording and belongs to this image's device.
-    unsafe fn record_barrier(&self, cmd: vk::CommandBuffer, b: &Barrier) {
+    pub(super) unsafe fn record_barrier(&self, cmd: vk::CommandBuffer, b: &Barrier) {
         let barrier = vk::ImageMemoryBarrier::default()
             .src_access_mask(b.src_access)
             .dst_access_mask(b.dst_access)
@@ -1426,7 +1430,7 @@ impl ExternalImage {
 
 /// One tracked change of owner or layout.
 #[derive(Debug, Clone, Copy)]
-enum Step {
+pub(super) enum Step {
     Initialize,
     Transition(vk::ImageLayout),
     Release,
@@ -1435,15 +1439,15 @@ enum Step {
 
 /// The parameters of one whole-image `VkImageMemoryBarrier`.
 #[derive(Debug, Clone, Copy)]
-struct Barrier {
+pub(super) struct Barrier {
     old: vk::ImageLayout,
     new: vk::ImageLayout,
     src_family: u32,
     dst_family: u32,
-    src_stage: vk::PipelineStageFlags,
-    src_access: vk::AccessFlags,
-    dst_stage: vk::PipelineStageFlags,
-    dst_access: vk::AccessFlags,
+    pub(super) src_stage: vk::PipelineStageFlags,
+    pub(super) src_access: vk::AccessFlags,
+    pub(super) dst_stage: vk::PipelineStageFlags,
+    pub(super) dst_access: vk::AccessFlags,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1691,7 +1695,11 @@ impl Context {
 }
 
 /// The whole of mip `level` of `layers`, from offset 0 of a tightly packed buffer.
-fn copy_region(desc: &ImageDesc, level: u32, layers: &Range<u32>) -> vk::BufferImageCopy {
+pub(super) fn copy_region(
+    desc: &ImageDesc,
+    level: u32,
+    layers: &Range<u32>,
+) -> vk::BufferImageCopy {
     vk::BufferImageCopy {
         buffer_offset: 0,
         buffer_row_length: 0,

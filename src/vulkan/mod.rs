@@ -11,11 +11,14 @@
 //! * [`ExportableSemaphore`]: timeline and binary semaphores exported as fds, with a fast
 //!   bounded host wait.
 //! * [`ComputePass`]: a minimal compute pipeline over one storage image, for demos and tests.
+//! * [`Commands`]: a command buffer recorded and submitted without `unsafe`; barriers for
+//!   tracked images are planned at submission, so they always match the image's state.
 //! * [`Context::read_buffer`] / [`Context::write_buffer`] (and the image twins) are staged
 //!   transfers for tests, examples and the staged-copy baselines.
 
 mod buffer;
 mod capabilities;
+mod commands;
 mod compute;
 mod context;
 mod debug;
@@ -28,6 +31,7 @@ pub use buffer::{BufferDesc, ExternalBuffer};
 pub use capabilities::{
     memory_handle_flags, semaphore_handle_flags, ExternalSupport, SemaphoreKind,
 };
+pub use commands::Commands;
 pub use compute::{ComputePass, ComputeTarget};
 pub use context::{
     enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, WrapDesc,

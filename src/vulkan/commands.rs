@@ -1,0 +1,431 @@
+//! [`Commands`]: a command buffer recorded and submitted without `unsafe`.
+//!
+//! Commands are collected as a list of operations and recorded into the Vulkan command
+//! buffer only at submission, while the tracked state of every image they touch is locked
+//! and up to the queue submission itself. So the layouts and owners the barriers assume are
+//! always the ones the image really has in submission order, whatever other command
+//! buffers are recorded meanwhile; if recording or the submission fails, no image state
+//! changes. Every resource an operation names is kept alive until the submission's fence
+//! has signalled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ash::vk;
+
+use super::image::{copy_region, level_bytes, Step};
+use super::{
+    ComputeTarget, Context, ExportableSemaphore, ExternalBuffer, ExternalImage, ImageState,
+};
+use crate::error::{Error, Result};
+
+/// How long `Drop` waits for a pending submission before leaking its objects instead of
+/// destroying them while in use.
+const DROP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One recorded operation, with the resources it keeps alive.
+enum Op {
+    Dispatch {
+        target: Arc<ComputeTarget>,
+        push: Vec<u8>,
+    },
+    Release(Arc<ExternalImage>),
+    Acquire(Arc<ExternalImage>, vk::ImageLayout),
+    CopyToBuffer {
+        image: Arc<ExternalImage>,
+        buffer: Arc<ExternalBuffer>,
+    },
+}
+
+impl Op {
+    fn image(&self) -> &Arc<ExternalImage> {
+        match self {
+            Op::Dispatch { target, .. } => target.image(),
+            Op::Release(i) | Op::Acquire(i, _) | Op::CopyToBuffer { image: i, .. } => i,
+        }
+    }
+}
+
+/// A primary command buffer with its own pool and fence, recorded through safe methods.
+///
+/// Use: add operations ([`Commands::dispatch`], [`Commands::release_image`], ...), then
+/// submit with [`Commands::submit`] or through a [`crate::interop::Frame`]. Submitting waits
+/// first (bounded) for this buffer's previous submission, so one `Commands` per frame in
+/// flight lets frames overlap.
+pub struct Commands {
+    ctx: Context,
+    pool: vk::CommandPool,
+    cmd: vk::CommandBuffer,
+    fence: vk::Fence,
+    /// Operations added since the last submission.
+    ops: Vec<Op>,
+    /// Operations of the pending submission (kept alive until its fence signals).
+    pending: Option<Vec<Op>>,
+    /// Semaphores of the pending submission.
+    pending_semaphores: Vec<Arc<ExportableSemaphore>>,
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commands")
+            .field("ops", &self.ops.len())
+            .field("pending", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Commands {
+    fn drop(&mut self) {
+        if let Err(e) = self.wait(DROP_TIMEOUT) {
+            // Destroying the pool of a pending command buffer would be undefined behaviour:
+            // leak it (and what it keeps alive) instead.
+            eprintln!(
+                "vkcuda: dropping Commands whose submission did not finish ({e}); leaking it"
+            );
+            std::mem::forget(self.pending.take());
+            std::mem::forget(std::mem::take(&mut self.pending_semaphores));
+            return;
+        }
+        let d = self.ctx.device();
+        // SAFETY: nothing is pending (waited above); the objects were made from `d`.
+        unsafe { d.destroy_fence(self.fence, None) };
+        // SAFETY: as above; destroying the pool frees its command buffer.
+        unsafe { d.destroy_command_pool(self.pool, None) };
+    }
+}
+
+impl Commands {
+    /// A command buffer on `ctx` (any of its queues: they share one family).
+    ///
+    /// # Errors
+    /// Driver errors creating the pool, buffer or fence.
+    pub fn new(ctx: &Context) -> Result<Self> {
+        let d = ctx.device();
+        let info = vk::CommandPoolCreateInfo::default()
+            .queue_family_index(ctx.queue_family_index())
+            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
+        // SAFETY: valid device and create info.
+        let pool = unsafe { d.create_command_pool(&info, None) }
+            .map_err(|r| Error::vk("vkCreateCommandPool", r))?;
+        let alloc = vk::CommandBufferAllocateInfo::default()
+            .command_pool(pool)
+            .level(vk::CommandBufferLevel::PRIMARY)
+            .command_buffer_count(1);
+        // SAFETY: valid device; the pool was just made.
+        let cmd = unsafe { d.allocate_command_buffers(&alloc) }
+            .map(|v| v.first().copied().unwrap_or_default());
+        // SAFETY: valid device and create info.
+        let fence = unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) };
+        match (cmd, fence) {
+            (Ok(cmd), Ok(fence)) => Ok(Self {
+                ctx: ctx.clone(),
+                pool,
+                cmd,
+                fence,
+                ops: Vec::new(),
+                pending: None,
+                pending_semaphores: Vec::new(),
+            }),
+            (cmd, fence) => {
+                if let Ok(f) = fence {
+                    // SAFETY: the fence is unused.
+                    unsafe { d.destroy_fence(f, None) };
+                }
+                // SAFETY: the pool and its buffer are unused.
+                unsafe { d.destroy_command_pool(pool, None) };
+                Err(match (cmd, fence) {
+                    (Err(r), _) => Error::vk("vkAllocateCommandBuffers", r),
+                    (_, Err(r)) => Error::vk("vkCreateFence", r),
+                    _ => Error::vk("vkCreateFence", vk::Result::ERROR_UNKNOWN),
+                })
+            }
+        }
+    }
+
+    /// Runs `target`'s compute pass over its image with `push` constants (the image is
+    /// transitioned to `GENERAL` first if needed).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `push` has the wrong size or the target is on
+    /// another device (checked now); image-state errors are reported at submission.
+    pub fn dispatch(&mut self, target: &Arc<ComputeTarget>, push: &[u8]) -> Result<()> {
+        target.pass().check_push(push)?;
+        self.push_op(Op::Dispatch {
+            target: target.clone(),
+            push: push.to_vec(),
+        })
+    }
+
+    /// Releases `image` to `VK_QUEUE_FAMILY_EXTERNAL` in `GENERAL`, for CUDA. The
+    /// submission must then signal what CUDA waits on (a [`crate::interop::FrameSync`]
+    /// frame does).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the image is on another device.
+    pub fn release_image(&mut self, image: &Arc<ExternalImage>) -> Result<()> {
+        self.push_op(Op::Release(image.clone()))
+    }
+
+    /// Acquires `image` back from `VK_QUEUE_FAMILY_EXTERNAL` into `layout`. The submission
+    /// must wait on CUDA's signal first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the image is on another device.
+    pub fn acquire_image(
+        &mut self,
+        image: &Arc<ExternalImage>,
+        layout: vk::ImageLayout,
+    ) -> Result<()> {
+        self.push_op(Op::Acquire(image.clone(), layout))
+    }
+
+    /// Copies mip level 0 (all layers, tightly packed) of `image` to the start of `buffer`,
+    /// leaving the image in `GENERAL`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the image lacks `TRANSFER_SRC`, the buffer lacks
+    /// `TRANSFER_DST` or is too small, or either is on another device;
+    /// [`Error::Unsupported`] for formats without a known texel size.
+    pub fn copy_image_to_buffer(
+        &mut self,
+        image: &Arc<ExternalImage>,
+        buffer: &Arc<ExternalBuffer>,
+    ) -> Result<()> {
+        let desc = image.desc();
+        if !desc.usage.contains(vk::ImageUsageFlags::TRANSFER_SRC) {
+            return Err(Error::invalid(
+                "image",
+                format!("usage {:?} lacks TRANSFER_SRC", desc.usage),
+                "an image created with TRANSFER_SRC",
+            ));
+        }
+        buffer.check_usage(vk::BufferUsageFlags::TRANSFER_DST)?;
+        let bytes = level_bytes(desc, 0).ok_or_else(|| Error::Unsupported {
+            what: format!("copying a {:?} image", desc.format),
+            reason: "vkcuda does not know its texel size".into(),
+        })? * u64::from(desc.layers);
+        if buffer.size() < bytes {
+            return Err(Error::invalid(
+                "buffer",
+                format!("{} bytes", buffer.size()),
+                format!("at least {bytes} bytes (level 0 of the image)"),
+            ));
+        }
+        self.check_device(buffer.context(), "buffer")?;
+        self.push_op(Op::CopyToBuffer {
+            image: image.clone(),
+            buffer: buffer.clone(),
+        })
+    }
+
+    fn check_device(&self, other: &Context, arg: &'static str) -> Result<()> {
+        if other.device().handle() == self.ctx.device().handle() {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                arg,
+                "made on another context's device",
+                "a resource of this context",
+            ))
+        }
+    }
+
+    fn push_op(&mut self, op: Op) -> Result<()> {
+        self.check_device(op.image().context(), "image")?;
+        self.ops.push(op);
+        Ok(())
+    }
+
+    /// Waits (at most `timeout`) for the previous submission and frees what it kept alive.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when it has not finished in time (it stays pending).
+    pub fn wait(&mut self, timeout: Duration) -> Result<()> {
+        if self.pending.is_none() {
+            return Ok(());
+        }
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: the fence belongs to this device.
+        match unsafe {
+            self.ctx
+                .device()
+                .wait_for_fences(&[self.fence], true, nanos)
+        } {
+            Ok(()) => {}
+            Err(vk::Result::TIMEOUT) => {
+                return Err(Error::Timeout {
+                    what: "a Vulkan command buffer submission".into(),
+                    waited: timeout,
+                })
+            }
+            Err(r) => return Err(Error::vk("vkWaitForFences", r)),
+        }
+        // SAFETY: the fence is signalled and not in use.
+        unsafe { self.ctx.device().reset_fences(&[self.fence]) }
+            .map_err(|r| Error::vk("vkResetFences", r))?;
+        self.pending = None;
+        self.pending_semaphores.clear();
+        Ok(())
+    }
+
+    /// Records the operations added since the last submission and submits them on queue
+    /// `queue` of the context, waiting on `waits` (semaphore, value; all stages wait) and
+    /// signalling `signals`. Waits first (at most `timeout`) for this buffer's previous
+    /// submission.
+    ///
+    /// Every wait must be signalled by someone (CUDA, the host, another submission), or the
+    /// queue stalls; [`crate::interop::FrameSync`] pairs them for you.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] from the wait; [`Error::InvalidArgument`] when an operation does
+    /// not fit its image's state (e.g. releasing an image already released) or a semaphore
+    /// value check of [`Context::submit_to`] fails: nothing was submitted and no image
+    /// state changed.
+    pub fn submit(
+        &mut self,
+        queue: usize,
+        waits: &[(&Arc<ExportableSemaphore>, u64)],
+        signals: &[(&Arc<ExportableSemaphore>, u64)],
+        timeout: Duration,
+    ) -> Result<()> {
+        let wait_list: Vec<_> = waits
+            .iter()
+            .map(|(s, v)| (s.as_ref(), *v, vk::PipelineStageFlags::ALL_COMMANDS))
+            .collect();
+        let signal_list: Vec<_> = signals.iter().map(|(s, v)| (s.as_ref(), *v)).collect();
+        let ctx = self.ctx.clone();
+        self.submit_via(timeout, |cmds, fence| {
+            // SAFETY: `cmds` were recorded by `submit_via` on this device's family and are
+            // kept alive (with what they use) until `fence` signals; the fence is
+            // unsignalled and only ours; the semaphores are kept alive below until then.
+            unsafe { ctx.submit_to(queue, cmds, &wait_list, &signal_list, fence) }
+        })?;
+        self.pending_semaphores = waits
+            .iter()
+            .chain(signals)
+            .map(|(s, _)| (*s).clone())
+            .collect();
+        Ok(())
+    }
+
+    /// Records the pending operations and hands the command buffer and fence to `submit`,
+    /// with every touched image's state locked; commits the new image states only if
+    /// `submit` succeeds. Used by [`Commands::submit`] and by FrameSync's frames.
+    pub(crate) fn submit_via(
+        &mut self,
+        timeout: Duration,
+        submit: impl FnOnce(&[vk::CommandBuffer], vk::Fence) -> Result<()>,
+    ) -> Result<()> {
+        self.wait(timeout)?;
+        let ops = std::mem::take(&mut self.ops);
+        // Lock each distinct image once, in address order (no lock-order inversions
+        // between two Commands).
+        let mut images: Vec<&Arc<ExternalImage>> = ops.iter().map(Op::image).collect();
+        images.sort_by_key(|i| Arc::as_ptr(i));
+        images.dedup_by_key(|i| Arc::as_ptr(i));
+        let mut guards: Vec<_> = images.iter().map(|i| i.lock_state()).collect();
+        let mut states: Vec<ImageState> = guards.iter().map(|g| **g).collect();
+        let recorded = self.record(&ops, &images, &mut states);
+        let result = recorded.and_then(|()| submit(&[self.cmd], self.fence));
+        match result {
+            Ok(()) => {
+                for (g, s) in guards.iter_mut().zip(&states) {
+                    **g = *s;
+                }
+                drop(guards);
+                self.pending = Some(ops);
+                Ok(())
+            }
+            Err(e) => {
+                drop(guards);
+                // Nothing was submitted: the buffer can be reset; the operations are dropped.
+                // SAFETY: the command buffer is not pending (waited above, not submitted).
+                let reset = unsafe {
+                    self.ctx
+                        .device()
+                        .reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty())
+                };
+                reset.map_err(|r| Error::vk("vkResetCommandBuffer", r))?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Records `ops` into the command buffer, planning barriers from `states` (updated).
+    fn record(
+        &self,
+        ops: &[Op],
+        images: &[&Arc<ExternalImage>],
+        states: &mut [ImageState],
+    ) -> Result<()> {
+        let d = self.ctx.device();
+        let begin = vk::CommandBufferBeginInfo::default()
+            .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
+        // SAFETY: the buffer is not pending (`submit_via` waited) and its pool allows reset.
+        unsafe { d.begin_command_buffer(self.cmd, &begin) }
+            .map_err(|r| Error::vk("vkBeginCommandBuffer", r))?;
+        for op in ops {
+            let image = op.image();
+            let k = images
+                .iter()
+                .position(|i| Arc::ptr_eq(i, image))
+                .unwrap_or_default();
+            let step = |s: &mut ImageState, step: Step| -> Result<()> {
+                let (barrier, next) = image.plan(*s, step)?;
+                if let Some(b) = barrier {
+                    // SAFETY: the buffer is recording, on the image's device.
+                    unsafe { image.record_barrier(self.cmd, &b) };
+                }
+                *s = next;
+                Ok(())
+            };
+            match op {
+                Op::Dispatch { target, push } => {
+                    step(&mut states[k], Step::Transition(vk::ImageLayout::GENERAL))?;
+                    // SAFETY: recording; the target is kept alive with the pending ops;
+                    // its image is in GENERAL at this point of the buffer.
+                    unsafe { target.pass().record_dispatch(self.cmd, target, push) }?;
+                }
+                Op::Release(_) => step(&mut states[k], Step::Release)?,
+                Op::Acquire(_, layout) => step(&mut states[k], Step::Acquire(*layout))?,
+                Op::CopyToBuffer { image, buffer } => {
+                    step(
+                        &mut states[k],
+                        Step::Transition(vk::ImageLayout::TRANSFER_SRC_OPTIMAL),
+                    )?;
+                    let desc = image.desc();
+                    let region = copy_region(desc, 0, &(0..desc.layers));
+                    // SAFETY: recording; the image is in TRANSFER_SRC_OPTIMAL and the
+                    // buffer large enough (checked when added); both are kept alive.
+                    unsafe {
+                        d.cmd_copy_image_to_buffer(
+                            self.cmd,
+                            image.raw(),
+                            vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+                            buffer.raw(),
+                            &[region],
+                        )
+                    };
+                    step(&mut states[k], Step::Transition(vk::ImageLayout::GENERAL))?;
+                    let written = vk::MemoryBarrier::default()
+                        .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+                        .dst_access_mask(vk::AccessFlags::MEMORY_READ | vk::AccessFlags::HOST_READ);
+                    // SAFETY: recording on this device.
+                    unsafe {
+                        d.cmd_pipeline_barrier(
+                            self.cmd,
+                            vk::PipelineStageFlags::TRANSFER,
+                            vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST,
+                            vk::DependencyFlags::empty(),
+                            &[written],
+                            &[],
+                            &[],
+                        )
+                    };
+                }
+            }
+        }
+        // SAFETY: recording began above.
+        unsafe { d.end_command_buffer(self.cmd) }.map_err(|r| Error::vk("vkEndCommandBuffer", r))
+    }
+}
