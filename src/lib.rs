@@ -5,7 +5,7 @@
 //! derived from the Vulkan resource and cannot disagree with it.
 //!
 //! ```text
-//! examples/, benches/          anyhow; no unsafe
+//! examples/, benches/          anyhow; unsafe only for CUDA kernel launches
 //! interop/                     SharedBuffer, SharedImage, SharedSemaphore: a Vulkan resource
 //!                              + its CUDA import; FrameSync: N frames in flight across both
 //!    |          \
@@ -40,7 +40,9 @@
 //! H100, overlapped across frames), its low-latency mode with stream memory operations and
 //! a host relay (27 us a hand-off, 35,000-48,000 hand-offs/s). Host waits spin
 //! ([`vulkan::ExportableSemaphore::wait`], 3 us) instead of sleeping in `vkWaitSemaphores`
-//! (10 ms).
+//! (10 ms). [`vulkan::Commands`] records Vulkan work without `unsafe`, planning the
+//! barriers of tracked images (the release to and acquire from `VK_QUEUE_FAMILY_EXTERNAL`)
+//! at submission, and FrameSync's frames submit it.
 //!
 //! # Platforms
 //! Tested on Linux with opaque fds. Every handle type CUDA accepts is modelled in
