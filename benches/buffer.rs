@@ -10,12 +10,13 @@
 //! Prints criterion's report, then a table of medians and ratios (imported/native
 //! throughput; staged/zero-copy time). Without a GPU it registers nothing and says why.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use common::{gpu_time, median, record, Samples};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use vkcuda::cuda::{self, MappedBuffer};
 use vkcuda::interop::SharedBuffer;
@@ -24,34 +25,6 @@ use vkcuda::vulkan::{self, BufferDesc};
 const KERNELS: &str = include_str!("../shaders/buffer.cu");
 const MIB: u64 = 1 << 20;
 const SIZES: [u64; 4] = [MIB, 16 * MIB, 256 * MIB, 1024 * MIB];
-
-/// Per-iteration times of every benchmark, for the ratio table.
-type Samples = Arc<Mutex<BTreeMap<String, Vec<f64>>>>;
-
-fn record(samples: &Samples, key: &str, total: Duration, iters: u64) {
-    let per = total.as_secs_f64() / iters as f64;
-    let mut map = samples.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(key.to_owned()).or_default().push(per);
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Times `iters` launches of `work` on `stream` with CUDA events (GPU time only).
-fn gpu_time(stream: &Arc<CudaStream>, iters: u64, mut work: impl FnMut()) -> Duration {
-    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
-    let start = stream.record_event(flags).expect("record start event");
-    for _ in 0..iters {
-        work();
-    }
-    let end = stream.record_event(flags).expect("record end event");
-    end.synchronize().expect("synchronize end event");
-    let ms = start.elapsed_ms(&end).expect("event elapsed time");
-    Duration::from_secs_f64(f64::from(ms) / 1e3)
-}
 
 struct Buffers {
     src: MappedBuffer,
@@ -222,20 +195,8 @@ fn print_table(samples: &Samples) {
 }
 
 fn main() {
-    let env = vulkan::Context::new(&vulkan::ContextDesc::default())
-        .map_err(|e| e.to_string())
-        .and_then(|vk| {
-            let cu = cuda::Context::matching(vk.identity()).map_err(|e| e.to_string())?;
-            Ok((vk, cu))
-        });
-    let env = match env {
-        Ok(env) => env,
-        Err(why) => {
-            println!(
-                "buffer bench: nothing registered, no CUDA device matching a Vulkan device ({why})"
-            );
-            return;
-        }
+    let Some(env) = common::gpu_env("buffer") else {
+        return;
     };
     let saxpy = env
         .1
@@ -244,11 +205,7 @@ fn main() {
         .and_then(|m| Ok(m.load_function("saxpy4")?))
         .expect("compile shaders/buffer.cu");
     let samples = Samples::default();
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1));
+    let mut c = common::criterion();
     for size in SIZES {
         if let Err(e) = bench_size(&mut c, &samples, &env, &saxpy, size) {
             println!("size {} MiB skipped: {e:#}", size / MIB);

@@ -17,6 +17,8 @@
 //! Prints criterion's report, then a markdown table with the naive variants beside vkcuda's.
 //! Without a GPU it registers nothing and says why.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -416,20 +418,8 @@ fn print_table(results: &Shared) {
 }
 
 fn main() {
-    let env = vulkan::Context::new(&vulkan::ContextDesc::default())
-        .map_err(|e| e.to_string())
-        .and_then(|vk| {
-            let cu = cuda::Context::matching(vk.identity()).map_err(|e| e.to_string())?;
-            Ok((vk, cu))
-        });
-    let env = match env {
-        Ok(env) => env,
-        Err(why) => {
-            println!(
-                "sync bench: nothing registered, no CUDA device matching a Vulkan device ({why})"
-            );
-            return;
-        }
+    let Some(env) = common::gpu_env("sync") else {
+        return;
     };
     println!(
         "sync bench on {} ({} Vulkan queue(s))",

@@ -1,0 +1,67 @@
+//! Shared by the benches: the GPU environment (or why there is none), criterion's settings,
+//! CUDA-event timing, and per-iteration samples for the printed ratio tables.
+#![allow(dead_code)] // each bench uses its own subset
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use criterion::Criterion;
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::CudaStream;
+use vkcuda::{cuda, vulkan};
+
+/// The Vulkan context and the CUDA context on the same GPU, or `None` after printing why
+/// `bench` registers nothing.
+pub fn gpu_env(bench: &str) -> Option<(vulkan::Context, cuda::Context)> {
+    let env = vulkan::Context::new(&vulkan::ContextDesc::default()).and_then(|vk| {
+        let cu = cuda::Context::matching(vk.identity())?;
+        Ok((vk, cu))
+    });
+    match env {
+        Ok(env) => Some(env),
+        Err(why) => {
+            println!("{bench} bench: nothing registered, no CUDA device matching a Vulkan device ({why})");
+            None
+        }
+    }
+}
+
+/// Criterion as every GPU bench here uses it: 20 samples, short warm-up and measurement.
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .configure_from_args()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+}
+
+/// Per-iteration times of every benchmark, for the ratio table.
+pub type Samples = Arc<Mutex<BTreeMap<String, Vec<f64>>>>;
+
+/// Records one `iter_custom` measurement as its time per iteration.
+pub fn record(samples: &Samples, key: &str, total: Duration, iters: u64) {
+    let per = total.as_secs_f64() / iters as f64;
+    let mut map = samples.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(key.to_owned()).or_default().push(per);
+}
+
+/// The median of `v` (not empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `iters` launches of `work` on `stream` with CUDA events (GPU time only).
+pub fn gpu_time(stream: &Arc<CudaStream>, iters: u64, mut work: impl FnMut()) -> Duration {
+    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+    let start = stream.record_event(flags).expect("record start event");
+    for _ in 0..iters {
+        work();
+    }
+    let end = stream.record_event(flags).expect("record end event");
+    end.synchronize().expect("synchronize end event");
+    let ms = start.elapsed_ms(&end).expect("event elapsed time");
+    Duration::from_secs_f64(f64::from(ms) / 1e3)
+}
