@@ -101,95 +101,152 @@ struct Slot {
     frame: Option<u32>,
 }
 
-/// Render (Vulkan) -> tone map in place (CUDA) -> readback (Vulkan), N frames in flight.
-pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Result<()> {
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
-    let tonemap = cu
-        .compile("postprocess.cu", scene::POSTPROCESS_CU)?
-        .load_function("tonemap")?;
-    let bytes = u64::from(o.width) * u64::from(o.height) * 4;
-    let mut slots = (0..o.in_flight)
-        .map(|_| -> Result<Slot> {
-            let target = Arc::new(render_target(vk, &pass, o)?);
-            let shared = SharedImage::from_vulkan(target.image().clone(), cu)?;
-            let surface = shared.surface(0)?;
-            Ok(Slot {
-                target,
-                shared,
-                surface,
-                readback: Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(bytes))?),
-                produce: Commands::new(vk)?,
-                consume: Commands::new(vk)?,
-                frame: None,
+/// Render (Vulkan) -> tone map in place (CUDA) -> acquire (+ readback copy) (Vulkan), N
+/// frames in flight through [`FrameSync`].
+pub struct Pipeline {
+    width: u32,
+    height: u32,
+    readback: bool,
+    mode: SyncMode,
+    tonemap: cudarc::driver::CudaFunction,
+    launch: LaunchConfig,
+    slots: Vec<Slot>,
+    sync: FrameSync,
+    vk: vulkan::Context,
+}
+
+impl Pipeline {
+    /// Sets up `o.in_flight` slots; `readback` adds the copy of each frame into a buffer
+    /// (what [`Pipeline::check`] reads).
+    pub fn new(
+        o: &Options,
+        readback: bool,
+        vk: &vulkan::Context,
+        cu: &cuda::Context,
+    ) -> Result<Self> {
+        let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+        let tonemap = cu
+            .compile("postprocess.cu", scene::POSTPROCESS_CU)?
+            .load_function("tonemap")?;
+        let bytes = u64::from(o.width) * u64::from(o.height) * 4;
+        let slots = (0..o.in_flight)
+            .map(|_| -> Result<Slot> {
+                let target = Arc::new(render_target(vk, &pass, o)?);
+                let shared = SharedImage::from_vulkan(target.image().clone(), cu)?;
+                let surface = shared.surface(0)?;
+                Ok(Slot {
+                    target,
+                    shared,
+                    surface,
+                    readback: Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(bytes))?),
+                    produce: Commands::new(vk)?,
+                    consume: Commands::new(vk)?,
+                    frame: None,
+                })
             })
+            .collect::<Result<Vec<_>>>()?;
+        let mode = if o.low_latency {
+            SyncMode::LowLatency
+        } else {
+            SyncMode::Semaphores
+        };
+        Ok(Self {
+            width: o.width,
+            height: o.height,
+            readback,
+            mode,
+            tonemap,
+            launch: LaunchConfig {
+                grid_dim: (o.width.div_ceil(16), o.height.div_ceil(16), 1),
+                block_dim: (16, 16, 1),
+                shared_mem_bytes: 0,
+            },
+            slots,
+            sync: FrameSync::new(vk, cu, &FrameSyncDesc::new(o.in_flight).mode(mode))?,
+            vk: vk.clone(),
         })
-        .collect::<Result<Vec<_>>>()?;
-    let mode = if o.low_latency {
-        SyncMode::LowLatency
-    } else {
-        SyncMode::Semaphores
-    };
-    let mut sync = FrameSync::new(vk, cu, &FrameSyncDesc::new(o.in_flight).mode(mode))?;
-    let launch = LaunchConfig {
-        grid_dim: (o.width.div_ceil(16), o.height.div_ceil(16), 1),
-        block_dim: (16, 16, 1),
-        shared_mem_bytes: 0,
-    };
-    let (width, height) = (o.width, o.height);
-
-    let start = Instant::now();
-    for frame in 0..o.frames {
-        let mut f = sync.begin()?; // waits only for the frame that last used this slot
-        let slot = &mut slots[f.slot()];
-        slot.produce
-            .dispatch(&slot.target, &scene::push_constants(frame, width, height))?;
-        slot.produce.release_image(slot.shared.vulkan())?;
-        f.submit_commands(&mut slot.produce)?;
-
-        let stream = f.cuda_wait()?;
-        let mut kernel = stream.launch_builder(&tonemap);
-        kernel.arg(&slot.surface).arg(&width).arg(&height);
-        // SAFETY: tonemap(cudaSurfaceObject_t, uint, uint) reads and writes texels inside
-        // width x height of the surface's level, which is alive (held by the slot).
-        unsafe { kernel.launch(launch) }?;
-        f.cuda_signal()?;
-
-        slot.consume
-            .acquire_image(slot.shared.vulkan(), vk::ImageLayout::GENERAL)?;
-        slot.consume
-            .copy_image_to_buffer(slot.shared.vulkan(), &slot.readback)?;
-        f.submit_commands_after_cuda(&mut slot.consume)?;
-        slot.frame = Some(frame);
     }
-    sync.wait_idle(std::time::Duration::from_secs(10))?;
-    let elapsed = start.elapsed();
 
-    // Check the last frame of every slot against render + tone curve on the CPU.
-    let mut last = (0, Vec::new());
-    for slot in &slots {
-        let Some(frame) = slot.frame else { continue };
-        let got = vk.read_buffer(&slot.readback, 0..bytes)?;
-        check(
-            &got,
-            &scene::processed_reference(frame, width, height),
-            frame,
-        )?;
-        if frame >= last.0 {
-            last = (frame, got);
+    /// Submits `frames` (scene frame numbers) without waiting for them to finish; the host
+    /// waits only when a slot is reused.
+    pub fn run(&mut self, frames: std::ops::Range<u32>) -> Result<()> {
+        let (width, height) = (self.width, self.height);
+        for frame in frames {
+            let mut f = self.sync.begin()?; // waits only for the frame that last used this slot
+            let slot = &mut self.slots[f.slot()];
+            slot.produce
+                .dispatch(&slot.target, &scene::push_constants(frame, width, height))?;
+            slot.produce.release_image(slot.shared.vulkan())?;
+            f.submit_commands(&mut slot.produce)?;
+
+            let stream = f.cuda_wait()?;
+            let mut kernel = stream.launch_builder(&self.tonemap);
+            kernel.arg(&slot.surface).arg(&width).arg(&height);
+            // SAFETY: tonemap(cudaSurfaceObject_t, uint, uint) reads and writes texels
+            // inside width x height of the surface's level, alive (held by the slot).
+            unsafe { kernel.launch(self.launch) }?;
+            f.cuda_signal()?;
+
+            slot.consume
+                .acquire_image(slot.shared.vulkan(), vk::ImageLayout::GENERAL)?;
+            if self.readback {
+                slot.consume
+                    .copy_image_to_buffer(slot.shared.vulkan(), &slot.readback)?;
+            }
+            f.submit_commands_after_cuda(&mut slot.consume)?;
+            slot.frame = Some(frame);
         }
+        Ok(())
     }
-    let path = o.out.join(format!("frame-{:04}.png", last.0));
-    png::write(&path, width, height, &last.1)?;
+
+    /// Waits (on the host, bounded) until every submitted frame has finished.
+    pub fn finish(&self) -> Result<()> {
+        Ok(self.sync.wait_idle(std::time::Duration::from_secs(10))?)
+    }
+
+    /// Checks the last frame of every slot against render + tone curve on the CPU (needs
+    /// `readback` and [`Pipeline::finish`]); returns the latest frame and its texels.
+    pub fn check(&self) -> Result<(u32, Vec<u8>)> {
+        ensure!(self.readback, "this pipeline copies no frames back");
+        let bytes = u64::from(self.width) * u64::from(self.height) * 4;
+        let mut last = (0, Vec::new());
+        for slot in &self.slots {
+            let Some(frame) = slot.frame else { continue };
+            let got = self.vk.read_buffer(&slot.readback, 0..bytes)?;
+            check(
+                &got,
+                &scene::processed_reference(frame, self.width, self.height),
+                frame,
+            )?;
+            if frame >= last.0 {
+                last = (frame, got);
+            }
+        }
+        Ok(last)
+    }
+}
+
+/// The demo's GPU path: runs `o.frames` frames, checks every slot's last frame, writes it
+/// as a PNG and prints fps.
+pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Result<()> {
+    let mut pipeline = Pipeline::new(o, true, vk, cu)?;
+    let start = Instant::now();
+    pipeline.run(0..o.frames)?;
+    pipeline.finish()?;
+    let elapsed = start.elapsed();
+    let (frame, texels) = pipeline.check()?;
+    let path = o.out.join(format!("frame-{frame:04}.png"));
+    png::write(&path, o.width, o.height, &texels)?;
     let per_frame = elapsed.as_secs_f64() / f64::from(o.frames);
     println!(
-        "GPU pipeline: {} frames of {}x{}, {} in flight ({mode:?}): Vulkan render -> CUDA tone map in place (zero copy) -> Vulkan readback",
-        o.frames, width, height, o.in_flight
+        "GPU pipeline: {} frames of {}x{}, {} in flight ({:?}): Vulkan render -> CUDA tone map in place (zero copy) -> Vulkan readback",
+        o.frames, o.width, o.height, o.in_flight, pipeline.mode
     );
     println!(
         "summary: {:.0} fps ({:.3} ms/frame); last frame of each of the {} slots equal to the CPU reference; wrote {}",
         1.0 / per_frame,
         per_frame * 1e3,
-        slots.len(),
+        pipeline.slots.len(),
         path.display()
     );
     Ok(())
