@@ -1,7 +1,8 @@
 //! Frame throughput of the compute-on-render-target loop (the demo's pipeline) at 1080p and
 //! 4K, in one run:
 //! * `zero_copy`: Vulkan render -> CUDA tone map in place -> Vulkan acquire, through
-//!   FrameSync with 3 frames in flight (no readback), wall time per frame.
+//!   FrameSync with 3 frames in flight (no readback), wall time per frame; and
+//!   `zero_copy_low_latency`, the same in FrameSync's low-latency mode.
 //! * `staged`: what zero-copy replaces: Vulkan render -> read back to the host -> copy into a
 //!   CUDA array -> tone map -> copy to the host -> upload to Vulkan, wall time per frame.
 //! * `render_alone` (Vulkan dispatches back to back, 3 command buffers in rotation, wall
@@ -32,13 +33,13 @@ use vkcuda::vulkan::{self, Commands, ComputePass, ComputeTarget, ExternalImage, 
 const SIZES: [(&str, u32, u32); 2] = [("1080p", 1920, 1080), ("4K", 3840, 2160)];
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-fn options(width: u32, height: u32) -> Options {
+fn options(width: u32, height: u32, low_latency: bool) -> Options {
     Options {
         frames: 0,
         width,
         height,
         in_flight: 3,
-        low_latency: false,
+        low_latency,
         out: std::env::temp_dir(),
     }
 }
@@ -61,21 +62,22 @@ fn bench_size(
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
 
-    let mut pipeline = Pipeline::new(&options(width, height), false, vk, cu)?;
-    let mut next = 0u32;
-    g.bench_function(BenchmarkId::new("zero_copy", label), |b| {
-        b.iter_custom(|iters| {
-            let n = u32::try_from(iters).expect("iteration count fits u32");
-            let t0 = Instant::now();
-            pipeline.run(next..next + n).expect("pipeline frames");
-            pipeline.finish().expect("pipeline finish");
-            let t = t0.elapsed();
-            next += n;
-            record(samples, &format!("{label}/zero_copy"), t, iters);
-            t
-        })
-    });
-    drop(pipeline);
+    for (name, low_latency) in [("zero_copy", false), ("zero_copy_low_latency", true)] {
+        let mut pipeline = Pipeline::new(&options(width, height, low_latency), false, vk, cu)?;
+        let mut next = 0u32;
+        g.bench_function(BenchmarkId::new(name, label), |b| {
+            b.iter_custom(|iters| {
+                let n = u32::try_from(iters).expect("iteration count fits u32");
+                let t0 = Instant::now();
+                pipeline.run(next..next + n).expect("pipeline frames");
+                pipeline.finish().expect("pipeline finish");
+                let t = t0.elapsed();
+                next += n;
+                record(samples, &format!("{label}/{name}"), t, iters);
+                t
+            })
+        });
+    }
 
     // The render alone: the same dispatch, back to back, three command buffers in rotation.
     let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
@@ -164,11 +166,12 @@ fn bench_size(
 fn print_table(samples: &Samples) {
     let map = samples.lock().unwrap_or_else(|p| p.into_inner());
     let get = |k: String| map.get(&k).map(|v| median(v));
-    println!("\n| size | zero-copy fps | staged fps | render alone | tone map alone | GPU-busy bound fps | zero-copy / bound | zero-copy / staged |");
+    println!("\n| size | zero-copy fps (semaphores / low-latency) | staged fps | render alone | tone map alone | GPU-busy bound fps | zero-copy / bound | zero-copy / staged |");
     println!("|---|---|---|---|---|---|---|---|");
     for (label, _, _) in SIZES {
-        let (Some(z), Some(s), Some(r), Some(k)) = (
+        let (Some(z), Some(l), Some(s), Some(r), Some(k)) = (
             get(format!("{label}/zero_copy")),
+            get(format!("{label}/zero_copy_low_latency")),
             get(format!("{label}/staged")),
             get(format!("{label}/render_alone")),
             get(format!("{label}/tonemap_alone")),
@@ -177,14 +180,17 @@ fn print_table(samples: &Samples) {
         };
         let bound = r + k;
         println!(
-            "| {label} | {:.0} | {:.1} | {:.1} us | {:.1} us | {:.0} | {:.2} | {:.0}x |",
+            "| {label} | {:.0} / {:.0} | {:.1} | {:.1} us | {:.1} us | {:.0} | {:.2} / {:.2} | {:.0}x / {:.0}x |",
             1.0 / z,
+            1.0 / l,
             1.0 / s,
             r * 1e6,
             k * 1e6,
             1.0 / bound,
             bound / z,
-            s / z
+            bound / l,
+            s / z,
+            s / l
         );
     }
 }
