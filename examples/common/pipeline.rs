@@ -104,6 +104,10 @@ struct Slot {
 /// Render (Vulkan) -> tone map in place (CUDA) -> acquire (+ readback copy) (Vulkan), N
 /// frames in flight through [`FrameSync`].
 pub struct Pipeline {
+    /// Host time spent in each step, summed over every frame run: FrameSync::begin,
+    /// recording + submitting the Vulkan render, the CUDA wait + launch + signal, recording +
+    /// submitting the Vulkan acquire.
+    pub host: [std::time::Duration; 4],
     width: u32,
     height: u32,
     readback: bool,
@@ -151,6 +155,7 @@ impl Pipeline {
             SyncMode::Semaphores
         };
         Ok(Self {
+            host: Default::default(),
             width: o.width,
             height: o.height,
             readback,
@@ -172,12 +177,20 @@ impl Pipeline {
     pub fn run(&mut self, frames: std::ops::Range<u32>) -> Result<()> {
         let (width, height) = (self.width, self.height);
         for frame in frames {
+            let mut clock = Instant::now();
+            let mut lap = |host: &mut [std::time::Duration; 4], i: usize| {
+                let now = Instant::now();
+                host[i] += now - clock;
+                clock = now;
+            };
             let mut f = self.sync.begin()?; // waits only for the frame that last used this slot
+            lap(&mut self.host, 0);
             let slot = &mut self.slots[f.slot()];
             slot.produce
                 .dispatch(&slot.target, &scene::push_constants(frame, width, height))?;
             slot.produce.release_image(slot.shared.vulkan())?;
             f.submit_commands(&mut slot.produce)?;
+            lap(&mut self.host, 1);
 
             let stream = f.cuda_wait()?;
             let mut kernel = stream.launch_builder(&self.tonemap);
@@ -186,6 +199,7 @@ impl Pipeline {
             // inside width x height of the surface's level, alive (held by the slot).
             unsafe { kernel.launch(self.launch) }?;
             f.cuda_signal()?;
+            lap(&mut self.host, 2);
 
             slot.consume
                 .acquire_image(slot.shared.vulkan(), vk::ImageLayout::GENERAL)?;
@@ -194,6 +208,7 @@ impl Pipeline {
                     .copy_image_to_buffer(slot.shared.vulkan(), &slot.readback)?;
             }
             f.submit_commands_after_cuda(&mut slot.consume)?;
+            lap(&mut self.host, 3);
             slot.frame = Some(frame);
         }
         Ok(())
@@ -241,6 +256,11 @@ pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Re
     println!(
         "GPU pipeline: {} frames of {}x{}, {} in flight ({:?}): Vulkan render -> CUDA tone map in place (zero copy) -> Vulkan readback",
         o.frames, o.width, o.height, o.in_flight, pipeline.mode
+    );
+    let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / f64::from(o.frames);
+    let [begin, render, cuda, acquire] = pipeline.host.map(us);
+    println!(
+        "host time per frame: begin {begin:.1} us, render submit {render:.1} us, CUDA wait+launch+signal {cuda:.1} us, acquire+readback submit {acquire:.1} us"
     );
     println!(
         "summary: {:.0} fps ({:.3} ms/frame); last frame of each of the {} slots equal to the CPU reference; wrote {}",

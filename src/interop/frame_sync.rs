@@ -708,6 +708,9 @@ impl Relay {
 /// semaphores, streams and memory the GPU may still use.
 ///
 /// # Example
+/// With [`vulkan::Commands`] no `unsafe` is needed: record into one `Commands` per slot and
+/// direction, submit with [`Frame::submit_commands`] and [`Frame::submit_commands_after_cuda`]
+/// (`examples/common/pipeline.rs` does). With the caller's own command buffers:
 /// ```no_run
 /// # fn main() -> vkcuda::Result<()> {
 /// # let (vk, cu): (vkcuda::vulkan::Context, vkcuda::cuda::Context) = todo!();
