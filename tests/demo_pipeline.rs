@@ -15,8 +15,8 @@ use ash::vk;
 use demo::pipeline::{gpu_pipeline, vulkan_only, Options};
 use demo::scene;
 use vkcuda::vulkan::{
-    BufferDesc, Commands, ComputePass, ComputeTarget, Context, ExternalBuffer, ExternalImage,
-    ImageDesc, ImageOwner,
+    BufferDesc, Commands, ComputePass, ComputeTarget, Context, ExportableSemaphore, ExternalBuffer,
+    ExternalImage, ImageDesc, ImageOwner, SemaphoreKind,
 };
 use vkcuda::Error;
 
@@ -60,6 +60,11 @@ fn commands_record_at_submit(vk: &Context) -> anyhow::Result<()> {
         "a refused submission changed the image state"
     );
     ensure!(before.owner == ImageOwner::Vulkan, "{before:?}");
+    let binary = Arc::new(ExportableSemaphore::local(vk, SemaphoreKind::Binary, 0)?);
+    let e = cmds
+        .submit(0, &[(&binary, 0)], &[], timeout)
+        .expect_err("binary wait");
+    ensure!(e.to_string().contains("binary"), "{e}");
     let e = cmds
         .dispatch(&target, &[0; 4])
         .expect_err("wrong push size");

@@ -16,6 +16,7 @@ use ash::vk;
 use super::image::{copy_region, level_bytes, Step};
 use super::{
     ComputeTarget, Context, ExportableSemaphore, ExternalBuffer, ExternalImage, ImageState,
+    SemaphoreKind,
 };
 use crate::error::{Error, Result};
 
@@ -277,8 +278,8 @@ impl Commands {
     /// queue stalls; [`crate::interop::FrameSync`] pairs them for you.
     ///
     /// # Errors
-    /// [`Error::Timeout`] from the wait; [`Error::InvalidArgument`] when an operation does
-    /// not fit its image's state (e.g. releasing an image already released) or a semaphore
+    /// [`Error::Timeout`] from the wait; [`Error::InvalidArgument`] for a binary semaphore,
+    /// or when an operation does not fit its image's state (e.g. releasing an image already released) or a semaphore
     /// value check of [`Context::submit_to`] fails: nothing was submitted and no image
     /// state changed.
     pub fn submit(
@@ -288,6 +289,20 @@ impl Commands {
         signals: &[(&Arc<ExportableSemaphore>, u64)],
         timeout: Duration,
     ) -> Result<()> {
+        // A binary wait needs a signal already submitted (no way to check it here), so
+        // this safe path takes timeline semaphores only; binary ones go through the
+        // unsafe `Context::submit_to`.
+        if let Some(i) = waits
+            .iter()
+            .chain(signals)
+            .position(|(s, _)| s.kind() != SemaphoreKind::Timeline)
+        {
+            return Err(Error::invalid(
+                "waits/signals",
+                format!("entry {i} is a binary semaphore"),
+                "timeline semaphores (binary ones need Context::submit_to)",
+            ));
+        }
         let wait_list: Vec<_> = waits
             .iter()
             .map(|(s, v)| (s.as_ref(), *v, vk::PipelineStageFlags::ALL_COMMANDS))
