@@ -117,6 +117,16 @@ pub enum Error {
         /// NVRTC log.
         log: String,
     },
+    /// An operating-system call outside the drivers failed: passing fds over a socket
+    /// ([`crate::ipc`]), or a read or write of one.
+    #[error("{call} failed: {source}")]
+    Io {
+        /// The call, e.g. `sendmsg` or `recvmsg`.
+        call: &'static str,
+        /// What the OS reported; `InvalidData` and `UnexpectedEof` kinds describe messages
+        /// that do not fit what [`crate::ipc::recv`] expects.
+        source: std::io::Error,
+    },
     /// A bounded wait ran out of time.
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout {

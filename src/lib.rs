@@ -13,6 +13,7 @@
 //!    \          /
 //! external                     neutral vocabulary: handle types, owned handles, imports
 //! error                        one typed error for the library
+//! ipc                          exported fds + a payload to another process (SCM_RIGHTS)
 //! ```
 //!
 //! ```no_run
@@ -52,6 +53,8 @@ pub mod cuda;
 pub mod error;
 pub mod external;
 pub mod interop;
+#[cfg(unix)]
+pub mod ipc;
 pub mod vulkan;
 
 /// The ash version vkcuda is built against, so callers name the same `vk` types.
