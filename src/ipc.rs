@@ -276,11 +276,9 @@ mod tests {
     }
 
     fn temp_file(content: &[u8]) -> File {
-        let path = std::env::temp_dir().join(format!(
-            "vkcuda-ipc-{}-{}",
-            std::process::id(),
-            content.len()
-        ));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("vkcuda-ipc-{}-{n}", std::process::id()));
         let mut f = File::options()
             .read(true)
             .write(true)
