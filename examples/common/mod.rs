@@ -5,3 +5,4 @@
 pub mod pipeline;
 pub mod png;
 pub mod scene;
+pub mod sharing;
