@@ -230,12 +230,7 @@ fn bench_throughput(
             let mut sync = FrameSync::new(vk, cu, &desc)?;
             g.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter_custom(|iters| {
-                    let t = Instant::now();
-                    for _ in 0..iters {
-                        frame(&mut sync).expect("frame");
-                    }
-                    sync.wait_idle(TIMEOUT).expect("wait_idle");
-                    let took = t.elapsed();
+                    let took = run_frames(&mut sync, iters);
                     record_run(results, format!("throughput/{name}/{n}"), iters, took);
                     took
                 })
@@ -244,6 +239,16 @@ fn bench_throughput(
     }
     g.finish();
     Ok(())
+}
+
+/// Runs `iters` empty frames through `sync` and waits for them: wall time.
+fn run_frames(sync: &mut FrameSync, iters: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..iters {
+        frame(sync).expect("frame");
+    }
+    sync.wait_idle(TIMEOUT).expect("wait_idle");
+    t.elapsed()
 }
 
 fn bench_layouts(
@@ -261,12 +266,7 @@ fn bench_layouts(
                 let id = format!("{}/{layout:?}x{streams}", mode_name(mode));
                 g.bench_function(&id, |b| {
                     b.iter_custom(|iters| {
-                        let t = Instant::now();
-                        for _ in 0..iters {
-                            frame(&mut sync).expect("frame");
-                        }
-                        sync.wait_idle(TIMEOUT).expect("wait_idle");
-                        let took = t.elapsed();
+                        let took = run_frames(&mut sync, iters);
                         record_run(results, format!("layouts/{id}"), iters, took);
                         took
                     })

@@ -39,14 +39,7 @@ fn parse() -> Result<Options> {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--frames" => o.frames = value()?.parse().context("--frames")?,
-            "--size" => {
-                let v = value()?;
-                let (w, h) = v.split_once('x').context("--size WxH")?;
-                (o.width, o.height) = (
-                    w.parse().context("--size width")?,
-                    h.parse().context("--size height")?,
-                );
-            }
+            "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
             "--in-flight" => o.in_flight = value()?.parse().context("--in-flight")?,
             "--low-latency" => o.low_latency = true,
             "--out" => o.out = PathBuf::from(value()?),

@@ -78,14 +78,7 @@ fn parse() -> Result<Role> {
         match a.as_str() {
             "--consumer" => consumer = Some(PathBuf::from(value()?)),
             "--frames" => o.frames = value()?.parse().context("--frames")?,
-            "--size" => {
-                let v = value()?;
-                let (w, h) = v.split_once('x').context("--size WxH")?;
-                (o.width, o.height) = (
-                    w.parse().context("--size width")?,
-                    h.parse().context("--size height")?,
-                );
-            }
+            "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
             "--images" => o.images = value()?.parse().context("--images")?,
             "--out" => o.out = PathBuf::from(value()?),
             // cargo test / bundle runners pass these to every executable.

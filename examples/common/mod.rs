@@ -6,3 +6,13 @@ pub mod pipeline;
 pub mod png;
 pub mod scene;
 pub mod sharing;
+
+/// Parses a `--size` value `WxH` into (width, height).
+pub fn parse_size(v: &str) -> anyhow::Result<(u32, u32)> {
+    use anyhow::Context as _;
+    let (w, h) = v.split_once('x').context("--size WxH")?;
+    Ok((
+        w.parse().context("--size width")?,
+        h.parse().context("--size height")?,
+    ))
+}
