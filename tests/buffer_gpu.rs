@@ -229,21 +229,7 @@ fn no_leaks_10000((vk, cu): &Env) -> anyhow::Result<()> {
         drop((shared, a, b));
         Ok(())
     };
-    cycle()?;
-    let fds = open_fds();
-    let (free_before, _) = cu.cuda().mem_get_info()?;
-    for i in 0..10_000 {
-        cycle().with_context(|| format!("cycle {i}"))?;
-    }
-    let (free_after, _) = cu.cuda().mem_get_info()?;
-    ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
-    // 10,000 leaked 64 KiB allocations would be 640 MiB; allow driver bookkeeping noise.
-    let lost = free_before.saturating_sub(free_after);
-    ensure!(lost < 16 << 20, "free device memory fell by {lost} bytes");
-    println!(
-        "  10,000 cycles: fds {fds} -> {}, free device memory change {lost} bytes",
-        open_fds()
-    );
+    common::assert_cycles_leak_free(cu, 10_000, cycle)?;
     assert_no_validation_errors(vk)
 }
 

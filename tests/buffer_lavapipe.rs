@@ -202,25 +202,12 @@ fn no_leaks(vk: &Context) -> anyhow::Result<()> {
     assert_no_validation_errors(vk)
 }
 
-/// When `.gpu/run --validate` (or `VK_INSTANCE_LAYERS`) asks for validation, the layer's
-/// messages are really being counted, so "zero errors" means something.
-fn validation_is_counted_when_requested(vk: &Context) -> anyhow::Result<()> {
-    let requested = std::env::var("VK_INSTANCE_LAYERS")
-        .is_ok_and(|v| v.contains("VK_LAYER_KHRONOS_validation"));
-    ensure!(
-        vk.validation_errors().is_some() == requested,
-        "validation requested: {requested}, counted: {:?}",
-        vk.validation_errors()
-    );
-    Ok(())
-}
-
 fn main() {
     let probe = common::vulkan_probe();
     let tests: [common::Test<Context>; 9] = [
         (
             "validation_is_counted_when_requested",
-            validation_is_counted_when_requested,
+            common::validation_is_counted_when_requested,
         ),
         ("zero_copy_roundtrip_sizes", sizes),
         ("second_export_imports_too", second_export_imports_too),

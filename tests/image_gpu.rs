@@ -18,9 +18,8 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use anyhow::{ensure, Context as _};
+use anyhow::ensure;
 use common::{assert_bytes, assert_no_validation_errors, open_fds, pattern_bytes, trial};
 use cudarc::driver::sys::{CUaddress_mode, CUarray_format, CUfilter_mode};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
@@ -691,24 +690,7 @@ fn no_leaks((vk, cu): &Env) -> anyhow::Result<()> {
         drop((surf, image, tex));
         Ok(())
     };
-    cycle()?;
-    let fds = open_fds();
-    let (free_before, _) = cu.cuda().mem_get_info()?;
-    let start = Instant::now();
-    for i in 0..cycles {
-        cycle().with_context(|| format!("cycle {i}"))?;
-    }
-    let took = start.elapsed();
-    let (free_after, _) = cu.cuda().mem_get_info()?;
-    ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
-    // Each image is at least 21 KiB: leaking them all would be hundreds of MiB.
-    let lost = free_before.saturating_sub(free_after);
-    ensure!(lost < 16 << 20, "free device memory fell by {lost} bytes");
-    println!(
-        "  {cycles} cycles in {took:.2?} ({:.0} us each): fds {fds} -> {}, free device memory change {lost} bytes",
-        took.as_secs_f64() * 1e6 / f64::from(cycles),
-        open_fds()
-    );
+    common::assert_cycles_leak_free(cu, cycles, cycle)?;
     assert_no_validation_errors(vk)
 }
 

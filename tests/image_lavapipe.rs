@@ -500,18 +500,6 @@ fn no_leaks(vk: &Context) -> anyhow::Result<()> {
     assert_no_validation_errors(vk)
 }
 
-/// When `VK_INSTANCE_LAYERS` asks for validation, its messages are really counted.
-fn validation_is_counted_when_requested(vk: &Context) -> anyhow::Result<()> {
-    let requested = std::env::var("VK_INSTANCE_LAYERS")
-        .is_ok_and(|v| v.contains("VK_LAYER_KHRONOS_validation"));
-    ensure!(
-        vk.validation_errors().is_some() == requested,
-        "validation requested: {requested}, counted: {:?}",
-        vk.validation_errors()
-    );
-    Ok(())
-}
-
 /// A trial body.
 type Test = fn(&Context) -> anyhow::Result<()>;
 
@@ -520,7 +508,7 @@ fn main() {
     let tests: [(&str, Test); 10] = [
         (
             "validation_is_counted_when_requested",
-            validation_is_counted_when_requested,
+            common::validation_is_counted_when_requested,
         ),
         ("linear_tiling_where_allowed", linear_tiling_where_allowed),
         (

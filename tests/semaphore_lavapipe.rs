@@ -434,19 +434,6 @@ fn no_fd_growth(vk: &Context) -> anyhow::Result<u64> {
     Ok(0)
 }
 
-/// When `VK_INSTANCE_LAYERS` asks for validation, the layer's messages are really being
-/// counted, so the "no validation errors" checks above mean something.
-fn validation_is_counted_when_requested(vk: &Context) -> anyhow::Result<()> {
-    let requested = std::env::var("VK_INSTANCE_LAYERS")
-        .is_ok_and(|v| v.contains("VK_LAYER_KHRONOS_validation"));
-    ensure!(
-        vk.validation_errors().is_some() == requested,
-        "validation requested: {requested}, counted: {:?}",
-        vk.validation_errors()
-    );
-    Ok(())
-}
-
 type Test = fn(&Context) -> anyhow::Result<()>;
 /// A test on exported semaphores; returns how many host signals it made on them.
 type ExportTest = fn(&Context) -> anyhow::Result<u64>;
@@ -457,7 +444,7 @@ fn main() {
     let always: [(&str, Test); 8] = [
         (
             "validation_is_counted_when_requested",
-            validation_is_counted_when_requested,
+            common::validation_is_counted_when_requested,
         ),
         ("export_or_capability_error", export_or_capability_error),
         ("capability_queries", capability_queries),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use ash::vk;
-use common::{open_fds, trial, validation_since, validation_snapshot};
+use common::{trial, validation_since, validation_snapshot};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use vkcuda::cuda::{self, ExternalSemaphore, MappedBuffer};
 use vkcuda::interop::{
@@ -604,25 +604,7 @@ fn no_leaks_2000((vk, cu): &Env) -> anyhow::Result<()> {
         drop((tl, bin)); // CUDA's imports wait for their operations, then go
         Ok(())
     };
-    let run = || -> anyhow::Result<()> {
-        cycle()?; // warm caches before counting
-        let fds = open_fds();
-        let (free_before, _) = cu.cuda().mem_get_info()?;
-        let t = Instant::now();
-        for i in 0..2000 {
-            cycle().with_context(|| format!("cycle {i}"))?;
-        }
-        let (free_after, _) = cu.cuda().mem_get_info()?;
-        ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
-        let lost = free_before.saturating_sub(free_after);
-        ensure!(lost < 16 << 20, "free device memory fell by {lost} bytes");
-        println!(
-            "  2,000 cycles in {:?}: fds {fds} -> {}, free device memory change {lost} bytes",
-            t.elapsed(),
-            open_fds()
-        );
-        Ok(())
-    };
+    let run = || common::assert_cycles_leak_free(cu, 2000, cycle);
     let ran = run();
     let drained = drain_queues(vk);
     if drained.is_ok() {
@@ -634,26 +616,13 @@ fn no_leaks_2000((vk, cu): &Env) -> anyhow::Result<()> {
     validation_since(vk, &before, &[])
 }
 
-/// When `VK_INSTANCE_LAYERS` asks for validation, the layer's messages are really being
-/// counted, so the "no validation errors" checks above mean something.
-fn validation_is_counted_when_requested((vk, _): &Env) -> anyhow::Result<()> {
-    let requested = std::env::var("VK_INSTANCE_LAYERS")
-        .is_ok_and(|v| v.contains("VK_LAYER_KHRONOS_validation"));
-    ensure!(
-        vk.validation_errors().is_some() == requested,
-        "validation requested: {requested}, counted: {:?}",
-        vk.validation_errors()
-    );
-    Ok(())
-}
-
 fn main() {
     let probe = common::gpu_probe();
     const FRAMES: u64 = 3000;
     let mut trials = vec![trial(
         "validation_is_counted_when_requested",
         &probe,
-        validation_is_counted_when_requested,
+        |(vk, _): &Env| common::validation_is_counted_when_requested(vk),
     )];
     for (mode, name) in [
         (SyncMode::Semaphores, "semaphores"),

@@ -79,6 +79,35 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+/// Runs `cycle` once to warm caches, then `cycles` more times, and fails unless open fds
+/// are unchanged and free device memory fell by less than 16 MiB (driver bookkeeping; every
+/// caller's leak would be hundreds of MiB). Prints the counts.
+pub fn assert_cycles_leak_free(
+    cu: &cuda::Context,
+    cycles: u32,
+    mut cycle: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    cycle()?;
+    let fds = open_fds();
+    let (free_before, _) = cu.cuda().mem_get_info()?;
+    let start = std::time::Instant::now();
+    for i in 0..cycles {
+        cycle().with_context(|| format!("cycle {i}"))?;
+    }
+    let took = start.elapsed();
+    let (free_after, _) = cu.cuda().mem_get_info()?;
+    anyhow::ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
+    let lost = free_before.saturating_sub(free_after);
+    anyhow::ensure!(lost < 16 << 20, "free device memory fell by {lost} bytes");
+    println!(
+        "  {cycles} cycles in {took:.2?} ({:.0} us each): fds {fds} -> {}, free device memory change {lost} bytes",
+        took.as_secs_f64() * 1e6 / f64::from(cycles),
+        open_fds()
+    );
+    Ok(())
+}
+
 /// The byte pattern tests write and check: a hash of the index and a seed.
 pub fn pattern(i: u64, seed: u32) -> u8 {
     ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 24) as u8
@@ -104,6 +133,19 @@ pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) -> anyhow::Result<()> {
             want[i]
         );
     }
+    Ok(())
+}
+
+/// When `.gpu/run --validate` (or `VK_INSTANCE_LAYERS`) asks for validation, the layer's
+/// messages are really being counted, so the "no validation errors" checks mean something.
+pub fn validation_is_counted_when_requested(vk: &vulkan::Context) -> anyhow::Result<()> {
+    let requested = std::env::var("VK_INSTANCE_LAYERS")
+        .is_ok_and(|v| v.contains("VK_LAYER_KHRONOS_validation"));
+    anyhow::ensure!(
+        vk.validation_errors().is_some() == requested,
+        "validation requested: {requested}, counted: {:?}",
+        vk.validation_errors()
+    );
     Ok(())
 }
 
