@@ -13,6 +13,8 @@
 //! * [`ComputePass`]: a minimal compute pipeline over one storage image, for demos and tests.
 //! * [`Commands`]: a command buffer recorded and submitted without `unsafe`; barriers for
 //!   tracked images are planned at submission, so they always match the image's state.
+//! * `Presenter` (feature `window`): a swapchain on a window's (or a headless) surface that
+//!   shows an [`ExternalImage`], for the last step of a frame.
 //! * [`Context::read_buffer`] / [`Context::write_buffer`] (and the image twins) are staged
 //!   transfers for tests, examples and the staged-copy baselines.
 
@@ -22,8 +24,11 @@ mod commands;
 mod compute;
 mod context;
 mod debug;
+mod headless;
 mod image;
 mod memory;
+#[cfg(feature = "window")]
+mod present;
 mod semaphore;
 mod transfer;
 
@@ -40,5 +45,7 @@ pub use image::{
     texel_block, ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, ImageSupport,
     TexelBlock,
 };
+#[cfg(feature = "window")]
+pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
 pub(crate) use semaphore::backoff;
 pub use semaphore::{ExportableSemaphore, SemaphoreDesc};
