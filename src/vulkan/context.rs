@@ -119,6 +119,8 @@ struct Shared {
     memory_fd: ash::khr::external_memory_fd::Device,
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
     enabled: Enabled,
+    /// Read by the presenter (feature `window`).
+    #[cfg_attr(not(feature = "window"), allow(dead_code))]
     instance_extensions: Vec<CString>,
     identity: DeviceIdentity,
     properties: vk::PhysicalDeviceProperties,
@@ -524,16 +526,19 @@ impl Context {
         self.shared.messenger.as_ref().map(Messenger::errors_by_id)
     }
 
+    #[cfg(feature = "window")]
     /// Whether `VK_KHR_swapchain` is enabled on the device.
     pub(crate) fn swapchain_enabled(&self) -> bool {
         self.shared.enabled.swapchain
     }
 
+    #[cfg(feature = "window")]
     /// Instance extensions vkcuda enabled (empty for a wrapped context).
     pub(crate) fn instance_extensions(&self) -> &[CString] {
         &self.shared.instance_extensions
     }
 
+    #[cfg(feature = "window")]
     /// The loader the instance was created with.
     pub(crate) fn entry(&self) -> &ash::Entry {
         &self.shared._entry
