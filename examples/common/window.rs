@@ -147,7 +147,7 @@ enum Renderer {
     /// Vulkan alone: one compute dispatch per frame, host-paced.
     Vulkan(Arc<ComputeTarget>),
     /// Vulkan render -> CUDA tone map in place -> Vulkan acquire, through FrameSync.
-    Cuda(CudaFrames),
+    Cuda(Box<CudaFrames>),
 }
 
 /// One frame slot of the CUDA path.
@@ -280,7 +280,7 @@ impl App {
         let desc = FrameSyncDesc::new(self.o.in_flight)
             .mode(mode)
             .lanes(QueueLayout::Single, 1);
-        Ok(Renderer::Cuda(CudaFrames {
+        Ok(Renderer::Cuda(Box::new(CudaFrames {
             slots,
             tonemap,
             launch: LaunchConfig {
@@ -289,7 +289,7 @@ impl App {
                 shared_mem_bytes: 0,
             },
             sync: FrameSync::new(vk, cu, &desc)?,
-        }))
+        })))
     }
 
     fn open(&mut self, event_loop: &ActiveEventLoop) -> Result<()> {

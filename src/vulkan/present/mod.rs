@@ -138,11 +138,14 @@ struct Live {
 ///
 /// # With FrameSync
 /// Presenting is one more Vulkan step after a frame's consuming batch (which acquires the
-/// image back from CUDA): call `present` on the frame's consuming queue
-/// ([`crate::interop::Frame::queues`]`().1`) after
-/// [`crate::interop::Frame::submit_commands_after_cuda`]. Queue order puts the blit after
-/// the acquire barrier; or pass a Vulkan timeline value to wait on in `waits`. The host
-/// never waits on CUDA.
+/// image back from CUDA): call `present` after
+/// [`crate::interop::Frame::submit_commands_after_cuda`], on the queue that runs all the
+/// image's Vulkan work, i.e. a FrameSync with [`crate::interop::QueueLayout::Single`]
+/// (queue 0). The image's tracker plans its barriers in submission order, which is
+/// execution order on one queue: the blit runs after the acquire barrier, and the next
+/// render of the slot after the blit. (With `Split` or `PerSlot` lanes the next frame's
+/// render, on another queue, would not wait for the blit.) `waits` adds Vulkan timeline
+/// values to wait on. The host never waits on CUDA.
 ///
 /// # Resizing and out-of-date swapchains
 /// The swapchain is recreated (with `oldSwapchain`, after the presenter's submissions and
@@ -543,12 +546,13 @@ impl Presenter {
                 vk::PipelineStageFlags::TRANSFER,
                 vk::AccessFlags::TRANSFER_WRITE,
             );
-            // SAFETY (both barriers and the transfer): recording on this device; `dst` is a
+            // SAFETY: (for the three blocks below) recording on this device; `dst` is a
             // swapchain image of it, acquired by this frame; the source is in
             // TRANSFER_SRC_OPTIMAL after `before`, kept alive with the slot, and `transfer`
-            // was chosen for both.
+            // was chosen for both. The first barrier chains with the acquire wait (at
+            // TRANSFER) and discards the old contents; after the second, the "rendered"
+            // semaphore signal makes the write available to the present.
             unsafe {
-                // Chains with the acquire wait (at TRANSFER); the old contents are discarded.
                 blit::record_swapchain_barrier(
                     d,
                     cmd,
@@ -559,15 +563,20 @@ impl Presenter {
                     ),
                     (vk::PipelineStageFlags::TRANSFER, vk::AccessFlags::empty()),
                     transfer_write,
-                );
+                )
+            };
+            // SAFETY: as above.
+            unsafe {
                 blit::record(
                     d,
                     cmd,
                     transfer,
                     (image.raw(), src_extent),
                     (dst, chain_extent),
-                );
-                // The "rendered" semaphore signal makes the write available to the present.
+                )
+            };
+            // SAFETY: as above.
+            unsafe {
                 blit::record_swapchain_barrier(
                     d,
                     cmd,
@@ -581,8 +590,8 @@ impl Presenter {
                         vk::PipelineStageFlags::BOTTOM_OF_PIPE,
                         vk::AccessFlags::empty(),
                     ),
-                );
-            }
+                )
+            };
             if let Some(b) = after {
                 // SAFETY: as for `before`.
                 unsafe { image.record_barrier(cmd, &b) };

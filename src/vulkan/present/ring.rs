@@ -39,15 +39,16 @@ pub(super) struct Ring {
 impl Drop for Ring {
     fn drop(&mut self) {
         let d = self.ctx.device();
-        // SAFETY: the presenter waited for every slot's fence and drained its queues before
+        // The presenter waited for every slot's fence and drained its queues before
         // dropping the ring (or leaked it); all objects were made from `d`.
-        unsafe {
-            for s in &self.slots {
-                d.destroy_fence(s.fence, None);
-            }
-            d.destroy_fence(self.drain_fence, None);
-            d.destroy_command_pool(self.pool, None);
+        for s in &self.slots {
+            // SAFETY: as above.
+            unsafe { d.destroy_fence(s.fence, None) };
         }
+        // SAFETY: as above.
+        unsafe { d.destroy_fence(self.drain_fence, None) };
+        // SAFETY: as above; destroying the pool frees its command buffers.
+        unsafe { d.destroy_command_pool(self.pool, None) };
     }
 }
 

@@ -56,7 +56,7 @@ impl Swapchain {
         request: &Request<'_>,
     ) -> Result<Option<Self>> {
         let pd = ctx.physical_device();
-        // SAFETY (the three queries): valid physical device and surface of one instance.
+        // SAFETY: valid physical device and surface of one instance.
         let caps = unsafe {
             surface
                 .loader
