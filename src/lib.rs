@@ -45,6 +45,12 @@
 //! barriers of tracked images (the release to and acquire from `VK_QUEUE_FAMILY_EXTERNAL`)
 //! at submission, and FrameSync's frames submit it.
 //!
+//! # Presenting (feature `window`)
+//! `vulkan::Presenter` shows an image in a window: a surface from any raw window handle (or
+//! `VK_EXT_headless_surface`), a swapchain recreated on resize, `SUBOPTIMAL` and
+//! `OUT_OF_DATE`, and per present one submission (copy or blit, barriers planned by the
+//! image's tracker) and `vkQueuePresentKHR`, after the frame's last Vulkan batch.
+//!
 //! # Platforms
 //! Tested on Linux with opaque fds. Every handle type CUDA accepts is modelled in
 //! [`external`] and compiles everywhere; the Windows and NvSci ones are untested.
