@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use ash::vk;
 
-use super::image::{copy_region, level_bytes, Step};
+use super::format::level_bytes;
+use super::image::Step;
+use super::transfer::copy_region;
 use super::{
     ComputeTarget, Context, ExportableSemaphore, ExternalBuffer, ExternalImage, ImageState,
     SemaphoreKind,

@@ -22,6 +22,7 @@ mod commands;
 mod compute;
 mod context;
 mod debug;
+mod format;
 mod image;
 mod memory;
 mod semaphore;
@@ -29,16 +30,14 @@ mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};
 pub use capabilities::{
-    memory_handle_flags, semaphore_handle_flags, ExternalSupport, SemaphoreKind,
+    memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
 pub use commands::Commands;
 pub use compute::{ComputePass, ComputeTarget};
 pub use context::{
     enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, WrapDesc,
 };
-pub use image::{
-    texel_block, ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, ImageSupport,
-    TexelBlock,
-};
+pub use format::{texel_block, TexelBlock};
+pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
 pub(crate) use semaphore::backoff;
 pub use semaphore::{ExportableSemaphore, SemaphoreDesc};

@@ -1,6 +1,6 @@
-//! Staged transfers between host memory and external buffers: one-shot command buffers
-//! on the context's queue, waited with a fence. For tests, examples, readback and the
-//! staged-copy baselines; not for per-frame work.
+//! Staged transfers between host memory and external buffers and images, and one-shot image
+//! hand-offs: one-shot command buffers on the context's queue, waited with a fence. For
+//! tests, examples, readback and the staged-copy baselines; not for per-frame work.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -9,7 +9,9 @@ use ash::vk;
 use gpu_allocator::vulkan::{Allocation, AllocationCreateDesc, AllocationScheme};
 use gpu_allocator::MemoryLocation as GpuLocation;
 
-use super::{Context, ExternalBuffer};
+use super::format::level_bytes;
+use super::image::Step;
+use super::{Context, ExternalBuffer, ExternalImage, ImageDesc};
 use crate::error::{Error, Result};
 
 /// How long a one-shot transfer may take before it is reported as hung.
@@ -272,5 +274,264 @@ impl Context {
                 )
             };
         })
+    }
+
+    /// Releases `image` to `VK_QUEUE_FAMILY_EXTERNAL` (in `GENERAL`) as a one-shot
+    /// submission on the context's queue, and waits for it: when this returns, every
+    /// earlier Vulkan write to the image is complete and CUDA may use it. For setup and
+    /// tests; per frame, record [`ExternalImage::record_release`] and signal a semaphore.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the image is already released or belongs to another
+    /// context; [`Error::Timeout`] if the submission hangs.
+    pub fn release_image(&self, image: &ExternalImage) -> Result<()> {
+        self.one_shot(image, Step::Release)
+    }
+
+    /// Acquires `image` from `VK_QUEUE_FAMILY_EXTERNAL` into `layout` as a one-shot
+    /// submission, and waits for it. CUDA's work on the image must have completed (its
+    /// stream synchronised) before this is called. For setup and tests; per frame, record
+    /// [`ExternalImage::record_acquire`] and wait on CUDA's semaphore.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the image is not released, belongs to another
+    /// context, or `layout` is not one it can take; [`Error::Timeout`] if it hangs.
+    pub fn acquire_image(&self, image: &ExternalImage, layout: vk::ImageLayout) -> Result<()> {
+        self.one_shot(image, Step::Acquire(layout))
+    }
+
+    fn one_shot(&self, image: &ExternalImage, step: Step) -> Result<()> {
+        self.check_same_device(image)?;
+        let mut state = image.lock_state();
+        let (barrier, next) = image.plan(*state, step)?;
+        if let Some(b) = barrier {
+            self.submit_and_wait(|cmd| {
+                // SAFETY: `cmd` is the context's recording transfer command buffer.
+                unsafe { image.record_barrier(cmd, &b) };
+            })?;
+        }
+        *state = next;
+        Ok(())
+    }
+
+    fn check_same_device(&self, image: &ExternalImage) -> Result<()> {
+        if image.context().device().handle() == self.device().handle() {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "image",
+                "was made on another context's device",
+                "an image of this context",
+            ))
+        }
+    }
+
+    /// Copies mip `level` of array `layers` of `image` to the host through a staging
+    /// buffer (`vkCmdCopyImageToBuffer`). The bytes are tightly packed: texel (or block)
+    /// rows of the level, then its depth slices, then the next layer. The image must be
+    /// owned by Vulkan; it is left in `GENERAL` layout.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`]: `level` or `layers` out of range or empty, the image
+    ///   lacks `TRANSFER_SRC` usage, is released to `VK_QUEUE_FAMILY_EXTERNAL`, or belongs
+    ///   to another context.
+    /// * [`Error::Unsupported`]: a format [`texel_block`](super::texel_block) does not know (depth/stencil,
+    ///   multi-planar).
+    pub fn read_image(
+        &self,
+        image: &ExternalImage,
+        level: u32,
+        layers: Range<u32>,
+    ) -> Result<Vec<u8>> {
+        let len = self.check_copy(image, level, &layers, vk::ImageUsageFlags::TRANSFER_SRC)?;
+        let mut staging = Staging::new(self, len, GpuLocation::GpuToCpu)?;
+        self.copy_image(image, vk::ImageLayout::TRANSFER_SRC_OPTIMAL, |cmd| {
+            let region = copy_region(image.desc(), level, &layers);
+            // SAFETY: image and staging buffer are alive for the submission; the region was
+            // checked against the image and the buffer was sized for it.
+            unsafe {
+                self.device().cmd_copy_image_to_buffer(
+                    cmd,
+                    image.raw(),
+                    vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+                    staging.buffer,
+                    &[region],
+                )
+            };
+        })?;
+        Ok(staging.bytes()?.to_vec())
+    }
+
+    /// Copies `data` (laid out as [`Context::read_image`] returns it) into mip `level` of
+    /// array `layers` of `image` through a staging buffer (`vkCmdCopyBufferToImage`). The
+    /// image must be owned by Vulkan; it is left in `GENERAL` layout (contents of other
+    /// levels and layers kept, unless it was `UNDEFINED`).
+    ///
+    /// # Errors
+    /// As [`Context::read_image`] (with `TRANSFER_DST`), and [`Error::InvalidArgument`]
+    /// (`data`) when `data.len()` is not exactly the size of the region.
+    pub fn write_image(
+        &self,
+        image: &ExternalImage,
+        level: u32,
+        layers: Range<u32>,
+        data: &[u8],
+    ) -> Result<()> {
+        let len = self.check_copy(image, level, &layers, vk::ImageUsageFlags::TRANSFER_DST)?;
+        if data.len() as u64 != len {
+            let e = image.desc().level_extent(level);
+            return Err(Error::invalid(
+                "data",
+                format!("{} bytes", data.len()),
+                format!(
+                    "exactly {len} bytes: level {level} ({}x{}x{}) x {} layers, tightly packed",
+                    e.width,
+                    e.height,
+                    e.depth,
+                    layers.len()
+                ),
+            ));
+        }
+        let mut staging = Staging::new(self, len, GpuLocation::CpuToGpu)?;
+        staging.bytes()?.copy_from_slice(data);
+        self.copy_image(image, vk::ImageLayout::TRANSFER_DST_OPTIMAL, |cmd| {
+            let region = copy_region(image.desc(), level, &layers);
+            // SAFETY: image and staging buffer are alive for the submission; the region was
+            // checked against the image and the buffer was sized for it.
+            unsafe {
+                self.device().cmd_copy_buffer_to_image(
+                    cmd,
+                    staging.buffer,
+                    image.raw(),
+                    vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+                    &[region],
+                )
+            };
+        })
+    }
+
+    /// Checks a staged copy and returns its size in bytes.
+    fn check_copy(
+        &self,
+        image: &ExternalImage,
+        level: u32,
+        layers: &Range<u32>,
+        usage: vk::ImageUsageFlags,
+    ) -> Result<u64> {
+        self.check_same_device(image)?;
+        let desc = image.desc();
+        if !desc.usage.contains(usage) {
+            return Err(Error::invalid(
+                "image",
+                format!("usage {:?} lacks {usage:?}", desc.usage),
+                format!("an image created with {usage:?}"),
+            ));
+        }
+        if level >= desc.mip_levels {
+            return Err(Error::invalid(
+                "level",
+                format!("{level}"),
+                format!("below the image's {} mip levels", desc.mip_levels),
+            ));
+        }
+        if layers.start >= layers.end || layers.end > desc.layers {
+            return Err(Error::invalid(
+                "layers",
+                format!("{layers:?}"),
+                format!("a non-empty range within 0..{}", desc.layers),
+            ));
+        }
+        let bytes = level_bytes(desc, level).ok_or_else(|| Error::Unsupported {
+            what: format!("staged copy of a {:?} image", desc.format),
+            reason: "vkcuda knows no texel size for this format (depth/stencil, multi-planar \
+                     or subsampled formats are not copied)"
+                .into(),
+        })?;
+        let len = bytes * u64::from(layers.end - layers.start);
+        if usize::try_from(len).is_err() {
+            return Err(Error::invalid(
+                "layers",
+                format!("{len} bytes to copy"),
+                "a region that fits in host memory",
+            ));
+        }
+        Ok(len)
+    }
+
+    /// Moves the image to `layout` (`TRANSFER_SRC_OPTIMAL` or `TRANSFER_DST_OPTIMAL`),
+    /// records `copy` in it, moves the image to `GENERAL` (making the copy's writes visible
+    /// to later commands) and the transfer's writes visible to the host; submits and waits.
+    fn copy_image(
+        &self,
+        image: &ExternalImage,
+        layout: vk::ImageLayout,
+        copy: impl FnOnce(vk::CommandBuffer),
+    ) -> Result<()> {
+        let mut state = image.lock_state();
+        let (mut before, during) = image.plan(*state, Step::Transition(layout))?;
+        let (mut after, next) = image.plan(during, Step::Transition(vk::ImageLayout::GENERAL))?;
+        // Narrow the copy's side of both barriers to the transfer stage and its access.
+        let copy_access = if layout == vk::ImageLayout::TRANSFER_SRC_OPTIMAL {
+            vk::AccessFlags::TRANSFER_READ
+        } else {
+            vk::AccessFlags::TRANSFER_WRITE
+        };
+        if let Some(b) = before.as_mut() {
+            b.dst_stage = vk::PipelineStageFlags::TRANSFER;
+            b.dst_access = copy_access;
+        }
+        if let Some(b) = after.as_mut() {
+            b.src_stage = vk::PipelineStageFlags::TRANSFER;
+            b.src_access = copy_access & vk::AccessFlags::TRANSFER_WRITE;
+        }
+        self.submit_and_wait(|cmd| {
+            if let Some(b) = before {
+                // SAFETY: `cmd` is the context's recording transfer command buffer.
+                unsafe { image.record_barrier(cmd, &b) };
+            }
+            copy(cmd);
+            if let Some(b) = after {
+                // SAFETY: as above.
+                unsafe { image.record_barrier(cmd, &b) };
+            }
+            let to_host = vk::MemoryBarrier::default()
+                .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+                .dst_access_mask(vk::AccessFlags::HOST_READ);
+            // SAFETY: `cmd` is recording on this device.
+            unsafe {
+                self.device().cmd_pipeline_barrier(
+                    cmd,
+                    vk::PipelineStageFlags::TRANSFER,
+                    vk::PipelineStageFlags::HOST,
+                    vk::DependencyFlags::empty(),
+                    &[to_host],
+                    &[],
+                    &[],
+                )
+            };
+        })?;
+        *state = next;
+        Ok(())
+    }
+}
+
+/// The whole of mip `level` of `layers`, from offset 0 of a tightly packed buffer.
+pub(crate) fn copy_region(
+    desc: &ImageDesc,
+    level: u32,
+    layers: &Range<u32>,
+) -> vk::BufferImageCopy {
+    vk::BufferImageCopy {
+        buffer_offset: 0,
+        buffer_row_length: 0,
+        buffer_image_height: 0,
+        image_subresource: vk::ImageSubresourceLayers {
+            aspect_mask: vk::ImageAspectFlags::COLOR,
+            mip_level: level,
+            base_array_layer: layers.start,
+            layer_count: layers.end - layers.start,
+        },
+        image_offset: vk::Offset3D::default(),
+        image_extent: desc.level_extent(level),
     }
 }
