@@ -214,29 +214,22 @@ impl Commands {
                 format!("at least {bytes} bytes (level 0 of the image)"),
             ));
         }
-        self.check_device(buffer.context(), "buffer")?;
+        self.ctx.check_owns("buffer", buffer.context())?;
         self.push_op(Op::CopyToBuffer {
             image: image.clone(),
             buffer: buffer.clone(),
         })
     }
 
-    fn check_device(&self, other: &Context, arg: &'static str) -> Result<()> {
-        if other.device().handle() == self.ctx.device().handle() {
-            Ok(())
-        } else {
-            Err(Error::invalid(
-                arg,
-                "made on another context's device",
-                "a resource of this context",
-            ))
-        }
-    }
-
     fn push_op(&mut self, op: Op) -> Result<()> {
-        self.check_device(op.image().context(), "image")?;
+        self.ctx.check_owns("image", op.image().context())?;
         self.ops.push(op);
         Ok(())
+    }
+
+    /// The context it records for.
+    pub(crate) fn context(&self) -> &Context {
+        &self.ctx
     }
 
     /// Waits (at most `timeout`) for the previous submission and frees what it kept alive.

@@ -295,13 +295,7 @@ impl ComputeTarget {
                 "a 2D image with STORAGE usage",
             ));
         }
-        if image.context().identity() != pass.ctx.identity() {
-            return Err(Error::invalid(
-                "image",
-                "made on another device",
-                "an image of the pass's context",
-            ));
-        }
+        pass.ctx.check_owns("image", image.context())?;
         let d = pass.ctx.device();
         let view_info = vk::ImageViewCreateInfo::default()
             .image(image.raw())
@@ -382,8 +376,11 @@ impl Context {
     /// [`ComputePass::record`] goes into the frame's own command buffer).
     ///
     /// # Errors
-    /// As [`ComputePass::record`], plus submission failures.
+    /// [`Error::InvalidArgument`] when `pass` or `target` belongs to another context; as
+    /// [`ComputePass::record`]; submission failures.
     pub fn dispatch(&self, pass: &ComputePass, target: &ComputeTarget, push: &[u8]) -> Result<()> {
+        self.check_owns("pass", &pass.ctx)?;
+        self.check_owns("target", target.image.context())?;
         let mut recorded = Ok(());
         self.submit_and_wait(|cmd| {
             // SAFETY: `cmd` is the context's recording transfer command buffer, for this

@@ -477,6 +477,25 @@ impl Context {
         self.shared.messenger.as_ref().map(Messenger::errors_by_id)
     }
 
+    /// The one ownership check: every safe entry point that takes a Vulkan resource calls it
+    /// with the resource's context. Two contexts are the same device when their `VkDevice`
+    /// handles are equal; the physical device or its UUID is not enough (two contexts on one
+    /// GPU share it, but not each other's objects).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `arg` when `owner` is another `VkDevice`.
+    pub(crate) fn check_owns(&self, arg: &'static str, owner: &Context) -> Result<()> {
+        let (mine, theirs) = (self.device().handle(), owner.device().handle());
+        if mine == theirs {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            arg,
+            format!("made on another device (VkDevice {theirs:?}, not this context's {mine:?})"),
+            "a resource of this context's VkDevice",
+        ))
+    }
+
     pub(crate) fn memory_fd(&self) -> &ash::khr::external_memory_fd::Device {
         &self.shared.memory_fd
     }

@@ -26,6 +26,7 @@ mod format;
 mod image;
 mod memory;
 mod semaphore;
+mod submit;
 mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};

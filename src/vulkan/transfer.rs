@@ -200,9 +200,10 @@ impl Context {
     /// Copies `range` of `buffer` to the host (`vkCmdCopyBuffer` into a staging buffer).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the range is empty or past the buffer's end, or the
-    /// buffer lacks `TRANSFER_SRC` usage.
+    /// [`Error::InvalidArgument`] when the buffer belongs to another context (`buffer`), the
+    /// range is empty or past the buffer's end, or the buffer lacks `TRANSFER_SRC` usage.
     pub fn read_buffer(&self, buffer: &ExternalBuffer, range: Range<u64>) -> Result<Vec<u8>> {
+        self.check_owns("buffer", buffer.context())?;
         buffer.check_range("range", &range)?;
         buffer.check_usage(vk::BufferUsageFlags::TRANSFER_SRC)?;
         let len = range.end - range.start;
@@ -221,9 +222,10 @@ impl Context {
     /// Copies `data` into `buffer` at `offset` through a staging buffer.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `data` is empty or does not fit, or the buffer lacks
-    /// `TRANSFER_DST` usage.
+    /// [`Error::InvalidArgument`] when the buffer belongs to another context (`buffer`),
+    /// `data` is empty or does not fit, or the buffer lacks `TRANSFER_DST` usage.
     pub fn write_buffer(&self, buffer: &ExternalBuffer, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_owns("buffer", buffer.context())?;
         let range = offset..offset.saturating_add(data.len() as u64);
         buffer.check_range("data", &range)?;
         buffer.check_usage(vk::BufferUsageFlags::TRANSFER_DST)?;
@@ -244,15 +246,16 @@ impl Context {
     /// Fills `range` of `buffer` with the 32-bit `value` on the GPU (`vkCmdFillBuffer`).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the range is empty, past the end, or its start or
-    /// length is not a multiple of 4 (the command's rule), or the buffer lacks
-    /// `TRANSFER_DST` usage.
+    /// [`Error::InvalidArgument`] when the buffer belongs to another context (`buffer`), the
+    /// range is empty, past the end, or its start or length is not a multiple of 4 (the
+    /// command's rule), or the buffer lacks `TRANSFER_DST` usage.
     pub fn fill_buffer(
         &self,
         buffer: &ExternalBuffer,
         range: Range<u64>,
         value: u32,
     ) -> Result<()> {
+        self.check_owns("buffer", buffer.context())?;
         buffer.check_range("range", &range)?;
         buffer.check_usage(vk::BufferUsageFlags::TRANSFER_DST)?;
         if range.start % 4 != 0 || (range.end - range.start) % 4 != 0 {
@@ -301,7 +304,7 @@ impl Context {
     }
 
     fn one_shot(&self, image: &ExternalImage, step: Step) -> Result<()> {
-        self.check_same_device(image)?;
+        self.check_owns("image", image.context())?;
         let mut state = image.lock_state();
         let (barrier, next) = image.plan(*state, step)?;
         if let Some(b) = barrier {
@@ -312,18 +315,6 @@ impl Context {
         }
         *state = next;
         Ok(())
-    }
-
-    fn check_same_device(&self, image: &ExternalImage) -> Result<()> {
-        if image.context().device().handle() == self.device().handle() {
-            Ok(())
-        } else {
-            Err(Error::invalid(
-                "image",
-                "was made on another context's device",
-                "an image of this context",
-            ))
-        }
     }
 
     /// Copies mip `level` of array `layers` of `image` to the host through a staging
@@ -418,7 +409,7 @@ impl Context {
         layers: &Range<u32>,
         usage: vk::ImageUsageFlags,
     ) -> Result<u64> {
-        self.check_same_device(image)?;
+        self.check_owns("image", image.context())?;
         let desc = image.desc();
         if !desc.usage.contains(usage) {
             return Err(Error::invalid(

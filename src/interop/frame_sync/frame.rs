@@ -136,9 +136,11 @@ impl Frame<'_> {
     /// the crossing to CUDA.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`frame`) out of order; as [`vulkan::Commands::submit`].
+    /// [`Error::InvalidArgument`] (`frame`) out of order, (`commands`) when they were made on
+    /// another context; as [`vulkan::Commands::submit`].
     pub fn submit_commands(&mut self, commands: &mut vulkan::Commands) -> Result<()> {
         check_step(self.ticket.index, self.next, Step::SubmitVulkan)?;
+        self.sync.vk.check_owns("commands", commands.context())?;
         let (sync, ticket) = (&mut *self.sync, &self.ticket);
         commands.submit_via(sync.timeout, |cmds, fence| {
             // SAFETY: `cmds` were just recorded by `Commands` for this device's family and
@@ -155,9 +157,11 @@ impl Frame<'_> {
     /// signal, and completes the frame. Returns the frame's value.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`frame`) out of order; as [`vulkan::Commands::submit`].
+    /// [`Error::InvalidArgument`] (`frame`) out of order, (`commands`) when they were made on
+    /// another context; as [`vulkan::Commands::submit`].
     pub fn submit_commands_after_cuda(mut self, commands: &mut vulkan::Commands) -> Result<u64> {
         check_step(self.ticket.index, self.next, Step::SubmitVulkanAfterCuda)?;
+        self.sync.vk.check_owns("commands", commands.context())?;
         let (sync, ticket) = (&mut *self.sync, &self.ticket);
         commands.submit_via(sync.timeout, |cmds, fence| {
             // SAFETY: as in `submit_commands`.
