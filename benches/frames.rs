@@ -28,7 +28,8 @@ use demo::scene;
 use vkcuda::ash::vk;
 use vkcuda::cuda::{self, MipmappedArray};
 use vkcuda::interop::SharedImage;
-use vkcuda::vulkan::{self, Commands, ComputePass, ComputeTarget, ExternalImage, ImageDesc};
+use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::vulkan::{self, ExternalImage, ImageDesc};
 
 const SIZES: [(&str, u32, u32); 2] = [("1080p", 1920, 1080), ("4K", 3840, 2160)];
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -40,8 +40,8 @@
 //! order; its default mode crosses with semaphores (spec-defined, ~300 us a crossing on an
 //! H100, overlapped across frames), its low-latency mode with stream memory operations and
 //! a host relay (27 us a hand-off, 35,000-48,000 hand-offs/s). Host waits spin
-//! ([`vulkan::ExportableSemaphore::wait`], 3 us) instead of sleeping in `vkWaitSemaphores`
-//! (10 ms). [`vulkan::Commands`] records Vulkan work without `unsafe`, planning the
+//! ([`vulkan::Semaphore::wait`], 3 us) instead of sleeping in `vkWaitSemaphores`
+//! (10 ms). [`util::Commands`] records Vulkan work without `unsafe`, planning the
 //! barriers of tracked images (the release to and acquire from `VK_QUEUE_FAMILY_EXTERNAL`)
 //! at submission, and FrameSync's frames submit it.
 //!
@@ -55,6 +55,7 @@ pub mod external;
 pub mod interop;
 #[cfg(unix)]
 pub mod ipc;
+pub mod util;
 pub mod vulkan;
 
 /// The ash version vkcuda is built against, so callers name the same `vk` types.

@@ -10,6 +10,7 @@ use std::os::fd::OwnedFd;
 use anyhow::{ensure, Context as _};
 use common::{assert_bytes, assert_no_validation_errors, open_fds, pattern_bytes, trial};
 use vkcuda::external::{MemoryHandle, MemoryHandleType, MemoryImport};
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{BufferDesc, Context, ContextDesc, ExternalBuffer};
 use vkcuda::Error;
 

@@ -14,9 +14,10 @@ use anyhow::ensure;
 use ash::vk;
 use demo::pipeline::{gpu_pipeline, vulkan_only, Options};
 use demo::scene;
+use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
 use vkcuda::vulkan::{
-    BufferDesc, Commands, ComputePass, ComputeTarget, Context, ContextDesc, ExportableSemaphore,
-    ExternalBuffer, ExternalImage, ImageDesc, ImageOwner, SemaphoreKind,
+    BufferDesc, Context, ContextDesc, ExternalBuffer, ExternalImage, ImageDesc, ImageOwner,
+    Semaphore, SemaphoreKind,
 };
 use vkcuda::Error;
 
@@ -60,7 +61,7 @@ fn commands_record_at_submit(vk: &Context) -> anyhow::Result<()> {
         "a refused submission changed the image state"
     );
     ensure!(before.owner == ImageOwner::Vulkan, "{before:?}");
-    let binary = Arc::new(ExportableSemaphore::local(vk, SemaphoreKind::Binary, 0)?);
+    let binary = Arc::new(Semaphore::local(vk, SemaphoreKind::Binary, 0)?);
     let e = cmds
         .submit(0, &[(&binary, 0)], &[], timeout)
         .expect_err("binary wait");
@@ -88,7 +89,7 @@ fn options(frames: u32, in_flight: usize, low_latency: bool) -> Options {
 }
 
 /// A compute target or pass of another context (a second `VkDevice` on the same GPU, so the
-/// same UUID) is refused by `ComputeTarget::new`, `Context::dispatch` and
+/// same UUID) is refused by `ComputeTarget::new`, `OneShot::dispatch` and
 /// `Commands::dispatch`, naming the argument.
 fn another_contexts_compute_is_refused(a: &Context) -> anyhow::Result<()> {
     let b = Context::new(&ContextDesc::default())?;

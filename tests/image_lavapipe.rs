@@ -16,9 +16,10 @@ use common::{
 };
 use vkcuda::ash::vk;
 use vkcuda::external::{MemoryHandle, MemoryHandleType, MemoryImport};
+use vkcuda::util::{Commands, OneShot};
 use vkcuda::vulkan::{
-    texel_block, BufferDesc, Commands, Context, ContextDesc, ExternalBuffer, ExternalImage,
-    ImageDesc, ImageKind, ImageOwner, ImageState,
+    texel_block, BufferDesc, Context, ContextDesc, ExternalBuffer, ExternalImage, ImageDesc,
+    ImageKind, ImageOwner, ImageState,
 };
 
 /// The formats every trial family covers (one trial each).

@@ -11,10 +11,8 @@ use ash::vk;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use vkcuda::cuda;
 use vkcuda::interop::{FrameSync, FrameSyncDesc, SharedImage, SyncMode};
-use vkcuda::vulkan::{
-    self, BufferDesc, Commands, ComputePass, ComputeTarget, ExternalBuffer, ExternalImage,
-    ImageDesc,
-};
+use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, ExternalImage, ImageDesc};
 
 use super::{png, scene};
 

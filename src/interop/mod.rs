@@ -3,7 +3,7 @@
 //!
 //! * [`SharedBuffer`]: an [`ExternalBuffer`](crate::vulkan::ExternalBuffer) imported into
 //!   CUDA, mapped as read-write device pointers.
-//! * [`SharedSemaphore`]: an [`ExportableSemaphore`](crate::vulkan::ExportableSemaphore)
+//! * [`SharedSemaphore`]: an [`Semaphore`](crate::vulkan::Semaphore)
 //!   (timeline or binary) imported into CUDA.
 //! * [`FrameSync`]: N frames in flight from Vulkan to CUDA and back, over timeline
 //!   semaphores ([`SyncMode::Semaphores`]) or stream memory operations and a host relay

@@ -1,35 +1,36 @@
-//! Exportable timeline and binary semaphores, host-side timeline operations (with a fast
-//! bounded host wait), and a queue submission that waits on and signals them.
+//! Timeline and binary semaphores, exportable or local to Vulkan, and host-side timeline
+//! operations (with a fast bounded host wait). Queue submissions that wait on and signal them
+//! are in `submit.rs`.
 //!
 //! # Host waits
 //! The driver's own host wait, `vkWaitSemaphores`, sleeps: on the H100 it returns a p50 of
 //! **10.1 ms** after CUDA signals, while a loop reading `vkGetSemaphoreCounterValue` sees the
-//! same signal after **3.5 us**. [`ExportableSemaphore::wait`] therefore polls the counter:
+//! same signal after **3.5 us**. [`Semaphore::wait`] therefore polls the counter:
 //!
-//! 1. for the first [`ExportableSemaphore::WAIT_SPIN_WINDOW`] (200 us) it reads the counter
+//! 1. for the first [`Semaphore::WAIT_SPIN_WINDOW`] (200 us) it reads the counter
 //!    back to back with [`std::hint::spin_loop`] between reads: one core busy, latency one
 //!    counter read;
 //! 2. after that it sleeps between reads, starting at
-//!    [`ExportableSemaphore::WAIT_FIRST_SLEEP`] (20 us) and doubling up to
-//!    [`ExportableSemaphore::WAIT_MAX_SLEEP`] (1 ms): about 1,000 wake-ups a second, a
+//!    [`Semaphore::WAIT_FIRST_SLEEP`] (20 us) and doubling up to
+//!    [`Semaphore::WAIT_MAX_SLEEP`] (1 ms): about 1,000 wake-ups a second, a
 //!    negligible CPU cost, with a latency of at most the current sleep plus the OS wake-up
 //!    delay (0.9-1.3 ms measured on the H100 host, still ~10x better than
 //!    `vkWaitSemaphores`);
 //! 3. it gives up with [`Error::Timeout`] once the timeout has passed, after one last read.
 //!
 //! So a wait that is satisfied within 200 us costs its own length in CPU time, and a longer
-//! one costs 200 us of spinning plus ~0.1% of a core. [`ExportableSemaphore::wait_blocking`]
+//! one costs 200 us of spinning plus ~0.1% of a core. [`Semaphore::wait_blocking`]
 //! is the plain `vkWaitSemaphores`, kept as the baseline the benchmarks compare against.
 //! Per-frame synchronisation should not wait on the host at all: make the GPU wait
 //! ([`Context::submit`] with `waits`).
 //!
 //! Measured on the H100 host (driver 580, this module's tests): a host signal from another
 //! thread is seen in ~4 us inside the spin window; an empty queue batch signalling a value
-//! is seen by [`ExportableSemaphore::wait`] 30-120 us after `vkQueueSubmit`.
+//! is seen by [`Semaphore::wait`] 30-120 us after `vkQueueSubmit`.
 //!
 //! # Validation layer
 //! Khronos validation layers older than 1.3.296 (Debian 12 ships 1.3.239) report
-//! `VUID-VkSemaphoreSignalInfo-value-03259` for every [`ExportableSemaphore::signal`] of an
+//! `VUID-VkSemaphoreSignalInfo-value-03259` for every [`Semaphore::signal`] of an
 //! *exported* timeline semaphore after its counter was read (which `signal` itself does to
 //! check monotonicity). It is a false positive: those layers leave an orphaned "pending
 //! signal" behind each `vkGetSemaphoreCounterValue` once a semaphore is exported
@@ -51,7 +52,7 @@ use crate::external::{SemaphoreHandle, SemaphoreHandleType};
 const NO_SEMAPHORE_FD: &str = "this device cannot export semaphore fds \
      (VK_KHR_external_semaphore_fd is missing; lavapipe has none)";
 
-/// What [`ExportableSemaphore::new`] creates.
+/// What [`Semaphore::new`] creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SemaphoreDesc {
     /// Binary or timeline.
@@ -84,21 +85,25 @@ impl SemaphoreDesc {
     }
 
     /// Replaces the export handle type (the Win32 types are modelled but not exportable
-    /// by vkcuda: [`ExportableSemaphore::new`] returns [`Error::Unsupported`] for them).
+    /// by vkcuda: [`Semaphore::new`] returns [`Error::Unsupported`] for them).
     pub fn handle_type(mut self, handle_type: SemaphoreHandleType) -> Self {
         self.handle_type = handle_type;
         self
     }
 }
 
-/// A Vulkan semaphore created exportable (`VkExportSemaphoreCreateInfo`), or a caller's
-/// semaphore wrapped with [`ExportableSemaphore::from_raw`].
+/// A Vulkan semaphore, binary or timeline: created exportable ([`Semaphore::new`],
+/// [`Semaphore::timeline`], [`Semaphore::binary`]: `VkExportSemaphoreCreateInfo`, for CUDA
+/// or another process to import), created for use inside Vulkan only
+/// ([`Semaphore::local`]: no export, no extension needed), or a caller's semaphore wrapped
+/// with [`Semaphore::from_raw`]. [`Semaphore::handle_type`] says which (`None`: not
+/// exportable).
 ///
 /// Timeline semaphores can also be signalled, read and waited on from the host. Dropping
 /// destroys the semaphore (when vkcuda owns it): every queue batch and CUDA stream operation
 /// that waits on or signals it must have **completed** by then. CUDA's import of an
 /// exported fd is a separate reference to the payload and may outlive this object.
-pub struct ExportableSemaphore {
+pub struct Semaphore {
     ctx: Context,
     semaphore: vk::Semaphore,
     kind: SemaphoreKind,
@@ -109,9 +114,9 @@ pub struct ExportableSemaphore {
     owned: bool,
 }
 
-impl std::fmt::Debug for ExportableSemaphore {
+impl std::fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportableSemaphore")
+        f.debug_struct("Semaphore")
             .field("semaphore", &self.semaphore)
             .field("kind", &self.kind)
             .field("handle_type", &self.handle_type)
@@ -120,7 +125,7 @@ impl std::fmt::Debug for ExportableSemaphore {
     }
 }
 
-impl Drop for ExportableSemaphore {
+impl Drop for Semaphore {
     fn drop(&mut self) {
         if self.owned {
             // SAFETY: the semaphore was made from this device and is destroyed once; the
@@ -130,14 +135,14 @@ impl Drop for ExportableSemaphore {
     }
 }
 
-impl ExportableSemaphore {
-    /// Spin window of [`ExportableSemaphore::wait`]: the counter is read back to back for
+impl Semaphore {
+    /// Spin window of [`Semaphore::wait`]: the counter is read back to back for
     /// this long before the wait starts sleeping between reads.
     pub const WAIT_SPIN_WINDOW: Duration = Duration::from_micros(200);
-    /// First sleep of [`ExportableSemaphore::wait`] after the spin window; each further
-    /// sleep doubles, up to [`ExportableSemaphore::WAIT_MAX_SLEEP`].
+    /// First sleep of [`Semaphore::wait`] after the spin window; each further
+    /// sleep doubles, up to [`Semaphore::WAIT_MAX_SLEEP`].
     pub const WAIT_FIRST_SLEEP: Duration = Duration::from_micros(20);
-    /// Longest sleep between two counter reads of [`ExportableSemaphore::wait`].
+    /// Longest sleep between two counter reads of [`Semaphore::wait`].
     pub const WAIT_MAX_SLEEP: Duration = Duration::from_millis(1);
 
     /// Creates an exportable semaphore, after checking that this device can export its
@@ -198,18 +203,18 @@ impl ExportableSemaphore {
         })
     }
 
-    /// Shorthand for [`ExportableSemaphore::new`] with [`SemaphoreDesc::timeline`].
+    /// Shorthand for [`Semaphore::new`] with [`SemaphoreDesc::timeline`].
     ///
     /// # Errors
-    /// As [`ExportableSemaphore::new`].
+    /// As [`Semaphore::new`].
     pub fn timeline(ctx: &Context, initial_value: u64) -> Result<Self> {
         Self::new(ctx, &SemaphoreDesc::timeline(initial_value))
     }
 
-    /// Shorthand for [`ExportableSemaphore::new`] with [`SemaphoreDesc::binary`].
+    /// Shorthand for [`Semaphore::new`] with [`SemaphoreDesc::binary`].
     ///
     /// # Errors
-    /// As [`ExportableSemaphore::new`].
+    /// As [`Semaphore::new`].
     pub fn binary(ctx: &Context) -> Result<Self> {
         Self::new(ctx, &SemaphoreDesc::binary())
     }
@@ -217,7 +222,7 @@ impl ExportableSemaphore {
     /// Creates a semaphore that is **not** exportable, for synchronisation that stays inside
     /// Vulkan (e.g. [`crate::interop::FrameSync`]'s completion timelines). It needs no
     /// external-semaphore extension, so it works on every device (lavapipe included);
-    /// [`ExportableSemaphore::export`] refuses it.
+    /// [`Semaphore::export`] refuses it.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`initial_value`) for a binary semaphore with a non-zero
@@ -250,7 +255,7 @@ impl ExportableSemaphore {
 
     /// Wraps a semaphore the caller created, so the host operations and [`Context::submit`]
     /// work on it. `exported_as` is the handle type it was created exportable with
-    /// (`None`: not exportable, and [`ExportableSemaphore::export`] refuses).
+    /// (`None`: not exportable, and [`Semaphore::export`] refuses).
     ///
     /// # Safety
     /// 1. `semaphore` was created from `ctx.device()` and is of type `kind`.
@@ -341,7 +346,7 @@ impl ExportableSemaphore {
         self.kind
     }
 
-    /// The handle type [`ExportableSemaphore::export`] produces (`None`: not exportable).
+    /// The handle type [`Semaphore::export`] produces (`None`: not exportable).
     pub fn handle_type(&self) -> Option<SemaphoreHandleType> {
         self.handle_type
     }
@@ -399,10 +404,10 @@ impl ExportableSemaphore {
 
     /// Waits on the host with plain `vkWaitSemaphores`. **Slow**: the driver sleeps, and on
     /// the H100 this returns ~10 ms (p50) after CUDA signals, against ~3.5 us for
-    /// [`ExportableSemaphore::wait`]. Kept as the naive baseline for benchmarks.
+    /// [`Semaphore::wait`]. Kept as the naive baseline for benchmarks.
     ///
     /// # Errors
-    /// As [`ExportableSemaphore::wait`].
+    /// As [`Semaphore::wait`].
     pub fn wait_blocking(&self, value: u64, timeout: Duration) -> Result<()> {
         self.require_timeline("wait_blocking")?;
         let semaphores = [self.semaphore];
@@ -579,13 +584,13 @@ impl WaitClock for SystemClock {
 
 /// The pause before the next read, `elapsed` into a wait that has slept `sleeps` times:
 /// `None` (spin) inside the spin window, then sleeps doubling from
-/// [`ExportableSemaphore::WAIT_FIRST_SLEEP`] to [`ExportableSemaphore::WAIT_MAX_SLEEP`].
+/// [`Semaphore::WAIT_FIRST_SLEEP`] to [`Semaphore::WAIT_MAX_SLEEP`].
 pub(crate) fn backoff(elapsed: Duration, sleeps: u32) -> Option<Duration> {
-    if elapsed < ExportableSemaphore::WAIT_SPIN_WINDOW {
+    if elapsed < Semaphore::WAIT_SPIN_WINDOW {
         return None;
     }
-    let grown = ExportableSemaphore::WAIT_FIRST_SLEEP.saturating_mul(1 << sleeps.min(16));
-    Some(grown.min(ExportableSemaphore::WAIT_MAX_SLEEP))
+    let grown = Semaphore::WAIT_FIRST_SLEEP.saturating_mul(1 << sleeps.min(16));
+    Some(grown.min(Semaphore::WAIT_MAX_SLEEP))
 }
 
 /// Reads the counter until it reaches `target` or `timeout` passes (see the module docs
@@ -710,9 +715,7 @@ mod tests {
         let expect_us = [20, 40, 80, 160, 320, 640, 1000, 1000];
         let got_us: Vec<u128> = sleeps.iter().take(8).map(|d| d.as_micros()).collect();
         assert_eq!(got_us, expect_us);
-        assert!(sleeps
-            .iter()
-            .all(|&d| d <= ExportableSemaphore::WAIT_MAX_SLEEP));
+        assert!(sleeps.iter().all(|&d| d <= Semaphore::WAIT_MAX_SLEEP));
         // Spin reads only fill the first 200 us; afterwards one read per sleep.
         let spin_reads = reads.get() - sleeps.len() as u64;
         assert!(spin_reads <= 200, "{spin_reads} reads in the spin window");
@@ -738,7 +741,7 @@ mod tests {
         let read = counter(&c.now, &reads, timeout, 0, 1);
         wait_for_counter(1, timeout, read, &mut c).unwrap();
         let last = *c.sleeps.borrow().last().unwrap();
-        assert!(last < ExportableSemaphore::WAIT_MAX_SLEEP, "{last:?}");
+        assert!(last < Semaphore::WAIT_MAX_SLEEP, "{last:?}");
         assert!(c.now.get() >= timeout);
     }
 
@@ -750,10 +753,7 @@ mod tests {
         let read = counter(&c.now, &reads, at, 0, 8);
         wait_for_counter(8, Duration::from_secs(1), read, &mut c).unwrap();
         let late = c.now.get() - at;
-        assert!(
-            late <= ExportableSemaphore::WAIT_MAX_SLEEP + 2 * US,
-            "{late:?}"
-        );
+        assert!(late <= Semaphore::WAIT_MAX_SLEEP + 2 * US, "{late:?}");
     }
 
     #[test]

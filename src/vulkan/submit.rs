@@ -3,7 +3,7 @@
 
 use ash::vk;
 
-use super::{Context, ExportableSemaphore, SemaphoreKind};
+use super::{Context, Semaphore, SemaphoreKind};
 use crate::error::{Error, Result};
 
 impl Context {
@@ -17,8 +17,8 @@ impl Context {
     pub unsafe fn submit(
         &self,
         command_buffers: &[vk::CommandBuffer],
-        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
-        signals: &[(&ExportableSemaphore, u64)],
+        waits: &[(&Semaphore, u64, vk::PipelineStageFlags)],
+        signals: &[(&Semaphore, u64)],
         fence: vk::Fence,
     ) -> Result<()> {
         // SAFETY: forwarded from this function's contract.
@@ -59,8 +59,8 @@ impl Context {
         &self,
         queue: usize,
         command_buffers: &[vk::CommandBuffer],
-        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
-        signals: &[(&ExportableSemaphore, u64)],
+        waits: &[(&Semaphore, u64, vk::PipelineStageFlags)],
+        signals: &[(&Semaphore, u64)],
         fence: vk::Fence,
     ) -> Result<()> {
         for (i, &(sem, value, stages)) in waits.iter().enumerate() {
@@ -105,7 +105,7 @@ impl Context {
         &self,
         arg: &'static str,
         i: usize,
-        sem: &ExportableSemaphore,
+        sem: &Semaphore,
         value: u64,
     ) -> Result<()> {
         self.check_owns(arg, sem.context()).map_err(|e| match e {

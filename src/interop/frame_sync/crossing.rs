@@ -13,7 +13,8 @@ use crate::cuda::memops;
 use crate::cuda::{self, MappedBuffer};
 use crate::error::{Error, Result};
 use crate::interop::{SharedBuffer, SharedSemaphore};
-use crate::vulkan::{self, BufferDesc, ExportableSemaphore};
+use crate::util::OneShot;
+use crate::vulkan::{self, BufferDesc, Semaphore};
 
 /// The crossing objects of every slot, for one mode.
 pub(super) enum Crossing {
@@ -41,7 +42,7 @@ pub(super) struct Produce<'a> {
     /// Runs after the caller's command buffers: the mailbox write.
     pub(super) command_buffer: Option<vk::CommandBuffer>,
     /// Signalled with the frame value: the semaphore CUDA waits on.
-    pub(super) signal: Option<&'a ExportableSemaphore>,
+    pub(super) signal: Option<&'a Semaphore>,
 }
 
 impl Crossing {
@@ -175,7 +176,7 @@ impl Crossing {
     }
 
     /// Step 4: the Vulkan semaphore that `slot`'s consuming batch waits on.
-    pub(super) fn to_vulkan(&self, slot: usize) -> &ExportableSemaphore {
+    pub(super) fn to_vulkan(&self, slot: usize) -> &Semaphore {
         match self {
             Self::Semaphores(pairs) => pairs[slot].to_vulkan.vulkan().as_ref(),
             Self::LowLatency { relay, .. } => relay.semaphore(slot),

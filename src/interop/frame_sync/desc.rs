@@ -34,7 +34,7 @@ pub enum QueueLayout {
     Split,
 }
 
-/// What [`FrameSync::new`] sets up.
+/// What [`FrameSync::new`](super::FrameSync::new) sets up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameSyncDesc {
     /// Frames in flight, `1..=FrameSync::MAX_FRAMES_IN_FLIGHT`: one slot (semaphores or

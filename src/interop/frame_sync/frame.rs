@@ -9,7 +9,8 @@ use cudarc::driver::CudaStream;
 use super::ledger::Ticket;
 use super::FrameSync;
 use crate::error::{Error, Result};
-use crate::vulkan::{self, ExportableSemaphore};
+use crate::util;
+use crate::vulkan::Semaphore;
 
 /// The steps of a frame, in the only order they may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +119,9 @@ impl Frame<'_> {
         self.ticket.slot
     }
 
-    /// The Vulkan queue indices ([`vulkan::Context::queue_at`]) of its producing (step 1)
+    /// The Vulkan queue indices ([`vulkan::Context::queue_at`](crate::vulkan::Context::queue_at)) of its producing (step 1)
     /// and consuming (step 4) batches; record its command buffers for
-    /// [`vulkan::Context::queue_family_index`].
+    /// [`vulkan::Context::queue_family_index`](crate::vulkan::Context::queue_family_index).
     pub fn queues(&self) -> (usize, usize) {
         let slot = &self.sync.slots[self.ticket.slot];
         (slot.produce_queue, slot.consume_queue)
@@ -132,13 +133,13 @@ impl Frame<'_> {
     }
 
     /// Step 1, safely: submits `commands` (the Vulkan work CUDA will read, typically ending
-    /// with [`vulkan::Commands::release_image`]) on the frame's producing queue, followed by
+    /// with [`util::Commands::release_image`]) on the frame's producing queue, followed by
     /// the crossing to CUDA.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`frame`) out of order, (`commands`) when they were made on
-    /// another context; as [`vulkan::Commands::submit`].
-    pub fn submit_commands(&mut self, commands: &mut vulkan::Commands) -> Result<()> {
+    /// another context; as [`util::Commands::submit`].
+    pub fn submit_commands(&mut self, commands: &mut util::Commands) -> Result<()> {
         check_step(self.ticket.index, self.next, Step::SubmitVulkan)?;
         self.sync.vk.check_owns("commands", commands.context())?;
         let (sync, ticket) = (&mut *self.sync, &self.ticket);
@@ -153,13 +154,13 @@ impl Frame<'_> {
     }
 
     /// Step 4, safely: submits `commands` (typically starting with
-    /// [`vulkan::Commands::acquire_image`]) on the frame's consuming queue after CUDA's
+    /// [`util::Commands::acquire_image`]) on the frame's consuming queue after CUDA's
     /// signal, and completes the frame. Returns the frame's value.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`frame`) out of order, (`commands`) when they were made on
-    /// another context; as [`vulkan::Commands::submit`].
-    pub fn submit_commands_after_cuda(mut self, commands: &mut vulkan::Commands) -> Result<u64> {
+    /// another context; as [`util::Commands::submit`].
+    pub fn submit_commands_after_cuda(mut self, commands: &mut util::Commands) -> Result<u64> {
         check_step(self.ticket.index, self.next, Step::SubmitVulkanAfterCuda)?;
         self.sync.vk.check_owns("commands", commands.context())?;
         let (sync, ticket) = (&mut *self.sync, &self.ticket);
@@ -173,21 +174,21 @@ impl Frame<'_> {
 
     /// Step 1: submits `command_buffers` (the Vulkan work CUDA will read) on the frame's
     /// producing queue ([`Frame::queues`]), waiting on `waits` and signalling `signals` like
-    /// [`vulkan::Context::submit_to`], followed by the crossing to CUDA.
+    /// [`vulkan::Context::submit_to`](crate::vulkan::Context::submit_to), followed by the crossing to CUDA.
     ///
     /// # Safety
-    /// As [`vulkan::Context::submit_to`] for the caller's command buffers, semaphores and
+    /// As [`vulkan::Context::submit_to`](crate::vulkan::Context::submit_to) for the caller's command buffers, semaphores and
     /// fence. In particular each of `waits` will be signalled (or the frame, and every
     /// later frame of its queue, hangs until the timeout reports it).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`frame`) out of order; as
-    /// [`vulkan::Context::submit_to`]. After an error the step may be retried.
+    /// [`vulkan::Context::submit_to`](crate::vulkan::Context::submit_to). After an error the step may be retried.
     pub unsafe fn submit_vulkan(
         &mut self,
         command_buffers: &[vk::CommandBuffer],
-        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
-        signals: &[(&ExportableSemaphore, u64)],
+        waits: &[(&Semaphore, u64, vk::PipelineStageFlags)],
+        signals: &[(&Semaphore, u64)],
         fence: vk::Fence,
     ) -> Result<()> {
         check_step(self.ticket.index, self.next, Step::SubmitVulkan)?;
@@ -238,8 +239,8 @@ impl Frame<'_> {
     pub unsafe fn submit_vulkan_after_cuda(
         mut self,
         command_buffers: &[vk::CommandBuffer],
-        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
-        signals: &[(&ExportableSemaphore, u64)],
+        waits: &[(&Semaphore, u64, vk::PipelineStageFlags)],
+        signals: &[(&Semaphore, u64)],
         fence: vk::Fence,
     ) -> Result<u64> {
         check_step(self.ticket.index, self.next, Step::SubmitVulkanAfterCuda)?;

@@ -22,7 +22,7 @@ use cudarc::driver::CudaStream;
 use super::check_same_device;
 use crate::cuda;
 use crate::error::{Error, Result};
-use crate::vulkan::{self, ExportableSemaphore, SemaphoreKind};
+use crate::vulkan::{self, Semaphore, SemaphoreKind};
 use crossing::Crossing;
 use desc::{check_counts, check_mode, slot_queues};
 pub use desc::{FrameSyncDesc, QueueLayout, SyncMode};
@@ -38,10 +38,10 @@ struct Slot {
     consume_queue: usize,
     stream: Arc<CudaStream>,
     /// Vulkan-only timeline, signalled with the frame value by the frame's last batch.
-    done: ExportableSemaphore,
+    done: Semaphore,
     /// Vulkan-only timeline signalled by step 1 when it runs on another queue than step 4
     /// (queue order then says nothing about step 1 having finished).
-    produced: Option<ExportableSemaphore>,
+    produced: Option<Semaphore>,
 }
 
 /// N frames in flight from Vulkan to CUDA and back.
@@ -70,7 +70,7 @@ struct Slot {
 ///   [`FrameSync::begin`] returns only once the slot's previous frame is done, so per-slot
 ///   resources (what a frame reads and writes) are free to reuse from then on.
 ///   [`FrameSync::begin`] and [`FrameSync::wait_frame`] poll `done` with the fast host wait
-///   ([`vulkan::ExportableSemaphore::wait`]: 3 us after the signal, where `vkWaitSemaphores`
+///   ([`vulkan::Semaphore::wait`]: 3 us after the signal, where `vkWaitSemaphores`
 ///   takes 10 ms).
 /// * **Queues and streams ([`QueueLayout`], [`FrameSyncDesc::lanes`]), chosen by
 ///   measurement** (4 frames in flight, empty work, pipelined hand-offs per second on the
@@ -156,7 +156,7 @@ struct Slot {
 /// semaphores, streams and memory the GPU may still use.
 ///
 /// # Example
-/// With [`vulkan::Commands`] no `unsafe` is needed: record into one `Commands` per slot and
+/// With [`util::Commands`](crate::util::Commands) no `unsafe` is needed: record into one `Commands` per slot and
 /// direction, submit with [`Frame::submit_commands`] and [`Frame::submit_commands_after_cuda`]
 /// (`examples/common/pipeline.rs` does). With the caller's own command buffers:
 /// ```no_run
@@ -253,13 +253,13 @@ impl FrameSync {
         for slot in 0..n {
             let (produce_queue, consume_queue) = slot_queues(layout, slot, vk.queue_count());
             let produced = (produce_queue != consume_queue)
-                .then(|| ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0))
+                .then(|| Semaphore::local(vk, SemaphoreKind::Timeline, 0))
                 .transpose()?;
             sync.slots.push(Slot {
                 produce_queue,
                 consume_queue,
                 stream: streams[slot % stream_count].clone(),
-                done: ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0)?,
+                done: Semaphore::local(vk, SemaphoreKind::Timeline, 0)?,
                 produced,
             });
         }
@@ -380,8 +380,8 @@ impl FrameSync {
         &self,
         t: &Ticket,
         command_buffers: &[vk::CommandBuffer],
-        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
-        signals: &[(&ExportableSemaphore, u64)],
+        waits: &[(&Semaphore, u64, vk::PipelineStageFlags)],
+        signals: &[(&Semaphore, u64)],
         fence: vk::Fence,
     ) -> Result<()> {
         let slot = &self.slots[t.slot];
@@ -427,8 +427,8 @@ impl FrameSync {
         &self,
         t: &Ticket,
         command_buffers: &[vk::CommandBuffer],
-        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
-        signals: &[(&ExportableSemaphore, u64)],
+        waits: &[(&Semaphore, u64, vk::PipelineStageFlags)],
+        signals: &[(&Semaphore, u64)],
         fence: vk::Fence,
     ) -> Result<()> {
         let slot = &self.slots[t.slot];

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::cuda::{self, memops::HostWords};
 use crate::error::{Error, Result};
-use crate::vulkan::{self, ExportableSemaphore, SemaphoreKind};
+use crate::vulkan::{self, Semaphore, SemaphoreKind};
 
 /// The 64-bit value a 32-bit word written with the low bits of increasing values stands
 /// for, given the last value seen: the word is at most 2^31 - 1 ahead (FrameSync keeps
@@ -26,7 +26,7 @@ struct RelayShared {
     /// CUDA writes the frame value of slot `s` to word `s`.
     words: HostWords,
     /// Vulkan-only timelines the relay signals, one per slot.
-    semaphores: Vec<ExportableSemaphore>,
+    semaphores: Vec<Semaphore>,
     state: Mutex<RelayState>,
     wake: Condvar,
 }
@@ -60,7 +60,7 @@ impl RelayShared {
                         return;
                     }
                     let pending = state.expected.iter().zip(&relayed).any(|(e, r)| e > r);
-                    if pending || active.elapsed() < ExportableSemaphore::WAIT_SPIN_WINDOW {
+                    if pending || active.elapsed() < Semaphore::WAIT_SPIN_WINDOW {
                         break state.expected.clone();
                     }
                     state = self
@@ -118,7 +118,7 @@ pub(super) struct Relay {
 impl Relay {
     pub(super) fn new(vk: &vulkan::Context, cu: &cuda::Context, slots: usize) -> Result<Self> {
         let semaphores = (0..slots)
-            .map(|_| ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0))
+            .map(|_| Semaphore::local(vk, SemaphoreKind::Timeline, 0))
             .collect::<Result<Vec<_>>>()?;
         let shared = Arc::new(RelayShared {
             words: HostWords::new(cu, slots)?,
@@ -184,7 +184,7 @@ impl Relay {
     }
 
     /// The Vulkan-only timeline the relay signals for `slot`.
-    pub(super) fn semaphore(&self, slot: usize) -> &ExportableSemaphore {
+    pub(super) fn semaphore(&self, slot: usize) -> &Semaphore {
         &self.shared.semaphores[slot]
     }
 }

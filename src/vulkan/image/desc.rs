@@ -68,7 +68,7 @@ impl ImageKind {
     }
 }
 
-/// What [`ExternalImage::new`] creates, and what an importer needs to lay out the same
+/// What [`ExternalImage::new`](crate::vulkan::ExternalImage::new) creates, and what an importer needs to lay out the same
 /// memory: every field is public so the CUDA side can derive its mipmapped-array
 /// descriptor from it.
 ///

@@ -58,7 +58,7 @@ use desc::{check_desc, check_format_limits};
 /// | [`record_release`](ExternalImage::record_release) | current → `GENERAL`, queue family → `EXTERNAL` | External, `GENERAL` |
 /// | [`record_acquire`](ExternalImage::record_acquire) | `EXTERNAL` → queue family, `GENERAL` → `layout` | Vulkan, `layout` |
 ///
-/// [`Context::release_image`] and [`Context::acquire_image`] do the same as one-shot
+/// [`OneShot::release_image`](crate::util::OneShot::release_image) and [`OneShot::acquire_image`](crate::util::OneShot::acquire_image) do the same as one-shot
 /// submissions that wait for completion (setup and tests, not per-frame work).
 ///
 /// A new exportable image starts as (Vulkan, `UNDEFINED`). An **imported** image starts as
@@ -68,7 +68,7 @@ use desc::{check_desc, check_format_limits};
 /// The state is tracked **in recording order**: after a `record_*` call it is the state
 /// the image will be in once that command buffer has executed. Command buffers that record
 /// these barriers must therefore be submitted (to a queue of
-/// [`Context::queue_family_index`]) in the order they were recorded, and each exactly once;
+/// [`Context::queue_family_index`](crate::vulkan::Context::queue_family_index)) in the order they were recorded, and each exactly once;
 /// this is what the `# Safety` sections of the `record_*` methods ask. A caller that moves
 /// the image with its own barriers says so with [`ExternalImage::assume_state`].
 ///
@@ -160,7 +160,7 @@ impl ExternalImage {
     /// usage, tiling), so the driver lays the memory out the same way.
     ///
     /// The image starts as (External, `GENERAL`): the exporter owns the contents until
-    /// [`record_acquire`](Self::record_acquire) or [`Context::acquire_image`], which keep
+    /// [`record_acquire`](Self::record_acquire) or [`OneShot::acquire_image`](crate::util::OneShot::acquire_image), which keep
     /// them.
     ///
     /// # Errors

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// Which queue family may use an image's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageOwner {
-    /// The context's queue family ([`Context::queue_family_index`]): Vulkan may use it.
+    /// The context's queue family ([`Context::queue_family_index`](crate::vulkan::Context::queue_family_index)): Vulkan may use it.
     Vulkan,
     /// Released to `VK_QUEUE_FAMILY_EXTERNAL`: CUDA (or whoever imported the memory) may
     /// use it; Vulkan must acquire it first.
@@ -88,7 +88,7 @@ impl ExternalImage {
     ///
     /// # Safety
     /// 1. `cmd` is in the recording state and was allocated from a pool of this image's
-    ///    device for [`Context::queue_family_index`].
+    ///    device for [`Context::queue_family_index`](crate::vulkan::Context::queue_family_index).
     /// 2. Command buffers recorded with the `record_*` methods of this image are submitted
     ///    in the order they were recorded, each exactly once (the tracked state assumes so).
     pub unsafe fn record_release(&self, cmd: vk::CommandBuffer) -> Result<()> {
@@ -221,7 +221,7 @@ impl ExternalImage {
                 "image",
                 "is released to VK_QUEUE_FAMILY_EXTERNAL (CUDA or another importer owns it)",
                 "an image owned by the context's queue family: acquire it first \
-                 (record_acquire or Context::acquire_image)",
+                 (record_acquire or OneShot::acquire_image)",
             ))
         }
     }

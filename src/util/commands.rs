@@ -13,14 +13,12 @@ use std::time::Duration;
 
 use ash::vk;
 
-use super::format::level_bytes;
-use super::image::Step;
-use super::transfer::copy_region;
-use super::{
-    ComputeTarget, Context, ExportableSemaphore, ExternalBuffer, ExternalImage, ImageState,
-    SemaphoreKind,
-};
+use super::one_shot::copy_region;
+use super::ComputeTarget;
 use crate::error::{Error, Result};
+use crate::vulkan::{
+    level_bytes, Context, ExternalBuffer, ExternalImage, ImageState, Semaphore, SemaphoreKind, Step,
+};
 
 /// How long `Drop` waits for a pending submission before leaking its objects instead of
 /// destroying them while in use.
@@ -65,7 +63,7 @@ pub struct Commands {
     /// Operations of the pending submission (kept alive until its fence signals).
     pending: Option<Vec<Op>>,
     /// Semaphores of the pending submission.
-    pending_semaphores: Vec<Arc<ExportableSemaphore>>,
+    pending_semaphores: Vec<Arc<Semaphore>>,
 }
 
 impl std::fmt::Debug for Commands {
@@ -280,8 +278,8 @@ impl Commands {
     pub fn submit(
         &mut self,
         queue: usize,
-        waits: &[(&Arc<ExportableSemaphore>, u64)],
-        signals: &[(&Arc<ExportableSemaphore>, u64)],
+        waits: &[(&Arc<Semaphore>, u64)],
+        signals: &[(&Arc<Semaphore>, u64)],
         timeout: Duration,
     ) -> Result<()> {
         // A binary wait needs a signal already submitted (no way to check it here), so
