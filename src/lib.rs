@@ -14,6 +14,7 @@
 //! external                     neutral vocabulary: handle types, owned handles, imports
 //! error                        one typed error for the library
 //! ipc                          exported fds + a payload to another process (SCM_RIGHTS)
+//! util                         helpers beside the core: Commands, ComputePass, OneShot copies
 //! ```
 //!
 //! ```no_run
@@ -37,13 +38,18 @@
 //! [`interop::SharedSemaphore`] is an exported timeline or binary semaphore imported into
 //! CUDA. [`interop::FrameSync`] drives N frames in flight Vulkan → CUDA → Vulkan, with
 //! monotonic checked values, bounded host waits and a frame token that enforces the step
-//! order; its default mode crosses with semaphores (spec-defined, ~300 us a crossing on an
-//! H100, overlapped across frames), its low-latency mode with stream memory operations and
-//! a host relay (27 us a hand-off, 35,000-48,000 hand-offs/s). Host waits spin
-//! ([`vulkan::Semaphore::wait`], 3 us) instead of sleeping in `vkWaitSemaphores`
-//! (10 ms). [`util::Commands`] records Vulkan work without `unsafe`, planning the
-//! barriers of tracked images (the release to and acquire from `VK_QUEUE_FAMILY_EXTERNAL`)
-//! at submission, and FrameSync's frames submit it.
+//! order; its default mode crosses with semaphores (spec-defined, crossings overlapped
+//! across frames), its low-latency mode with stream memory operations and a host relay.
+//! Host waits poll the counter ([`vulkan::Semaphore::wait`]) instead of sleeping in
+//! `vkWaitSemaphores`. What each costs on a GPU is measured by the benches and recorded in
+//! `benches/RESULTS.md`, not here.
+//!
+//! # Helpers
+//! [`util`] holds what sits beside the core, as `wgpu::util` does: [`util::Commands`]
+//! records Vulkan work without `unsafe`, planning the barriers of tracked images (the release
+//! to and acquire from `VK_QUEUE_FAMILY_EXTERNAL`) at submission, and FrameSync's frames
+//! submit it; [`util::ComputePass`] is a minimal compute pipeline; [`util::OneShot`] gives
+//! the context staged copies, fills, hand-offs and dispatches that wait.
 //!
 //! # Platforms
 //! Tested on Linux with opaque fds. Every handle type CUDA accepts is modelled in

@@ -23,12 +23,12 @@ use crate::vulkan::{self, Semaphore, SemaphoreDesc, SemaphoreKind};
 /// semaphore itself is destroyed with its last [`Arc`]; Vulkan batches that use it must have
 /// completed by then (as for any [`Semaphore`]).
 ///
-/// # Costs (H100, driver 580)
-/// A CUDA stream wait on an imported timeline value takes ~320 us to pass even when the
-/// value is already reached, and a Vulkan queue wait on a CUDA-signalled value ~318 us: the
-/// crossing itself is slow, so chain frames through [`crate::interop::FrameSync`] (which
-/// overlaps independent frames, or avoids semaphores in its low-latency mode). A CUDA signal
-/// is seen by [`Semaphore::wait`] on the host within a few microseconds.
+/// # Costs
+/// A cross-API wait on an imported timeline value (a CUDA stream wait, or a Vulkan queue wait
+/// on a CUDA-signalled value) takes long to pass even when the value is already reached
+/// (figures in `benches/RESULTS.md`): chain frames through [`crate::interop::FrameSync`],
+/// which overlaps independent frames, or avoids semaphores in its low-latency mode. On the
+/// host, [`Semaphore::wait`] sees a CUDA signal at its next counter read.
 pub struct SharedSemaphore {
     cuda: ExternalSemaphore,
     vulkan: Arc<Semaphore>,

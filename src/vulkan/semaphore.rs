@@ -3,9 +3,10 @@
 //! are in `submit.rs`.
 //!
 //! # Host waits
-//! The driver's own host wait, `vkWaitSemaphores`, sleeps: on the H100 it returns a p50 of
-//! **10.1 ms** after CUDA signals, while a loop reading `vkGetSemaphoreCounterValue` sees the
-//! same signal after **3.5 us**. [`Semaphore::wait`] therefore polls the counter:
+//! The driver's own host wait, `vkWaitSemaphores`, may sleep long after the signal (on the
+//! measured NVIDIA driver, milliseconds; figures in `benches/RESULTS.md`), while a loop
+//! reading `vkGetSemaphoreCounterValue` sees the signal at its next read.
+//! [`Semaphore::wait`] therefore polls the counter:
 //!
 //! 1. for the first [`Semaphore::WAIT_SPIN_WINDOW`] (200 us) it reads the counter
 //!    back to back with [`std::hint::spin_loop`] between reads: one core busy, latency one
@@ -14,8 +15,7 @@
 //!    [`Semaphore::WAIT_FIRST_SLEEP`] (20 us) and doubling up to
 //!    [`Semaphore::WAIT_MAX_SLEEP`] (1 ms): about 1,000 wake-ups a second, a
 //!    negligible CPU cost, with a latency of at most the current sleep plus the OS wake-up
-//!    delay (0.9-1.3 ms measured on the H100 host, still ~10x better than
-//!    `vkWaitSemaphores`);
+//!    delay;
 //! 3. it gives up with [`Error::Timeout`] once the timeout has passed, after one last read.
 //!
 //! So a wait that is satisfied within 200 us costs its own length in CPU time, and a longer
@@ -23,10 +23,6 @@
 //! is the plain `vkWaitSemaphores`, kept as the baseline the benchmarks compare against.
 //! Per-frame synchronisation should not wait on the host at all: make the GPU wait
 //! ([`Context::submit`] with `waits`).
-//!
-//! Measured on the H100 host (driver 580, this module's tests): a host signal from another
-//! thread is seen in ~4 us inside the spin window; an empty queue batch signalling a value
-//! is seen by [`Semaphore::wait`] 30-120 us after `vkQueueSubmit`.
 //!
 //! # Validation layer
 //! Khronos validation layers older than 1.3.296 (Debian 12 ships 1.3.239) report
@@ -402,9 +398,10 @@ impl Semaphore {
         wait_for_counter(value, timeout, || self.counter(), &mut clock)
     }
 
-    /// Waits on the host with plain `vkWaitSemaphores`. **Slow**: the driver sleeps, and on
-    /// the H100 this returns ~10 ms (p50) after CUDA signals, against ~3.5 us for
-    /// [`Semaphore::wait`]. Kept as the naive baseline for benchmarks.
+    /// Waits on the host with plain `vkWaitSemaphores`. **Slow** where the driver sleeps in
+    /// it (milliseconds after a CUDA signal on the measured NVIDIA driver, against one
+    /// counter read for [`Semaphore::wait`]; figures in `benches/RESULTS.md`). Kept as the
+    /// naive baseline for benchmarks.
     ///
     /// # Errors
     /// As [`Semaphore::wait`].

@@ -88,8 +88,8 @@ impl FrameSyncDesc {
 
     /// The queue layout and stream count in effect: the ones set, or the mode's default
     /// (see [`FrameSync`](super::FrameSync)(super::FrameSync)): [`QueueLayout::Split`] and one stream for
-    /// [`SyncMode::Semaphores`] with several frames in flight, so each ~320 us crossing
-    /// overlaps the next frames'; otherwise [`QueueLayout::Single`] and one stream (the
+    /// [`SyncMode::Semaphores`] with several frames in flight, so each crossing overlaps
+    /// the next frames'; otherwise [`QueueLayout::Single`] and one stream (the
     /// low-latency mode's crossings are short and slow down when batches wait on several
     /// queues at once, and one frame in flight has nothing to overlap).
     pub fn layout(&self) -> (QueueLayout, usize) {

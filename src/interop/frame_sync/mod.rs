@@ -59,36 +59,27 @@ struct Slot {
 /// ```
 ///
 /// # Why this shape
-/// On the H100 (driver 580) the crossing itself is the cost: a CUDA wait on an imported
-/// timeline value takes ~320 us to pass even when the value is already reached, a Vulkan queue
-/// wait on a CUDA-signalled value ~318 us, and a chain through one semaphore pair, one queue
-/// and one stream runs at ~330 us per frame whatever the number of frames in flight, because
-/// a batch waiting on a semaphore holds up every later batch of its queue. So:
+/// The crossing itself is the cost: a cross-API semaphore wait takes far longer to pass than
+/// the work of a small frame, even when its value is already reached, and a batch waiting on
+/// a semaphore holds up every later batch of its queue, so a chain through one semaphore
+/// pair, one queue and one stream runs at one crossing per frame whatever the number of
+/// frames in flight. (Measured figures: `benches/RESULTS.md` in the repository, "Frame
+/// hand-off".) So:
 ///
 /// * **Slots.** Frame `i` uses slot `i % N`. Each slot has its own crossing objects and its
 ///   own Vulkan-only completion timeline (`done`), signalled by the frame's consuming batch;
 ///   [`FrameSync::begin`] returns only once the slot's previous frame is done, so per-slot
 ///   resources (what a frame reads and writes) are free to reuse from then on.
 ///   [`FrameSync::begin`] and [`FrameSync::wait_frame`] poll `done` with the fast host wait
-///   ([`vulkan::Semaphore::wait`]: 3 us after the signal, where `vkWaitSemaphores`
-///   takes 10 ms).
-/// * **Queues and streams ([`QueueLayout`], [`FrameSyncDesc::lanes`]), chosen by
-///   measurement** (4 frames in flight, empty work, pipelined hand-offs per second on the
-///   H100; naive chain on one queue: ~3,000/s):
-///
-///   | lanes | semaphores | low-latency |
-///   |---|---|---|
-///   | `PerSlot` (queue per slot), 1 or 4 streams | 4,350-4,500/s | 4,750-5,000/s |
-///   | `Single` (all on queue 0), 1 or 4 streams | 3,000/s | 42,000-48,000/s |
-///   | `Split` (produce on queue 0, consume on queue 1), 1 or 4 streams | 6,700-7,400/s | 7,400-7,700/s |
-///
+///   ([`vulkan::Semaphore::wait`]), not the driver's sleeping `vkWaitSemaphores`.
+/// * **Queues and streams ([`QueueLayout`], [`FrameSyncDesc::lanes`]), defaults chosen by
+///   measurement** (every layout and stream count of both modes, in `benches/RESULTS.md`).
 ///   The semaphore mode defaults to `Split` with one stream: a consuming batch waiting for
-///   CUDA never holds up the next frame's production, so each ~320 us crossing overlaps the
-///   next frames' (2.4x the naive chain). With one frame in flight there is nothing to
-///   overlap and a second queue only costs (520 us a hand-off instead of ~390 us), so it
-///   uses `Single` then. The low-latency mode defaults to `Single` with one stream: its
-///   crossings take ~27 us, and every layout with batches waiting on several queues at once
-///   is several times slower on this driver. With one stream (both defaults)
+///   CUDA never holds up the next frame's production, so each crossing overlaps the next
+///   frames'. With one frame in flight there is nothing to overlap and a second queue only
+///   adds latency, so it uses `Single` then. The low-latency mode defaults to `Single` with
+///   one stream: its crossings are short, and layouts with batches waiting on several queues
+///   at once were several times slower on the measured driver. With one stream (both defaults)
 ///   frames' CUDA work runs in frame order; with `Single`, Vulkan work too. What two frames
 ///   in flight share (anything not per slot) needs your own synchronisation whenever their
 ///   batches can run at the same time (`Split`, `PerSlot`, or several streams).
@@ -124,10 +115,8 @@ struct Slot {
 ///   ("relay") polls the words and signals the slot's Vulkan-only timeline with
 ///   `vkSignalSemaphore`; the consuming batch waits on that timeline.
 ///
-/// Measured on the H100 (one run, empty work, `benches/sync.rs`): a hand-off takes 27 us
-/// p50 / 37 us p99 (semaphore mode and naive chain: 388 us); pipelined, 35,000 hand-offs/s
-/// with one frame in flight and 45,000-48,000/s with 2 to 4 (semaphore mode 2,600-7,400/s,
-/// naive chain 2,600-3,100/s).
+/// Its hand-off latency and throughput against the semaphore mode are measured by
+/// `benches/sync.rs` and recorded in `benches/RESULTS.md`.
 ///
 /// Guarantees and limits of the low-latency mode:
 /// * Memory ordering rests on the same-device cache hierarchy, not on a cross-API promise:
