@@ -8,7 +8,7 @@ use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::debug::Messenger;
-use super::transfer::Transfer;
+use super::transfer::FencedCommandBuffer;
 use crate::error::{Error, Result};
 use crate::external::{DeviceIdentity, Uuid};
 
@@ -102,7 +102,7 @@ struct Shared {
     // Field order is drop order for the Rust-owned parts; Vulkan objects are destroyed in
     // `Drop for Shared` below.
     allocator: ManuallyDrop<Mutex<Allocator>>,
-    transfer: ManuallyDrop<Mutex<Transfer>>,
+    transfer: ManuallyDrop<Mutex<FencedCommandBuffer>>,
     messenger: Option<Messenger>,
     memory_fd: ash::khr::external_memory_fd::Device,
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
@@ -141,7 +141,9 @@ impl Drop for Shared {
             ManuallyDrop::drop(&mut self.allocator);
         }
         if let Ok(t) = self.transfer.get_mut() {
-            t.destroy(&self.device);
+            // SAFETY: one-shot transfers wait for their submission, so nothing is pending;
+            // destroyed once, here.
+            unsafe { t.destroy(&self.device) };
         }
         // SAFETY: as above; `transfer`'s Vulkan objects were destroyed just now.
         unsafe {
@@ -360,7 +362,7 @@ impl Context {
             what: "gpu-allocator for staging memory".into(),
             reason: e.to_string(),
         })?;
-        let transfer = Transfer::new(&device, queue_family_index)?;
+        let transfer = FencedCommandBuffer::new(&device, queue_family_index)?;
         let memory_fd = ash::khr::external_memory_fd::Device::new(&instance, &device);
         let semaphore_fd = enabled
             .semaphore_fd
@@ -516,7 +518,7 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn transfer(&self) -> MutexGuard<'_, Transfer> {
+    pub(crate) fn transfer(&self) -> MutexGuard<'_, FencedCommandBuffer> {
         self.shared
             .transfer
             .lock()

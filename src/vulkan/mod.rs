@@ -40,4 +40,4 @@ pub(crate) use image::Step;
 pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
-pub(crate) use transfer::Staging;
+pub(crate) use transfer::{FencedCommandBuffer, Staging};

@@ -1,5 +1,5 @@
 //! The machinery of one-shot transfers: the context's reusable command buffer and fence
-//! ([`Transfer`]), host-visible staging buffers ([`Staging`]), and the submission that
+//! ([`FencedCommandBuffer`]), host-visible staging buffers ([`Staging`]), and the submission that
 //! records, submits on queue 0 and waits ([`Context::submit_and_wait`]). The one-shot
 //! operations built on it are in [`crate::util::OneShot`].
 
@@ -15,14 +15,15 @@ use crate::error::{Error, Result};
 /// How long a one-shot transfer may take before it is reported as hung.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Command pool, command buffer and fence reused by every one-shot transfer.
-pub(crate) struct Transfer {
+/// A command pool with one resettable primary command buffer and a fence: the context's
+/// one-shot transfers reuse one, and each [`crate::util::Commands`] owns one.
+pub(crate) struct FencedCommandBuffer {
     pool: vk::CommandPool,
-    cmd: vk::CommandBuffer,
-    fence: vk::Fence,
+    pub(crate) cmd: vk::CommandBuffer,
+    pub(crate) fence: vk::Fence,
 }
 
-impl Transfer {
+impl FencedCommandBuffer {
     pub(crate) fn new(device: &ash::Device, family: u32) -> Result<Self> {
         let info = vk::CommandPoolCreateInfo::default()
             .queue_family_index(family)
@@ -55,10 +56,12 @@ impl Transfer {
         Ok(Self { pool, cmd, fence })
     }
 
-    /// Destroys the Vulkan objects; called once by the context before the device goes.
-    pub(crate) fn destroy(&mut self, device: &ash::Device) {
-        // SAFETY: `run` always waits for its submission, so nothing is pending; the objects
-        // were made from `device` and are destroyed once.
+    /// Destroys the Vulkan objects; called once by the owner before the device goes.
+    ///
+    /// # Safety
+    /// 1. Nothing submitted with the command buffer or fence is pending; called once.
+    pub(crate) unsafe fn destroy(&mut self, device: &ash::Device) {
+        // SAFETY: precondition 1; the objects were made from `device`.
         unsafe { device.destroy_fence(self.fence, None) };
         // SAFETY: as above.
         unsafe { device.destroy_command_pool(self.pool, None) };

@@ -140,17 +140,7 @@ impl Frame<'_> {
     /// [`Error::InvalidArgument`] (`frame`) out of order, (`commands`) when they were made on
     /// another context; as [`util::Commands::submit`].
     pub fn submit_commands(&mut self, commands: &mut util::Commands) -> Result<()> {
-        check_step(self.ticket.index, self.next, Step::SubmitVulkan)?;
-        self.sync.vk.check_owns("commands", commands.context())?;
-        let (sync, ticket) = (&mut *self.sync, &self.ticket);
-        commands.submit_via(sync.timeout, |cmds, fence| {
-            // SAFETY: `cmds` were just recorded by `Commands` for this device's family and
-            // stay alive (with everything they use) until `fence`, which only they use,
-            // signals; no caller semaphores are added.
-            unsafe { sync.submit_produce(ticket, cmds, &[], &[], fence) }
-        })?;
-        self.advance(Step::SubmitVulkan);
-        Ok(())
+        self.submit_commands_at(Step::SubmitVulkan, commands)
     }
 
     /// Step 4, safely: submits `commands` (typically starting with
@@ -161,15 +151,29 @@ impl Frame<'_> {
     /// [`Error::InvalidArgument`] (`frame`) out of order, (`commands`) when they were made on
     /// another context; as [`util::Commands::submit`].
     pub fn submit_commands_after_cuda(mut self, commands: &mut util::Commands) -> Result<u64> {
-        check_step(self.ticket.index, self.next, Step::SubmitVulkanAfterCuda)?;
+        self.submit_commands_at(Step::SubmitVulkanAfterCuda, commands)?;
+        Ok(self.ticket.value)
+    }
+
+    /// Step 1 or 4 (`step`) with `commands`, checked against the order and the context.
+    fn submit_commands_at(&mut self, step: Step, commands: &mut util::Commands) -> Result<()> {
+        check_step(self.ticket.index, self.next, step)?;
         self.sync.vk.check_owns("commands", commands.context())?;
         let (sync, ticket) = (&mut *self.sync, &self.ticket);
         commands.submit_via(sync.timeout, |cmds, fence| {
-            // SAFETY: as in `submit_commands`.
-            unsafe { sync.submit_consume(ticket, cmds, &[], &[], fence) }
+            // `cmds` were just recorded by `Commands` for this device's family and stay
+            // alive (with everything they use) until `fence`, which only they use, signals;
+            // no caller semaphores are added.
+            if step == Step::SubmitVulkan {
+                // SAFETY: as said above.
+                unsafe { sync.submit_produce(ticket, cmds, &[], &[], fence) }
+            } else {
+                // SAFETY: as said above.
+                unsafe { sync.submit_consume(ticket, cmds, &[], &[], fence) }
+            }
         })?;
-        self.advance(Step::SubmitVulkanAfterCuda);
-        Ok(self.ticket.value)
+        self.advance(step);
+        Ok(())
     }
 
     /// Step 1: submits `command_buffers` (the Vulkan work CUDA will read) on the frame's
