@@ -202,25 +202,11 @@ impl Commands {
         if self.pending.is_none() {
             return Ok(());
         }
-        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        // SAFETY: the fence belongs to this device.
-        match unsafe {
-            self.ctx
-                .device()
-                .wait_for_fences(&[self.buffer.fence], true, nanos)
-        } {
-            Ok(()) => {}
-            Err(vk::Result::TIMEOUT) => {
-                return Err(Error::Timeout {
-                    what: "a Vulkan command buffer submission".into(),
-                    waited: timeout,
-                })
-            }
-            Err(r) => return Err(Error::vk("vkWaitForFences", r)),
-        }
-        // SAFETY: the fence is signalled and not in use.
-        unsafe { self.ctx.device().reset_fences(&[self.buffer.fence]) }
-            .map_err(|r| Error::vk("vkResetFences", r))?;
+        self.buffer.wait(
+            self.ctx.device(),
+            timeout,
+            "a Vulkan command buffer submission",
+        )?;
         self.pending = None;
         self.pending_semaphores.clear();
         Ok(())

@@ -56,6 +56,28 @@ impl FencedCommandBuffer {
         Ok(Self { pool, cmd, fence })
     }
 
+    /// Waits (at most `timeout`) for the fence, then resets it for the next submission.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] naming `what` when the submission has not finished in time (the
+    /// fence stays unreset); driver errors.
+    pub(crate) fn wait(&self, device: &ash::Device, timeout: Duration, what: &str) -> Result<()> {
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: the fence belongs to `device` (the owner's).
+        match unsafe { device.wait_for_fences(&[self.fence], true, nanos) } {
+            Ok(()) => {}
+            Err(vk::Result::TIMEOUT) => {
+                return Err(Error::Timeout {
+                    what: what.to_owned(),
+                    waited: timeout,
+                })
+            }
+            Err(r) => return Err(Error::vk("vkWaitForFences", r)),
+        }
+        // SAFETY: the fence is signalled and no longer in use.
+        unsafe { device.reset_fences(&[self.fence]) }.map_err(|r| Error::vk("vkResetFences", r))
+    }
+
     /// Destroys the Vulkan objects; called once by the owner before the device goes.
     ///
     /// # Safety
@@ -181,20 +203,6 @@ impl Context {
             unsafe { device.queue_submit(*queue, &[submit], t.fence) }
                 .map_err(|r| Error::vk("vkQueueSubmit", r))?;
         }
-        let timeout = u64::try_from(TRANSFER_TIMEOUT.as_nanos()).unwrap_or(u64::MAX);
-        // SAFETY: the fence belongs to this device.
-        let waited = unsafe { device.wait_for_fences(&[t.fence], true, timeout) };
-        match waited {
-            Ok(()) => {}
-            Err(vk::Result::TIMEOUT) => {
-                return Err(Error::Timeout {
-                    what: "a one-shot Vulkan transfer".into(),
-                    waited: TRANSFER_TIMEOUT,
-                })
-            }
-            Err(r) => return Err(Error::vk("vkWaitForFences", r)),
-        }
-        // SAFETY: the fence is signalled and no longer in use.
-        unsafe { device.reset_fences(&[t.fence]) }.map_err(|r| Error::vk("vkResetFences", r))
+        t.wait(device, TRANSFER_TIMEOUT, "a one-shot Vulkan transfer")
     }
 }
