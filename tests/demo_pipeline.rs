@@ -84,6 +84,8 @@ fn options(frames: u32, in_flight: usize, low_latency: bool) -> Options {
         height: 64,
         in_flight,
         low_latency,
+        batch: 1,
+        readback: true,
         out: std::env::temp_dir().join(format!("vkcuda-demo-test-{}", std::process::id())),
     }
 }
