@@ -177,6 +177,8 @@ pub struct FrameSync {
     /// Queue layout and stream count in effect.
     layout: (QueueLayout, usize),
     timeout: Duration,
+    /// Frames each [`Frame`] carries across ([`FrameSyncDesc::frames_per_crossing`]).
+    frames_per_crossing: usize,
     /// Signalled by the empty batch that drains each queue on drop.
     drain_fence: vk::Fence,
     /// The first failure of a dropped [`Frame`]'s completion, reported by the next `begin`.
@@ -198,6 +200,9 @@ impl FrameSync {
     /// Most frames in flight.
     pub const MAX_FRAMES_IN_FLIGHT: usize = desc::MAX_FRAMES_IN_FLIGHT;
 
+    /// Most frames per crossing ([`FrameSyncDesc::frames_per_crossing`]).
+    pub const MAX_FRAMES_PER_CROSSING: usize = desc::MAX_FRAMES_PER_CROSSING;
+
     /// Creates the streams ([`FrameSyncDesc::layout`]) and the slots: per slot a producing
     /// and a consuming queue index, a Vulkan-only completion timeline, and the crossing
     /// objects of `desc.mode` (two shared timelines; or a command buffer, a mailbox word and
@@ -214,7 +219,11 @@ impl FrameSync {
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &FrameSyncDesc) -> Result<Self> {
         check_same_device(vk, cu)?;
         let (layout, stream_count) = desc.layout();
-        check_counts(desc.frames_in_flight, stream_count)?;
+        check_counts(
+            desc.frames_in_flight,
+            stream_count,
+            desc.frames_per_crossing,
+        )?;
         check_mode(desc.mode, vk.can_export_semaphore_fds(), || {
             cu.check_stream_memops()
         })?;
@@ -232,6 +241,7 @@ impl FrameSync {
             ledger: Ledger::new(n),
             layout: (layout, stream_count),
             timeout: desc.timeout,
+            frames_per_crossing: desc.frames_per_crossing,
             drain_fence,
             deferred: None,
             vk: vk.clone(),
@@ -336,6 +346,11 @@ impl FrameSync {
     /// Frames in flight (slots).
     pub fn frames_in_flight(&self) -> usize {
         self.ledger.frames_in_flight
+    }
+
+    /// Frames each [`Frame`] carries across ([`FrameSyncDesc::frames_per_crossing`]).
+    pub fn frames_per_crossing(&self) -> usize {
+        self.frames_per_crossing
     }
 
     /// The crossing mode.
