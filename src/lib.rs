@@ -14,6 +14,7 @@
 //! external                     neutral vocabulary: handle types, owned handles, imports
 //! error                        one typed error for the library
 //! ipc                          exported fds + a payload to another process (SCM_RIGHTS)
+//! trace                        frame timelines (host clock, GPU clock mapping, Perfetto JSON)
 //! ```
 //!
 //! ```no_run
@@ -55,6 +56,7 @@ pub mod external;
 pub mod interop;
 #[cfg(unix)]
 pub mod ipc;
+pub mod trace;
 pub mod vulkan;
 
 /// The ash version vkcuda is built against, so callers name the same `vk` types.

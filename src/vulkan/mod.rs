@@ -13,6 +13,9 @@
 //! * [`ComputePass`]: a minimal compute pipeline over one storage image, for demos and tests.
 //! * [`Commands`]: a command buffer recorded and submitted without `unsafe`; barriers for
 //!   tracked images are planned at submission, so they always match the image's state.
+//! * [`GpuTimer`]: timestamp brackets around batches, read back as host times (for
+//!   [`crate::trace`]); [`QueueId`] names the main queues and the optional transfer-only
+//!   queue ([`ContextDesc::transfer_queue`]).
 //! * [`Context::read_buffer`] / [`Context::write_buffer`] (and the image twins) are staged
 //!   transfers for tests, examples and the staged-copy baselines.
 
@@ -24,7 +27,9 @@ mod context;
 mod debug;
 mod image;
 mod memory;
+mod queues;
 mod semaphore;
+mod timestamps;
 mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};
@@ -40,5 +45,7 @@ pub use image::{
     texel_block, ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, ImageSupport,
     TexelBlock,
 };
+pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{ExportableSemaphore, SemaphoreDesc};
+pub use timestamps::{Bracket, ClockSource, GpuTimer, MAX_TIMER_SLOTS};
