@@ -27,7 +27,7 @@ mod context;
 mod debug;
 mod image;
 mod memory;
-mod queues;
+pub(crate) mod queues;
 mod semaphore;
 mod timestamps;
 mod transfer;
