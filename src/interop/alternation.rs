@@ -19,10 +19,11 @@ use ash::vk;
 use cudarc::driver::{CudaEvent, CudaFunction, CudaStream, LaunchConfig};
 
 use super::check_same_device;
-use crate::cuda;
+use crate::cuda::{self, CudaTimer};
 use crate::error::{Error, Result};
+use crate::trace::{self, Span, Trace, TrackKind};
 use crate::vulkan::queues::Recorded;
-use crate::vulkan::{self, BufferDesc, ExternalBuffer, QueueId};
+use crate::vulkan::{self, Bracket, BufferDesc, ExternalBuffer, GpuTimer, QueueId};
 
 /// Most iterations [`alternation_floor`] takes.
 pub const MAX_FLOOR_ITERATIONS: usize = 1_000_000;
@@ -124,8 +125,13 @@ impl FillStep {
     /// # Errors
     /// [`Error::Timeout`] when the fill does not finish within 10 s; driver errors.
     pub fn run(&mut self) -> Result<Duration> {
+        self.run_in(None)
+    }
+
+    /// [`FillStep::run`], with the fill between `bracket`'s timestamps in its batch.
+    fn run_in(&mut self, bracket: Option<&Bracket>) -> Result<Duration> {
         let start = Instant::now();
-        self.cmd.submit()?;
+        self.cmd.submit_bracketed(bracket)?;
         self.cmd.spin(STEP_TIMEOUT)?;
         Ok(start.elapsed())
     }
@@ -174,15 +180,25 @@ impl KernelStep {
     /// # Errors
     /// [`Error::Timeout`] when the kernel does not finish within 10 s; [`Error::Cuda`].
     pub fn run(&mut self) -> Result<Duration> {
+        self.run_in(None).map(|(took, _)| took)
+    }
+
+    /// [`KernelStep::run`], with the kernel between a span of `timer` (on this step's
+    /// stream) when given; returns the span's slot too.
+    fn run_in(&mut self, mut timer: Option<&mut CudaTimer>) -> Result<(Duration, Option<usize>)> {
         let one = LaunchConfig {
             grid_dim: (1, 1, 1),
             block_dim: (1, 1, 1),
             shared_mem_bytes: 0,
         };
         let start = Instant::now();
+        let slot = timer.as_mut().map(|t| t.begin()).transpose()?;
         let mut launch = self.stream.launch_builder(&self.function);
         // SAFETY: `vkcuda_empty()` takes no parameters and touches no memory.
         unsafe { launch.launch(one) }.map_err(|e| Error::cuda("cuLaunchKernel", e))?;
+        if let (Some(t), Some(slot)) = (timer, slot) {
+            t.end(slot)?;
+        }
         self.done
             .record(&self.stream)
             .map_err(|e| Error::cuda("cuEventRecord", e))?;
@@ -199,7 +215,7 @@ impl KernelStep {
             }
             std::hint::spin_loop();
         }
-        Ok(start.elapsed())
+        Ok((start.elapsed(), slot))
     }
 }
 
@@ -268,6 +284,75 @@ pub fn alternation_floor(
         kernel_alone,
         alternating,
     })
+}
+
+/// Most iterations [`alternation_trace`] records.
+pub const MAX_TRACE_ITERATIONS: usize = 10_000;
+
+/// Records the alternating loop of [`alternation_floor`] as a [`Trace`]: per iteration,
+/// the fill's GPU span on the Vulkan queue's track (timestamp brackets, [`GpuTimer`]), the
+/// kernel's on the CUDA stream's track (events, [`CudaTimer`]), and the host's two steps
+/// (submit to fence, launch to completion) on a host track, each with the iteration as its
+/// `frame`. Where GPU time goes when the APIs alternate shows as the gaps between the GPU
+/// spans: the steps themselves stay short, the switch sits between them.
+///
+/// The timers add two tiny command buffers to each fill's batch and two events around each
+/// kernel, so the loop runs slightly slower than [`alternation_floor`]'s.
+///
+/// # Errors
+/// As [`alternation_floor`], with `iterations` in `1..=`[`MAX_TRACE_ITERATIONS`]; as
+/// [`GpuTimer::new`] and [`CudaTimer::new`].
+pub fn alternation_trace(
+    vk: &vulkan::Context,
+    cu: &cuda::Context,
+    queue: QueueId,
+    iterations: usize,
+) -> Result<Trace> {
+    check_same_device(vk, cu)?;
+    if !(1..=MAX_TRACE_ITERATIONS).contains(&iterations) {
+        return Err(Error::invalid(
+            "iterations",
+            format!("{iterations}"),
+            format!("1 to {MAX_TRACE_ITERATIONS}"),
+        ));
+    }
+    let mut fill = FillStep::new(vk, queue)?;
+    let mut kernel = KernelStep::new(cu)?;
+    let mut vk_timer = GpuTimer::new(vk, queue, 1)?;
+    let mut cu_timer = CudaTimer::new(cu, &kernel.stream, 1)?;
+    let mut trace = Trace::new();
+    let host = trace.track("host (spinning)", TrackKind::HostThread);
+    let index = match queue {
+        QueueId::Main(n) => u32::try_from(n).unwrap_or(u32::MAX),
+        QueueId::Transfer => 0,
+    };
+    let queue_track = trace.track(
+        format!("{queue:?} queue (family {})", fill.family()),
+        TrackKind::VulkanQueue {
+            family: fill.family(),
+            index,
+        },
+    );
+    let stream_track = trace.track("empty-kernel stream", TrackKind::CudaStream);
+    for _ in 0..WARM_UP {
+        fill.run()?;
+        kernel.run()?;
+    }
+    for i in 0..iterations as u64 {
+        let h0 = trace::now_ns();
+        let bracket = vk_timer.bracket()?;
+        fill.run_in(Some(&bracket))?;
+        let h1 = trace::now_ns();
+        let (_, slot) = kernel.run_in(Some(&mut cu_timer))?;
+        let h2 = trace::now_ns();
+        let fill_span = vk_timer.read(bracket.slot, STEP_TIMEOUT)?;
+        let kernel_span = cu_timer.read(slot.unwrap_or_default(), STEP_TIMEOUT)?;
+        trace.push(host, Span::new("fill: submit to fence", h0, h1).frame(i))?;
+        trace.push(host, Span::new("kernel: launch to done", h1, h2).frame(i))?;
+        trace.push(queue_track, fill_span.named("vkCmdFillBuffer").frame(i))?;
+        trace.push(stream_track, kernel_span.named("empty kernel").frame(i))?;
+    }
+    Ok(trace)
 }
 
 /// Runs `step` [`WARM_UP`] times untimed, then `iterations` times, and returns the

@@ -27,8 +27,8 @@ mod image;
 mod semaphore;
 
 pub use alternation::{
-    alternation_floor, measure_steps, FillStep, FloorReport, KernelStep, Percentiles,
-    FILL_STEP_BYTES, MAX_FLOOR_ITERATIONS,
+    alternation_floor, alternation_trace, measure_steps, FillStep, FloorReport, KernelStep,
+    Percentiles, FILL_STEP_BYTES, MAX_FLOOR_ITERATIONS, MAX_TRACE_ITERATIONS,
 };
 pub use batch::{choose_batch, efficiency, BatchGoal, BatchPlan, MAX_BATCH_FRAMES};
 pub use buffer::SharedBuffer;
