@@ -31,8 +31,8 @@ pub const MAX_FLOOR_ITERATIONS: usize = 1_000_000;
 /// Bytes each [`FillStep`] fills.
 pub const FILL_STEP_BYTES: u64 = 4096;
 
-/// Untimed iterations of each measurement before the timed ones.
-const WARM_UP: usize = 20;
+/// Untimed steps of each measurement before the timed ones ([`measure_steps`]).
+pub const WARM_UP_STEPS: usize = 20;
 
 /// Longest one step may take before it is reported as hung.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -334,7 +334,7 @@ pub fn alternation_trace(
         },
     );
     let stream_track = trace.track("empty-kernel stream", TrackKind::CudaStream);
-    for _ in 0..WARM_UP {
+    for _ in 0..WARM_UP_STEPS {
         fill.run()?;
         kernel.run()?;
     }
@@ -355,7 +355,7 @@ pub fn alternation_trace(
     Ok(trace)
 }
 
-/// Runs `step` [`WARM_UP`] times untimed, then `iterations` times, and returns the
+/// Runs `step` [`WARM_UP_STEPS`] times untimed, then `iterations` times, and returns the
 /// percentiles of the times it reports.
 ///
 /// # Errors
@@ -367,7 +367,7 @@ pub fn measure_steps(
     if iterations == 0 {
         return Err(Error::invalid("iterations", "0", "at least 1"));
     }
-    for _ in 0..WARM_UP {
+    for _ in 0..WARM_UP_STEPS {
         step()?;
     }
     let mut times = (0..iterations)
@@ -422,9 +422,9 @@ mod tests {
             Ok(US * calls)
         })
         .unwrap();
-        assert_eq!(calls, WARM_UP as u32 + 5);
+        assert_eq!(calls, WARM_UP_STEPS as u32 + 5);
         assert_eq!(p.samples, 5);
-        assert_eq!(p.p99, US * (WARM_UP as u32 + 5));
+        assert_eq!(p.p99, US * (WARM_UP_STEPS as u32 + 5));
         let (arg, ..) = crate::error::invalid_arg(measure_steps(0, || Ok(US)));
         assert_eq!(arg, "iterations");
     }

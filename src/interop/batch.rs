@@ -220,7 +220,7 @@ mod tests {
                             continue;
                         };
                         let k = plan.frames;
-                        assert!(k >= 1 && k <= MAX_BATCH_FRAMES, "{g:?}");
+                        assert!((1..=MAX_BATCH_FRAMES).contains(&k), "{g:?}");
                         assert!(plan.latency <= g.latency_budget, "{g:?} {plan:?}");
                         assert_eq!(plan.efficiency, efficiency(k, g.frame_gpu, g.floor));
                         if plan.reached_target {

@@ -28,7 +28,7 @@ mod semaphore;
 
 pub use alternation::{
     alternation_floor, alternation_trace, measure_steps, FillStep, FloorReport, KernelStep,
-    Percentiles, FILL_STEP_BYTES, MAX_FLOOR_ITERATIONS, MAX_TRACE_ITERATIONS,
+    Percentiles, FILL_STEP_BYTES, MAX_FLOOR_ITERATIONS, MAX_TRACE_ITERATIONS, WARM_UP_STEPS,
 };
 pub use batch::{choose_batch, efficiency, BatchGoal, BatchPlan, MAX_BATCH_FRAMES};
 pub use buffer::SharedBuffer;
