@@ -532,9 +532,7 @@ impl GpuTimer {
             }
         }
     }
-}
 
-impl GpuTimer {
     /// Records one command buffer with `record`, submits it on the timer's queue between
     /// a bracket, waits for it (bounded) and returns its span: timing a one-off piece of
     /// work without writing the submission. Allocates a command pool per call, so it is
