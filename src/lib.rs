@@ -15,6 +15,7 @@
 //! error                        one typed error for the library
 //! ipc                          exported fds + a payload to another process (SCM_RIGHTS)
 //! util                         helpers beside the core: Commands, ComputePass, OneShot copies
+//! trace                        frame timelines (host clock, GPU clock mapping, Perfetto JSON)
 //! ```
 //!
 //! ```no_run
@@ -61,6 +62,7 @@ pub mod external;
 pub mod interop;
 #[cfg(unix)]
 pub mod ipc;
+pub mod trace;
 pub mod util;
 pub mod vulkan;
 

@@ -14,7 +14,15 @@ use vkcuda::{cuda, vulkan};
 /// The Vulkan context and the CUDA context on the same GPU, or `None` after printing why
 /// `bench` registers nothing.
 pub fn gpu_env(bench: &str) -> Option<(vulkan::Context, cuda::Context)> {
-    let env = vulkan::Context::new(&vulkan::ContextDesc::default()).and_then(|vk| {
+    gpu_env_with(bench, &vulkan::ContextDesc::default())
+}
+
+/// [`gpu_env`] with the Vulkan context made from `desc`.
+pub fn gpu_env_with(
+    bench: &str,
+    desc: &vulkan::ContextDesc,
+) -> Option<(vulkan::Context, cuda::Context)> {
+    let env = vulkan::Context::new(desc).and_then(|vk| {
         let cu = cuda::Context::matching(vk.identity())?;
         Ok((vk, cu))
     });

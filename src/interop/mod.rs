@@ -12,14 +12,25 @@
 //!   CUDA as a mipmapped array whose layout is derived from the image
 //!   ([`cuda_array_desc`]), with levels, surfaces, textures and the hand-off to and from
 //!   CUDA.
+//! * [`alternation_floor`]: what alternating GPU work between a Vulkan queue and a CUDA
+//!   stream costs, per queue family.
+//! * [`choose_batch`]: how many frames to hand across at once for a target GPU efficiency
+//!   within a latency budget, given the alternation floor.
 //! * [`mod@format`]: the `VkFormat` ↔ `CUarray_format` table for sharing images.
 
+mod alternation;
+mod batch;
 mod buffer;
 pub mod format;
 mod frame_sync;
 mod image;
 mod semaphore;
 
+pub use alternation::{
+    alternation_floor, alternation_trace, measure_steps, FillStep, FloorReport, KernelStep,
+    Percentiles, FILL_STEP_BYTES, MAX_FLOOR_ITERATIONS, MAX_TRACE_ITERATIONS, WARM_UP_STEPS,
+};
+pub use batch::{choose_batch, efficiency, BatchGoal, BatchPlan, MAX_BATCH_FRAMES};
 pub use buffer::SharedBuffer;
 pub use frame_sync::{Frame, FrameSync, FrameSyncDesc, QueueLayout, SyncMode};
 pub use image::{cuda_array_desc, SharedImage};

@@ -8,6 +8,8 @@ use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::debug::Messenger;
+use super::queues::transfer_only_family;
+use super::timestamps::Calibrator;
 use super::transfer::FencedCommandBuffer;
 use crate::error::{Error, Result};
 use crate::external::{DeviceIdentity, Uuid};
@@ -37,6 +39,12 @@ pub struct ContextDesc {
     pub validation: bool,
     /// Which physical device to open.
     pub device: DeviceSelection,
+    /// Also create one queue of a transfer-only family (a copy engine on NVIDIA) where the
+    /// device has one: [`Context::transfer_family`] says which, and
+    /// [`QueueId::Transfer`](super::QueueId::Transfer) names it. Work that is only copies,
+    /// fills or timestamp writes can run there without switching the GPU's
+    /// graphics/compute engine away from CUDA. Off by default; lavapipe has no such family.
+    pub transfer_queue: bool,
 }
 
 /// The caller's existing Vulkan objects, for [`Context::wrap`].
@@ -70,6 +78,8 @@ struct Parts {
     queue_family_index: u32,
     /// Queue 0 first; never empty.
     queues: Vec<vk::Queue>,
+    /// The transfer-only family and its one queue, when asked for and present.
+    transfer: Option<(u32, vk::Queue)>,
     enabled: Enabled,
     /// `VK_EXT_debug_utils` is enabled on the instance and validation is active.
     debug_utils: bool,
@@ -81,6 +91,10 @@ struct Parts {
 pub(crate) struct Enabled {
     pub(crate) semaphore_fd: bool,
     pub(crate) dma_buf: bool,
+    /// The Vulkan 1.2 `hostQueryReset` feature.
+    pub(crate) host_query_reset: bool,
+    /// The calibrated-timestamps extension enabled, if any.
+    pub(crate) calibrated: Option<&'static CStr>,
 }
 
 /// A Vulkan device and its queues with the external-memory extensions enabled. Cheap to
@@ -93,6 +107,8 @@ pub(crate) struct Enabled {
 /// semaphores without blocking one another: a batch waiting on a semaphore holds up every
 /// later batch of its queue. Queue 0 ([`Context::queue`]) is the one vkcuda's own transfers
 /// use. A wrapped context ([`Context::wrap`]) has exactly the caller's one queue.
+/// With [`ContextDesc::transfer_queue`] the context also has one queue of a transfer-only
+/// family ([`Context::transfer_family`], [`super::QueueId::Transfer`]).
 #[derive(Clone)]
 pub struct Context {
     shared: Arc<Shared>,
@@ -106,6 +122,7 @@ struct Shared {
     messenger: Option<Messenger>,
     memory_fd: ash::khr::external_memory_fd::Device,
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
+    calibrator: Option<Calibrator>,
     enabled: Enabled,
     identity: DeviceIdentity,
     properties: vk::PhysicalDeviceProperties,
@@ -114,6 +131,8 @@ struct Shared {
     /// Queue 0 first; never empty.
     queues: Vec<Mutex<vk::Queue>>,
     queue_family_index: u32,
+    /// The transfer-only family and its queue.
+    transfer_queue: Option<(u32, Mutex<vk::Queue>)>,
     device: ash::Device,
     physical_device: vk::PhysicalDevice,
     instance: ash::Instance,
@@ -226,7 +245,7 @@ fn describe(name: &str, why: &str) -> String {
 
 /// Locks a queue. A panic while holding the lock cannot leave a `vk::Queue` half-updated,
 /// so a poisoned lock is taken over.
-fn lock_queue(queue: &Mutex<vk::Queue>) -> MutexGuard<'_, vk::Queue> {
+pub(super) fn lock_queue(queue: &Mutex<vk::Queue>) -> MutexGuard<'_, vk::Queue> {
     queue
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -251,8 +270,8 @@ impl Context {
         })?;
         let (instance, debug_utils) = create_instance(&entry, desc.validation)?;
         // From here on an error must destroy what was created.
-        let (physical, device, (family, queue_count), enabled) =
-            match open_device(&instance, &desc.device) {
+        let (physical, device, (family, queue_count), transfer, enabled) =
+            match open_device(&instance, desc) {
                 Ok(opened) => opened,
                 Err(e) => {
                     // SAFETY: nothing was created from the instance.
@@ -266,6 +285,10 @@ impl Context {
                 unsafe { device.get_device_queue(family, i) }
             })
             .collect();
+        let transfer = transfer.map(|family| {
+            // SAFETY: one queue of `family` was requested at device creation.
+            (family, unsafe { device.get_device_queue(family, 0) })
+        });
         let parts = Parts {
             entry,
             instance: instance.clone(),
@@ -273,6 +296,7 @@ impl Context {
             device: device.clone(),
             queue_family_index: family,
             queues,
+            transfer,
             enabled,
             debug_utils,
             owned: true,
@@ -318,9 +342,13 @@ impl Context {
             device,
             queue_family_index,
             queues: vec![queue],
+            transfer: None,
             enabled: Enabled {
                 semaphore_fd: semaphore_fd_enabled,
                 dma_buf: dma_buf_enabled,
+                // The caller's device may have neither.
+                host_query_reset: false,
+                calibrated: None,
             },
             // The caller's instance may not have VK_EXT_debug_utils enabled.
             debug_utils: false,
@@ -336,6 +364,7 @@ impl Context {
             device,
             queue_family_index,
             queues,
+            transfer: transfer_queue,
             enabled,
             debug_utils,
             owned,
@@ -367,6 +396,13 @@ impl Context {
         let semaphore_fd = enabled
             .semaphore_fd
             .then(|| ash::khr::external_semaphore_fd::Device::new(&instance, &device));
+        let calibrator = Calibrator::load(
+            &entry,
+            &instance,
+            physical_device,
+            &device,
+            enabled.calibrated,
+        );
         Ok(Self {
             shared: Arc::new(Shared {
                 allocator: ManuallyDrop::new(Mutex::new(allocator)),
@@ -374,6 +410,7 @@ impl Context {
                 messenger,
                 memory_fd,
                 semaphore_fd,
+                calibrator,
                 enabled,
                 identity,
                 properties,
@@ -381,6 +418,7 @@ impl Context {
                 max_allocation_size,
                 queues: queues.into_iter().map(Mutex::new).collect(),
                 queue_family_index,
+                transfer_queue: transfer_queue.map(|(family, q)| (family, Mutex::new(q))),
                 device,
                 physical_device,
                 instance,
@@ -504,6 +542,21 @@ impl Context {
 
     pub(crate) fn semaphore_fd(&self) -> Option<&ash::khr::external_semaphore_fd::Device> {
         self.shared.semaphore_fd.as_ref()
+    }
+
+    pub(crate) fn calibrator(&self) -> Option<&Calibrator> {
+        self.shared.calibrator.as_ref()
+    }
+
+    pub(crate) fn host_query_reset(&self) -> bool {
+        self.shared.enabled.host_query_reset
+    }
+
+    pub(crate) fn transfer_queue_slot(&self) -> Option<(u32, &Mutex<vk::Queue>)> {
+        self.shared
+            .transfer_queue
+            .as_ref()
+            .map(|(family, q)| (*family, q))
     }
 
     pub(crate) fn memory_properties(&self) -> &vk::PhysicalDeviceMemoryProperties {
@@ -658,11 +711,20 @@ fn type_rank(t: vk::PhysicalDeviceType) -> u32 {
     }
 }
 
-/// Chooses a physical device and creates the logical device.
+/// Chooses a physical device and creates the logical device; returns the main family and
+/// its queue count, and the transfer-only family given one queue.
+#[allow(clippy::type_complexity)]
 fn open_device(
     instance: &ash::Instance,
-    selection: &DeviceSelection,
-) -> Result<(vk::PhysicalDevice, ash::Device, (u32, u32), Enabled)> {
+    desc: &ContextDesc,
+) -> Result<(
+    vk::PhysicalDevice,
+    ash::Device,
+    (u32, u32),
+    Option<u32>,
+    Enabled,
+)> {
+    let selection = &desc.device;
     // SAFETY: valid instance.
     let physicals = unsafe { instance.enumerate_physical_devices() }
         .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r))?;
@@ -702,9 +764,22 @@ fn open_device(
         });
     };
 
+    let mut v12_supported = vk::PhysicalDeviceVulkan12Features::default();
+    let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut v12_supported);
+    // SAFETY: valid physical device of this instance; the pNext chain points at a live struct.
+    unsafe { instance.get_physical_device_features2(physical, &mut features) };
     let enabled = Enabled {
         semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
         dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
+        host_query_reset: v12_supported.host_query_reset == vk::TRUE,
+        calibrated: Calibrator::extension(&exts),
+    };
+    let transfer = if desc.transfer_queue {
+        // SAFETY: valid physical device of this instance.
+        let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
+        transfer_only_family(&families)
+    } else {
+        None
     };
     let mut names = vec![ash::khr::external_memory_fd::NAME.as_ptr()];
     if enabled.semaphore_fd {
@@ -713,11 +788,23 @@ fn open_device(
     if enabled.dma_buf {
         names.push(ash::ext::external_memory_dma_buf::NAME.as_ptr());
     }
+    if let Some(name) = enabled.calibrated {
+        names.push(name.as_ptr());
+    }
     let priorities = vec![1.0f32; queue_count as usize];
-    let queues = [vk::DeviceQueueCreateInfo::default()
+    let mut queues = vec![vk::DeviceQueueCreateInfo::default()
         .queue_family_index(family)
         .queue_priorities(&priorities)];
-    let mut v12 = vk::PhysicalDeviceVulkan12Features::default().timeline_semaphore(true);
+    if let Some(transfer) = transfer {
+        queues.push(
+            vk::DeviceQueueCreateInfo::default()
+                .queue_family_index(transfer)
+                .queue_priorities(&priorities[..1]),
+        );
+    }
+    let mut v12 = vk::PhysicalDeviceVulkan12Features::default()
+        .timeline_semaphore(true)
+        .host_query_reset(enabled.host_query_reset);
     let info = vk::DeviceCreateInfo::default()
         .queue_create_infos(&queues)
         .enabled_extension_names(&names)
@@ -726,5 +813,5 @@ fn open_device(
     // the call; the extensions were checked to be supported.
     let device = unsafe { instance.create_device(physical, &info, None) }
         .map_err(|r| Error::vk("vkCreateDevice", r))?;
-    Ok((physical, device, (family, queue_count), enabled))
+    Ok((physical, device, (family, queue_count), transfer, enabled))
 }

@@ -15,6 +15,9 @@
 //!
 //! Command recording, compute passes and one-shot staged copies are helpers beside this
 //! core, in [`crate::util`].
+//! * [`GpuTimer`]: timestamp brackets around batches, read back as host times (for
+//!   [`crate::trace`]); [`QueueId`] names the main queues and the optional transfer-only
+//!   queue ([`ContextDesc::transfer_queue`]).
 
 mod buffer;
 mod capabilities;
@@ -23,8 +26,10 @@ mod debug;
 mod format;
 mod image;
 mod memory;
+pub(crate) mod queues;
 mod semaphore;
 mod submit;
+mod timestamps;
 mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};
@@ -38,6 +43,8 @@ pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
 pub(crate) use image::Step;
 pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
+pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
+pub use timestamps::{Bracket, ClockSource, GpuTimer, MAX_TIMER_SLOTS};
 pub(crate) use transfer::{FencedCommandBuffer, Staging};
