@@ -370,6 +370,11 @@ impl ExternalMemory {
         })
     }
 
+    /// A handle that does not keep the import alive (for caches of imports).
+    pub(crate) fn downgrade(&self) -> WeakExternalMemory {
+        WeakExternalMemory(Arc::downgrade(&self.inner))
+    }
+
     /// The mapping of the whole import, made if no [`MappedBuffer`] holds it.
     fn whole_mapping(&self) -> Result<Arc<WholeMapping>> {
         let mut slot = self
@@ -394,6 +399,16 @@ impl ExternalMemory {
         });
         *slot = Arc::downgrade(&whole);
         Ok(whole)
+    }
+}
+
+/// An [`ExternalMemory`] that does not keep the import alive.
+pub(crate) struct WeakExternalMemory(Weak<MemoryInner>);
+
+impl WeakExternalMemory {
+    /// The import, if something still holds it.
+    pub(crate) fn upgrade(&self) -> Option<ExternalMemory> {
+        self.0.upgrade().map(|inner| ExternalMemory { inner })
     }
 }
 

@@ -44,6 +44,7 @@ mod vmm;
 
 pub use array::{ArrayDesc, ArrayLevel, MipmappedArray, SurfaceObject, TextureDesc, TextureObject};
 pub use context::{is_driver_present, Context};
+pub(crate) use memory::WeakExternalMemory;
 pub use memory::{ExternalMemory, MappedBuffer, MAP_OFFSET_ALIGNMENT};
 pub use semaphore::ExternalSemaphore;
 pub use vmm::{vmm_granularity, VmmAllocation};

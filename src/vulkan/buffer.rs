@@ -1,6 +1,8 @@
-//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`.
+//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`, or at a slot of
+//! an [`ExportPool`](super::ExportPool) block.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use ash::vk;
 
@@ -9,6 +11,7 @@ use super::memory::{
     allocate_exportable, check_import_size, export_handle, import_fd, import_memory,
     unsupported_type, Dedicated,
 };
+use super::pool::{PoolBlock, PoolSlot};
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
@@ -51,12 +54,15 @@ impl BufferDesc {
 
 /// A `VkBuffer` bound to a dedicated `VkDeviceMemory` that was allocated exportable
 /// ([`ExternalBuffer::new`]) or imported from an external handle
-/// ([`ExternalBuffer::import`]). Destroys the buffer and frees the memory on drop; GPU work
+/// ([`ExternalBuffer::import`]), or bound at a slot of an exportable pool block
+/// ([`ExportPool::allocate`](super::ExportPool::allocate)). Destroys the buffer and frees the memory on drop; GPU work
 /// that uses it must have finished by then.
 pub struct ExternalBuffer {
     ctx: Context,
     buffer: vk::Buffer,
-    memory: vk::DeviceMemory,
+    /// Declared after `buffer`: the memory is freed (or its slot returned) after the
+    /// `vkDestroyBuffer` in `Drop`.
+    backing: Backing,
     size: u64,
     allocation_size: u64,
     usage: vk::BufferUsageFlags,
@@ -75,21 +81,32 @@ impl std::fmt::Debug for ExternalBuffer {
     }
 }
 
+/// The memory an [`ExternalBuffer`] is bound to.
+enum Backing {
+    /// Its own allocation, freed with the buffer.
+    Dedicated(vk::DeviceMemory),
+    /// A slot of an [`ExportPool`](super::ExportPool) block, returned when dropped.
+    Pooled(PoolSlot),
+}
+
 impl Drop for ExternalBuffer {
     fn drop(&mut self) {
         let device = self.ctx.device();
-        // SAFETY: the buffer and memory were made from this device and are destroyed once;
-        // every CUDA import of the memory holds this buffer alive until it is destroyed.
+        // SAFETY: the buffer was made from this device and is destroyed once; every CUDA
+        // import of the memory holds this buffer (or its pool block) alive until then.
         unsafe { device.destroy_buffer(self.buffer, None) };
-        // SAFETY: as above; the buffer bound to the memory is gone.
-        unsafe { device.free_memory(self.memory, None) };
+        if let Backing::Dedicated(memory) = self.backing {
+            // SAFETY: as above; the buffer bound to the memory is gone.
+            unsafe { device.free_memory(memory, None) };
+        }
+        // A pooled slot returns its range when `backing` drops, after the buffer is gone.
     }
 }
 
 /// Owns a buffer handle until it is bound into an [`ExternalBuffer`].
-struct BufferGuard<'a> {
+pub(super) struct BufferGuard<'a> {
     device: &'a ash::Device,
-    buffer: vk::Buffer,
+    pub(super) buffer: vk::Buffer,
 }
 
 impl BufferGuard<'_> {
@@ -207,7 +224,7 @@ impl ExternalBuffer {
         Ok(Self {
             ctx: ctx.clone(),
             buffer: buffer.release(),
-            memory,
+            backing: Backing::Dedicated(memory),
             size: desc.size,
             allocation_size,
             usage: desc.usage,
@@ -223,6 +240,14 @@ impl ExternalBuffer {
     /// [`Error::Unsupported`] when the buffer was imported rather than allocated
     /// exportable; [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
     pub fn export(&self) -> Result<MemoryImport> {
+        if let Backing::Pooled(_) = self.backing {
+            return Err(Error::Unsupported {
+                what: "export of a pooled buffer on its own".into(),
+                reason: "it is a range of a pool block: export the block \
+                         (ExternalBuffer::pool_slot) and carry the offset"
+                    .into(),
+            });
+        }
         if !self.exportable {
             return Err(Error::Unsupported {
                 what: "export of an imported buffer".into(),
@@ -230,7 +255,7 @@ impl ExternalBuffer {
             });
         }
         Ok(MemoryImport {
-            handle: export_handle(&self.ctx, self.memory, self.handle_type)?,
+            handle: export_handle(&self.ctx, self.memory(), self.handle_type)?,
             size: self.allocation_size,
             dedicated: true,
         })
@@ -259,7 +284,47 @@ impl ExternalBuffer {
 
     /// The raw memory. Valid while `self` lives.
     pub fn memory(&self) -> vk::DeviceMemory {
-        self.memory
+        match &self.backing {
+            Backing::Dedicated(memory) => *memory,
+            Backing::Pooled(slot) => slot.block().memory(),
+        }
+    }
+
+    /// For a buffer from an [`ExportPool`](super::ExportPool): its block and the byte
+    /// offset it is bound at. `None` for a buffer with its own allocation.
+    pub fn pool_slot(&self) -> Option<(&Arc<PoolBlock>, u64)> {
+        match &self.backing {
+            Backing::Dedicated(_) => None,
+            Backing::Pooled(slot) => Some((slot.block(), slot.offset())),
+        }
+    }
+
+    /// A buffer of `desc` bound at `slot` of a pool block; `buffer` was created with the
+    /// pool's handle type and `slot` fits its requirements (checked by the pool).
+    pub(super) fn bind_pooled(
+        ctx: &Context,
+        buffer: BufferGuard<'_>,
+        slot: PoolSlot,
+        desc: &BufferDesc,
+    ) -> Result<Self> {
+        // SAFETY: the slot lies in the block's memory, its offset is a multiple of the
+        // buffer's alignment and its size covers the buffer's requirements (the pool
+        // checked both); the buffer is unbound.
+        unsafe {
+            ctx.device()
+                .bind_buffer_memory(buffer.buffer, slot.block().memory(), slot.offset())
+        }
+        .map_err(|r| Error::vk("vkBindBufferMemory", r))?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            buffer: buffer.release(),
+            allocation_size: slot.size(),
+            backing: Backing::Pooled(slot),
+            size: desc.size,
+            usage: desc.usage,
+            handle_type: desc.handle_type,
+            exportable: false,
+        })
     }
 
     /// Size the buffer was created with.
@@ -314,7 +379,7 @@ impl ExternalBuffer {
     }
 }
 
-fn check_size(ctx: &Context, size: u64) -> Result<()> {
+pub(super) fn check_size(ctx: &Context, size: u64) -> Result<()> {
     if size == 0 {
         return Err(Error::invalid("desc.size", "0 bytes", "at least 1 byte"));
     }
@@ -330,7 +395,10 @@ fn check_size(ctx: &Context, size: u64) -> Result<()> {
 }
 
 /// The Vulkan flag for an exportable buffer of `desc`, after every capability check.
-fn exportable_flags(ctx: &Context, desc: &BufferDesc) -> Result<vk::ExternalMemoryHandleTypeFlags> {
+pub(super) fn exportable_flags(
+    ctx: &Context,
+    desc: &BufferDesc,
+) -> Result<vk::ExternalMemoryHandleTypeFlags> {
     let t = desc.handle_type;
     if !t.is_fd() || !cfg!(unix) {
         return Err(unsupported_type(t));
@@ -351,7 +419,7 @@ fn exportable_flags(ctx: &Context, desc: &BufferDesc) -> Result<vk::ExternalMemo
     Ok(flags)
 }
 
-fn create_buffer<'a>(
+pub(super) fn create_buffer<'a>(
     device: &'a ash::Device,
     desc: &BufferDesc,
     flags: vk::ExternalMemoryHandleTypeFlags,

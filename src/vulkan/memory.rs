@@ -55,6 +55,24 @@ pub(crate) unsafe fn allocate_exportable(
         .map_err(|r| Error::vk_sized("vkAllocateMemory", r, requirements.size))
 }
 
+/// Allocates `size` bytes of `memory_type`, exportable as `flags`, for no resource in
+/// particular (a pool block that buffers are bound into at offsets).
+pub(crate) fn allocate_exportable_block(
+    ctx: &Context,
+    size: u64,
+    memory_type: u32,
+    flags: vk::ExternalMemoryHandleTypeFlags,
+) -> Result<vk::DeviceMemory> {
+    let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(flags);
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(size)
+        .memory_type_index(memory_type)
+        .push_next(&mut export);
+    // SAFETY: `info`'s chain points at a live struct; no resource is named.
+    unsafe { ctx.device().allocate_memory(&info, None) }
+        .map_err(|r| Error::vk_sized("vkAllocateMemory", r, size))
+}
+
 /// Allocates `size` bytes from the imported `fd` of `handle_type`, restricted to the memory
 /// types in `allowed` (the resource's `memoryTypeBits`), dedicated to `dedicated` if given.
 ///

@@ -6,6 +6,8 @@
 //!   caller's ([`Context::wrap`]).
 //! * [`ExternalBuffer`] is a buffer bound to its own dedicated `VkDeviceMemory` that can be
 //!   exported ([`ExternalBuffer::export`]) or was imported from a handle.
+//! * [`ExportPool`]: many exportable buffers bound at offsets of a few exported blocks
+//!   ([`PoolBlock`]), one block per size class, so one export serves many buffers.
 //! * [`ExternalImage`] is the same for optimally (or linearly) tiled images, with the
 //!   queue-family release/acquire to and from `VK_QUEUE_FAMILY_EXTERNAL` tracked for you.
 //! * [`ExportableSemaphore`]: timeline and binary semaphores exported as fds, with a fast
@@ -24,6 +26,7 @@ mod context;
 mod debug;
 mod image;
 mod memory;
+mod pool;
 mod semaphore;
 mod transfer;
 
@@ -40,5 +43,6 @@ pub use image::{
     texel_block, ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, ImageSupport,
     TexelBlock,
 };
+pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 pub(crate) use semaphore::backoff;
 pub use semaphore::{ExportableSemaphore, SemaphoreDesc};
