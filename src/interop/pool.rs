@@ -24,8 +24,11 @@ pub struct SharedPool {
     pool: ExportPool,
     cu: cuda::Context,
     /// The live CUDA import of each block (weak both ways).
-    imports: Arc<Mutex<Vec<(Weak<PoolBlock>, WeakExternalMemory)>>>,
+    imports: Arc<Mutex<Vec<BlockImport>>>,
 }
+
+/// A block and its CUDA import, neither kept alive by the pool.
+type BlockImport = (Weak<PoolBlock>, WeakExternalMemory);
 
 impl std::fmt::Debug for SharedPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

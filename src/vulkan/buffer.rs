@@ -318,7 +318,7 @@ impl ExternalBuffer {
         Ok(Self {
             ctx: ctx.clone(),
             buffer: buffer.release(),
-            allocation_size: slot.size(),
+            allocation_size: slot.len(),
             backing: Backing::Pooled(slot),
             size: desc.size,
             usage: desc.usage,

@@ -362,7 +362,7 @@ impl PoolSlot {
         u64::from(self.index) * self.block.slot_size
     }
 
-    pub(crate) fn size(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.block.slot_size
     }
 }
