@@ -20,6 +20,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 use vkcuda::cuda::{self, MappedBuffer};
 use vkcuda::interop::SharedBuffer;
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, BufferDesc};
 
 const KERNELS: &str = include_str!("../shaders/buffer.cu");

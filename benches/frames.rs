@@ -28,10 +28,14 @@ use demo::scene;
 use vkcuda::ash::vk;
 use vkcuda::cuda::{self, MipmappedArray};
 use vkcuda::interop::SharedImage;
-use vkcuda::vulkan::{self, Commands, ComputePass, ComputeTarget, ExternalImage, ImageDesc};
+use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::vulkan::{self, ExternalImage, ImageDesc};
 
 const SIZES: [(&str, u32, u32); 2] = [("1080p", 1920, 1080), ("4K", 3840, 2160)];
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Images the stage-alone loops rotate over: together larger than the GPU's L2 cache
+/// (50 MiB on an H100/H200) at 1080p and 4K.
+const ROTATE: usize = 8;
 
 fn options(width: u32, height: u32, low_latency: bool) -> Options {
     Options {
@@ -40,6 +44,8 @@ fn options(width: u32, height: u32, low_latency: bool) -> Options {
         height,
         in_flight: 3,
         low_latency,
+        batch: 1,
+        readback: true,
         out: std::env::temp_dir(),
     }
 }
@@ -79,13 +85,19 @@ fn bench_size(
         });
     }
 
-    // The render alone: the same dispatch, back to back, three command buffers in rotation.
+    // The render alone: the same dispatch, back to back, three command buffers in rotation,
+    // over ROTATE targets in turn so that no frame finds the previous one in the L2 cache
+    // (the pipeline's frames never do).
     let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
     let desc = ImageDesc::d2(width, height, vk::Format::R8G8B8A8_UNORM);
-    let target = Arc::new(ComputeTarget::new(
-        &pass,
-        Arc::new(ExternalImage::new(vk, &desc)?),
-    )?);
+    let targets = (0..ROTATE)
+        .map(|_| -> anyhow::Result<_> {
+            Ok(Arc::new(ComputeTarget::new(
+                &pass,
+                Arc::new(ExternalImage::new(vk, &desc)?),
+            )?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut cmds = (0..3)
         .map(|_| Commands::new(vk))
         .collect::<Result<Vec<_>, _>>()?;
@@ -95,7 +107,8 @@ fn bench_size(
             for i in 0..iters {
                 let c = &mut cmds[(i % 3) as usize];
                 let push = scene::push_constants(i as u32, width, height);
-                c.dispatch(&target, &push).expect("dispatch");
+                c.dispatch(&targets[i as usize % ROTATE], &push)
+                    .expect("dispatch");
                 c.submit(0, &[], &[], TIMEOUT).expect("submit");
             }
             for c in &mut cmds {
@@ -107,12 +120,18 @@ fn bench_size(
         })
     });
 
-    // The tone map alone, on the imported image, CUDA events around the launches.
+    // The tone map alone, on ROTATE imported images in turn, CUDA events around the launches.
     let tonemap = cu
         .compile("postprocess.cu", scene::POSTPROCESS_CU)?
         .load_function("tonemap")?;
-    let shared = SharedImage::new(vk, cu, &desc)?;
-    let surface = shared.surface(0)?;
+    let images = (0..ROTATE)
+        .map(|_| SharedImage::new(vk, cu, &desc))
+        .collect::<Result<Vec<_>, _>>()?;
+    let surfaces = images
+        .iter()
+        .map(|i| i.surface(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let shared = &images[0];
     let stream = cu.new_stream()?;
     let cfg = launch_config(width, height);
     let launch = |surf: &cuda::SurfaceObject| {
@@ -124,7 +143,11 @@ fn bench_size(
     };
     g.bench_function(BenchmarkId::new("tonemap_alone", label), |b| {
         b.iter_custom(|iters| {
-            let t = gpu_time(&stream, iters, || launch(&surface));
+            let mut i = 0;
+            let t = gpu_time(&stream, iters, || {
+                launch(&surfaces[i % ROTATE]);
+                i += 1;
+            });
             record(samples, &format!("{label}/tonemap_alone"), t, iters);
             t
         })

@@ -20,6 +20,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use vkcuda::cuda;
 use vkcuda::interop::{SharedBuffer, SharedPool};
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, BufferDesc, PoolDesc};
 
 const KERNELS: &str = include_str!("../shaders/buffer.cu");

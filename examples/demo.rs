@@ -32,6 +32,8 @@ fn parse() -> Result<Options> {
         height: 360,
         in_flight: 3,
         low_latency: false,
+        batch: 1,
+        readback: true,
         out: PathBuf::from("demo-out"),
     };
     let mut args = std::env::args().skip(1);
@@ -42,6 +44,8 @@ fn parse() -> Result<Options> {
             "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
             "--in-flight" => o.in_flight = value()?.parse().context("--in-flight")?,
             "--low-latency" => o.low_latency = true,
+            "--batch" => o.batch = value()?.parse().context("--batch")?,
+            "--no-readback" => o.readback = false,
             "--out" => o.out = PathBuf::from(value()?),
             // cargo test / bundle runners pass these to every executable.
             "--bench" | "--nocapture" => {}

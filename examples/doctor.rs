@@ -9,6 +9,7 @@
 
 use anyhow::Result;
 use vkcuda::external::{MemoryHandleType, SemaphoreHandleType};
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{
     self, BufferDesc, ContextDesc, DeviceSelection, ExternalBuffer, SemaphoreKind,
 };

@@ -11,6 +11,7 @@ use common::{assert_bytes, assert_no_validation_errors, expect_invalid_arg, patt
 use vkcuda::cuda::{self, VmmAllocation};
 use vkcuda::external::MemoryHandleType;
 use vkcuda::interop::{SharedBuffer, SharedPool};
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, BufferDesc, PoolDesc};
 
 type Env = (vulkan::Context, cuda::Context);

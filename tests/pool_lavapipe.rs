@@ -13,6 +13,7 @@ use common::{
     pattern_bytes, trial,
 };
 use vkcuda::external::MemoryHandleType;
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{BufferDesc, Context, ExportPool, ExternalBuffer, PoolDesc, MIN_SLOT};
 
 fn small_pool(vk: &Context) -> vkcuda::Result<ExportPool> {

@@ -7,7 +7,7 @@
 //!   ([`VmmAllocation`](crate::cuda::VmmAllocation)) imported into Vulkan.
 //! * [`SharedPool`]: many [`SharedBuffer`]s from a few exported blocks, each block imported
 //!   into CUDA once.
-//! * [`SharedSemaphore`]: an [`ExportableSemaphore`](crate::vulkan::ExportableSemaphore)
+//! * [`SharedSemaphore`]: an [`Semaphore`](crate::vulkan::Semaphore)
 //!   (timeline or binary) imported into CUDA.
 //! * [`FrameSync`]: N frames in flight from Vulkan to CUDA and back, over timeline
 //!   semaphores ([`SyncMode::Semaphores`]) or stream memory operations and a host relay

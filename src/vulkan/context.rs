@@ -8,7 +8,7 @@ use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::debug::Messenger;
-use super::transfer::Transfer;
+use super::transfer::FencedCommandBuffer;
 use crate::error::{Error, Result};
 use crate::external::{DeviceIdentity, Uuid};
 
@@ -102,7 +102,7 @@ struct Shared {
     // Field order is drop order for the Rust-owned parts; Vulkan objects are destroyed in
     // `Drop for Shared` below.
     allocator: ManuallyDrop<Mutex<Allocator>>,
-    transfer: ManuallyDrop<Mutex<Transfer>>,
+    transfer: ManuallyDrop<Mutex<FencedCommandBuffer>>,
     messenger: Option<Messenger>,
     memory_fd: ash::khr::external_memory_fd::Device,
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
@@ -141,7 +141,9 @@ impl Drop for Shared {
             ManuallyDrop::drop(&mut self.allocator);
         }
         if let Ok(t) = self.transfer.get_mut() {
-            t.destroy(&self.device);
+            // SAFETY: one-shot transfers wait for their submission, so nothing is pending;
+            // destroyed once, here.
+            unsafe { t.destroy(&self.device) };
         }
         // SAFETY: as above; `transfer`'s Vulkan objects were destroyed just now.
         unsafe {
@@ -360,7 +362,7 @@ impl Context {
             what: "gpu-allocator for staging memory".into(),
             reason: e.to_string(),
         })?;
-        let transfer = Transfer::new(&device, queue_family_index)?;
+        let transfer = FencedCommandBuffer::new(&device, queue_family_index)?;
         let memory_fd = ash::khr::external_memory_fd::Device::new(&instance, &device);
         let semaphore_fd = enabled
             .semaphore_fd
@@ -477,6 +479,25 @@ impl Context {
         self.shared.messenger.as_ref().map(Messenger::errors_by_id)
     }
 
+    /// The one ownership check: every safe entry point that takes a Vulkan resource calls it
+    /// with the resource's context. Two contexts are the same device when their `VkDevice`
+    /// handles are equal; the physical device or its UUID is not enough (two contexts on one
+    /// GPU share it, but not each other's objects).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `arg` when `owner` is another `VkDevice`.
+    pub(crate) fn check_owns(&self, arg: &'static str, owner: &Context) -> Result<()> {
+        let (mine, theirs) = (self.device().handle(), owner.device().handle());
+        if mine == theirs {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            arg,
+            format!("made on another device (VkDevice {theirs:?}, not this context's {mine:?})"),
+            "a resource of this context's VkDevice",
+        ))
+    }
+
     pub(crate) fn memory_fd(&self) -> &ash::khr::external_memory_fd::Device {
         &self.shared.memory_fd
     }
@@ -497,7 +518,7 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn transfer(&self) -> MutexGuard<'_, Transfer> {
+    pub(crate) fn transfer(&self) -> MutexGuard<'_, FencedCommandBuffer> {
         self.shared
             .transfer
             .lock()

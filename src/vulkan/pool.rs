@@ -138,9 +138,7 @@ impl ExportPool {
             handle_type: desc.handle_type,
         };
         let flags = exportable_flags(ctx, &probe)?;
-        let buffer = create_buffer(ctx.device(), &probe, flags)?;
-        // SAFETY: `buffer.buffer` was just created from this device.
-        let requirements = unsafe { ctx.device().get_buffer_memory_requirements(buffer.buffer) };
+        let requirements = create_buffer(ctx.device(), &probe, flags)?.requirements();
         let memory_type = choose_memory_type(ctx, requirements.memory_type_bits)?;
         Ok(Self {
             inner: Arc::new(PoolInner {
@@ -180,8 +178,7 @@ impl ExportPool {
             handle_type: self.inner.desc.handle_type,
         };
         let buffer = create_buffer(ctx.device(), &desc, self.inner.flags)?;
-        // SAFETY: `buffer.buffer` was just created from this device.
-        let requirements = unsafe { ctx.device().get_buffer_memory_requirements(buffer.buffer) };
+        let requirements = buffer.requirements();
         if requirements.memory_type_bits & (1 << self.inner.memory_type) == 0 {
             return Err(Error::Unsupported {
                 what: format!("a {size}-byte buffer in this pool"),
@@ -207,7 +204,11 @@ impl ExportPool {
                 )
             })?;
         let slot = self.take_slot(slot)?;
-        ExternalBuffer::bind_pooled(ctx, buffer, slot, &desc)
+        // SAFETY: `buffer` was made by `create_buffer` with the pool's handle type; its
+        // memory types allow the block's (checked above), and the slot's offset is a
+        // multiple of its power-of-two size, which covers the requirements' size and
+        // alignment (`slot_size`).
+        unsafe { ExternalBuffer::pooled(ctx, buffer, slot, &desc) }
     }
 
     /// A free slot of `slot_size`, from a live block of that class or a new one.

@@ -1,28 +1,29 @@
-//! Staged transfers between host memory and external buffers: one-shot command buffers
-//! on the context's queue, waited with a fence. For tests, examples, readback and the
-//! staged-copy baselines; not for per-frame work.
+//! The machinery of one-shot transfers: the context's reusable command buffer and fence
+//! ([`FencedCommandBuffer`]), host-visible staging buffers ([`Staging`]), and the submission that
+//! records, submits on queue 0 and waits ([`Context::submit_and_wait`]). The one-shot
+//! operations built on it are in [`crate::util::OneShot`].
 
-use std::ops::Range;
 use std::time::Duration;
 
 use ash::vk;
 use gpu_allocator::vulkan::{Allocation, AllocationCreateDesc, AllocationScheme};
 use gpu_allocator::MemoryLocation as GpuLocation;
 
-use super::{Context, ExternalBuffer};
+use super::Context;
 use crate::error::{Error, Result};
 
 /// How long a one-shot transfer may take before it is reported as hung.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Command pool, command buffer and fence reused by every one-shot transfer.
-pub(crate) struct Transfer {
+/// A command pool with one resettable primary command buffer and a fence: the context's
+/// one-shot transfers reuse one, and each [`crate::util::Commands`] owns one.
+pub(crate) struct FencedCommandBuffer {
     pool: vk::CommandPool,
-    cmd: vk::CommandBuffer,
-    fence: vk::Fence,
+    pub(crate) cmd: vk::CommandBuffer,
+    pub(crate) fence: vk::Fence,
 }
 
-impl Transfer {
+impl FencedCommandBuffer {
     pub(crate) fn new(device: &ash::Device, family: u32) -> Result<Self> {
         let info = vk::CommandPoolCreateInfo::default()
             .queue_family_index(family)
@@ -55,10 +56,34 @@ impl Transfer {
         Ok(Self { pool, cmd, fence })
     }
 
-    /// Destroys the Vulkan objects; called once by the context before the device goes.
-    pub(crate) fn destroy(&mut self, device: &ash::Device) {
-        // SAFETY: `run` always waits for its submission, so nothing is pending; the objects
-        // were made from `device` and are destroyed once.
+    /// Waits (at most `timeout`) for the fence, then resets it for the next submission.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] naming `what` when the submission has not finished in time (the
+    /// fence stays unreset); driver errors.
+    pub(crate) fn wait(&self, device: &ash::Device, timeout: Duration, what: &str) -> Result<()> {
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: the fence belongs to `device` (the owner's).
+        match unsafe { device.wait_for_fences(&[self.fence], true, nanos) } {
+            Ok(()) => {}
+            Err(vk::Result::TIMEOUT) => {
+                return Err(Error::Timeout {
+                    what: what.to_owned(),
+                    waited: timeout,
+                })
+            }
+            Err(r) => return Err(Error::vk("vkWaitForFences", r)),
+        }
+        // SAFETY: the fence is signalled and no longer in use.
+        unsafe { device.reset_fences(&[self.fence]) }.map_err(|r| Error::vk("vkResetFences", r))
+    }
+
+    /// Destroys the Vulkan objects; called once by the owner before the device goes.
+    ///
+    /// # Safety
+    /// 1. Nothing submitted with the command buffer or fence is pending; called once.
+    pub(crate) unsafe fn destroy(&mut self, device: &ash::Device) {
+        // SAFETY: precondition 1; the objects were made from `device`.
         unsafe { device.destroy_fence(self.fence, None) };
         // SAFETY: as above.
         unsafe { device.destroy_command_pool(self.pool, None) };
@@ -178,99 +203,6 @@ impl Context {
             unsafe { device.queue_submit(*queue, &[submit], t.fence) }
                 .map_err(|r| Error::vk("vkQueueSubmit", r))?;
         }
-        let timeout = u64::try_from(TRANSFER_TIMEOUT.as_nanos()).unwrap_or(u64::MAX);
-        // SAFETY: the fence belongs to this device.
-        let waited = unsafe { device.wait_for_fences(&[t.fence], true, timeout) };
-        match waited {
-            Ok(()) => {}
-            Err(vk::Result::TIMEOUT) => {
-                return Err(Error::Timeout {
-                    what: "a one-shot Vulkan transfer".into(),
-                    waited: TRANSFER_TIMEOUT,
-                })
-            }
-            Err(r) => return Err(Error::vk("vkWaitForFences", r)),
-        }
-        // SAFETY: the fence is signalled and no longer in use.
-        unsafe { device.reset_fences(&[t.fence]) }.map_err(|r| Error::vk("vkResetFences", r))
-    }
-
-    /// Copies `range` of `buffer` to the host (`vkCmdCopyBuffer` into a staging buffer).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when the range is empty or past the buffer's end, or the
-    /// buffer lacks `TRANSFER_SRC` usage.
-    pub fn read_buffer(&self, buffer: &ExternalBuffer, range: Range<u64>) -> Result<Vec<u8>> {
-        buffer.check_range("range", &range)?;
-        buffer.check_usage(vk::BufferUsageFlags::TRANSFER_SRC)?;
-        let len = range.end - range.start;
-        let mut staging = Staging::new(self, len, GpuLocation::GpuToCpu)?;
-        self.submit_and_wait(|cmd| {
-            let region = vk::BufferCopy::default().src_offset(range.start).size(len);
-            // SAFETY: both buffers are alive for the submission; the region was checked.
-            unsafe {
-                self.device()
-                    .cmd_copy_buffer(cmd, buffer.raw(), staging.buffer, &[region])
-            };
-        })?;
-        Ok(staging.bytes()?.to_vec())
-    }
-
-    /// Copies `data` into `buffer` at `offset` through a staging buffer.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when `data` is empty or does not fit, or the buffer lacks
-    /// `TRANSFER_DST` usage.
-    pub fn write_buffer(&self, buffer: &ExternalBuffer, offset: u64, data: &[u8]) -> Result<()> {
-        let range = offset..offset.saturating_add(data.len() as u64);
-        buffer.check_range("data", &range)?;
-        buffer.check_usage(vk::BufferUsageFlags::TRANSFER_DST)?;
-        let mut staging = Staging::new(self, data.len() as u64, GpuLocation::CpuToGpu)?;
-        staging.bytes()?.copy_from_slice(data);
-        self.submit_and_wait(|cmd| {
-            let region = vk::BufferCopy::default()
-                .dst_offset(offset)
-                .size(data.len() as u64);
-            // SAFETY: both buffers are alive for the submission; the region was checked.
-            unsafe {
-                self.device()
-                    .cmd_copy_buffer(cmd, staging.buffer, buffer.raw(), &[region])
-            };
-        })
-    }
-
-    /// Fills `range` of `buffer` with the 32-bit `value` on the GPU (`vkCmdFillBuffer`).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] when the range is empty, past the end, or its start or
-    /// length is not a multiple of 4 (the command's rule), or the buffer lacks
-    /// `TRANSFER_DST` usage.
-    pub fn fill_buffer(
-        &self,
-        buffer: &ExternalBuffer,
-        range: Range<u64>,
-        value: u32,
-    ) -> Result<()> {
-        buffer.check_range("range", &range)?;
-        buffer.check_usage(vk::BufferUsageFlags::TRANSFER_DST)?;
-        if range.start % 4 != 0 || (range.end - range.start) % 4 != 0 {
-            return Err(Error::invalid(
-                "range",
-                format!("{range:?} is not 4-byte aligned"),
-                "start and length multiples of 4 (vkCmdFillBuffer)",
-            ));
-        }
-        self.submit_and_wait(|cmd| {
-            // SAFETY: the buffer is alive for the submission; the range was checked.
-            unsafe {
-                self.device().cmd_fill_buffer(
-                    cmd,
-                    buffer.raw(),
-                    range.start,
-                    range.end - range.start,
-                    value,
-                )
-            };
-        })
+        t.wait(device, TRANSFER_TIMEOUT, "a one-shot Vulkan transfer")
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::{Context, ExternalImage, ImageKind};
 use crate::error::{Error, Result};
+use crate::vulkan::{Context, ExternalImage, ImageKind};
 
 /// SPIR-V's magic number, first word of every module.
 const SPIRV_MAGIC: u32 = 0x0723_0203;
@@ -181,6 +181,11 @@ impl ComputePass {
         unsafe { self.record_dispatch(cmd, target, push) }
     }
 
+    /// The context it was made on.
+    pub(crate) fn context(&self) -> &Context {
+        &self.ctx
+    }
+
     pub(super) fn check_push(&self, push: &[u8]) -> Result<()> {
         if push.len() == self.push_size as usize {
             return Ok(());
@@ -273,7 +278,7 @@ impl Drop for ComputeTarget {
     fn drop(&mut self) {
         let d = self.pass.ctx.device();
         // SAFETY: made from this device; submissions using them have completed (see
-        // `ComputePass::record` precondition 2 and `Context::dispatch`).
+        // `ComputePass::record` precondition 2 and `OneShot::dispatch`).
         unsafe { d.destroy_descriptor_pool(self.pool, None) };
         // SAFETY: as above.
         unsafe { d.destroy_image_view(self.view, None) };
@@ -295,13 +300,7 @@ impl ComputeTarget {
                 "a 2D image with STORAGE usage",
             ));
         }
-        if image.context().identity() != pass.ctx.identity() {
-            return Err(Error::invalid(
-                "image",
-                "made on another device",
-                "an image of the pass's context",
-            ));
-        }
+        pass.ctx.check_owns("image", image.context())?;
         let d = pass.ctx.device();
         let view_info = vk::ImageViewCreateInfo::default()
             .image(image.raw())
@@ -373,24 +372,5 @@ impl ComputeTarget {
     /// The pass it is bound to.
     pub fn pass(&self) -> &Arc<ComputePass> {
         &self.pass
-    }
-}
-
-impl Context {
-    /// Runs `pass` over `target` once with `push` constants and waits for it: a one-shot
-    /// submission for setup, tests and host-paced demos (not for a per-frame loop, where
-    /// [`ComputePass::record`] goes into the frame's own command buffer).
-    ///
-    /// # Errors
-    /// As [`ComputePass::record`], plus submission failures.
-    pub fn dispatch(&self, pass: &ComputePass, target: &ComputeTarget, push: &[u8]) -> Result<()> {
-        let mut recorded = Ok(());
-        self.submit_and_wait(|cmd| {
-            // SAFETY: `cmd` is the context's recording transfer command buffer, for this
-            // queue family; `submit_and_wait` waits, so `target` outlives the execution;
-            // it is submitted once, right after recording.
-            recorded = unsafe { pass.record(cmd, target, push) };
-        })?;
-        recorded
     }
 }
