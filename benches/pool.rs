@@ -15,15 +15,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{gpu_time, median, record, Samples};
+use common::{gpu_time, launch_saxpy, load_saxpy, median, record, Samples};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use cudarc::driver::{CudaFunction, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaStream, DevicePtr};
 use vkcuda::cuda;
 use vkcuda::interop::{SharedBuffer, SharedPool};
 use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, BufferDesc, PoolDesc};
 
-const KERNELS: &str = include_str!("../shaders/buffer.cu");
 const COUNT: usize = 1000;
 const SMALL: u64 = 64 << 10;
 const BIG: u64 = 256 << 20;
@@ -75,20 +74,6 @@ fn bench_sharing(c: &mut Criterion, samples: &Samples, env: &Env) -> anyhow::Res
     }
     g.finish();
     Ok(fds)
-}
-
-fn launch_saxpy(stream: &CudaStream, f: &CudaFunction, x: u64, y: u64) {
-    let cfg = LaunchConfig {
-        grid_dim: (132 * 16, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let (n4, a) = (BIG / 16, 1.0001f32);
-    let mut l = stream.launch_builder(f);
-    l.arg(&x).arg(&y).arg(&n4).arg(&a);
-    // SAFETY: saxpy4(float4*, float4*, u64, float) touches n4 float4s of two live buffers
-    // of BIG bytes each.
-    unsafe { l.launch(cfg) }.expect("launch saxpy4");
 }
 
 fn bench_bandwidth(
@@ -154,7 +139,7 @@ fn bench_bandwidth(
     for (name, (x, y)) in kinds {
         g.bench_function(BenchmarkId::new(name, "256MiB"), |bench| {
             bench.iter_custom(|iters| {
-                let t = gpu_time(&stream, iters, || launch_saxpy(&stream, saxpy, x, y));
+                let t = gpu_time(&stream, iters, || launch_saxpy(&stream, saxpy, x, y, BIG));
                 record(samples, &format!("saxpy/{name}"), t, iters);
                 t
             })
@@ -210,12 +195,7 @@ fn main() {
     let Some(env) = common::gpu_env("pool") else {
         return;
     };
-    let saxpy = env
-        .1
-        .compile("buffer.cu", KERNELS)
-        .map_err(anyhow::Error::from)
-        .and_then(|m| Ok(m.load_function("saxpy4")?))
-        .expect("compile shaders/buffer.cu");
+    let saxpy = load_saxpy(&env.1);
     let samples = Samples::default();
     let mut c = common::criterion();
     let fds = bench_sharing(&mut c, &samples, &env).unwrap_or_else(|e| {
