@@ -7,9 +7,13 @@
 //! ```text
 //! examples/, benches/          anyhow; unsafe only for CUDA kernel launches
 //! interop/                     SharedBuffer, SharedImage, SharedSemaphore: a Vulkan resource
-//!                              + its CUDA import; FrameSync: N frames in flight across both
+//!                              + its CUDA import (or CUDA VMM memory + its Vulkan import:
+//!                              SharedBuffer::from_cuda); SharedPool: a pool's blocks imported
+//!                              once each; FrameSync: N frames in flight across both
 //!    |          \
-//! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash
+//! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash;
+//!                              vulkan/ExportPool sub-allocates exported blocks,
+//!                              cuda/VmmAllocation is exportable memory CUDA owns
 //!    \          /
 //! external                     neutral vocabulary: handle types, owned handles, imports
 //! error                        one typed error for the library

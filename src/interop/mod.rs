@@ -3,6 +3,10 @@
 //!
 //! * [`SharedBuffer`]: an [`ExternalBuffer`](crate::vulkan::ExternalBuffer) imported into
 //!   CUDA, mapped as read-write device pointers.
+//!   [`SharedBuffer::from_cuda`] is the other direction: memory CUDA allocates
+//!   ([`VmmAllocation`](crate::cuda::VmmAllocation)) imported into Vulkan.
+//! * [`SharedPool`]: many [`SharedBuffer`]s from a few exported blocks, each block imported
+//!   into CUDA once.
 //! * [`SharedSemaphore`]: an [`Semaphore`](crate::vulkan::Semaphore)
 //!   (timeline or binary) imported into CUDA.
 //! * [`FrameSync`]: N frames in flight from Vulkan to CUDA and back, over timeline
@@ -24,6 +28,7 @@ mod buffer;
 pub mod format;
 mod frame_sync;
 mod image;
+mod pool;
 mod semaphore;
 
 pub use alternation::{
@@ -34,6 +39,7 @@ pub use batch::{choose_batch, efficiency, BatchGoal, BatchPlan, MAX_BATCH_FRAMES
 pub use buffer::SharedBuffer;
 pub use frame_sync::{Frame, FrameSync, FrameSyncDesc, QueueLayout, SyncMode};
 pub use image::{cuda_array_desc, SharedImage};
+pub use pool::SharedPool;
 pub use semaphore::SharedSemaphore;
 
 use crate::error::{Error, Result};

@@ -1,11 +1,14 @@
-//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`.
+//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`, or at a slot
+//! of an exportable pool block.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use ash::vk;
 
 use super::capabilities::memory_handle_flags;
 use super::memory::{check_import_type, export_flags, import_fd, unsupported_type, Bound, Unbound};
+use super::pool::{PoolBlock, PoolSlot};
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
@@ -48,8 +51,9 @@ impl BufferDesc {
 
 /// A `VkBuffer` bound to a dedicated `VkDeviceMemory` that was allocated exportable
 /// ([`ExternalBuffer::new`]) or imported from an external handle
-/// ([`ExternalBuffer::import`]). Destroys the buffer and frees the memory on drop; GPU work
-/// that uses it must have finished by then.
+/// ([`ExternalBuffer::import`]), or bound at a slot of an exportable pool block
+/// ([`ExportPool::allocate`](super::ExportPool::allocate)). Destroys the buffer and frees the
+/// memory (or returns the slot) on drop; GPU work that uses it must have finished by then.
 pub struct ExternalBuffer {
     bound: Bound<vk::Buffer>,
     size: u64,
@@ -79,17 +83,10 @@ impl ExternalBuffer {
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &BufferDesc) -> Result<Self> {
         check_size(ctx, desc.size)?;
-        let t = desc.handle_type;
-        let flags = export_flags(ctx, t)?;
-        ctx.buffer_support(desc.usage, t)?.require_export(|| {
-            format!(
-                "export of {t} memory for a buffer with usage {:?}",
-                desc.usage
-            )
-        })?;
+        let flags = exportable_flags(ctx, desc)?;
         let buffer = create_buffer(ctx.device(), desc, flags)?;
         // SAFETY: the buffer was created from `ctx`'s device with `flags`.
-        let bound = unsafe { Bound::allocate(ctx, buffer, flags, t) }?;
+        let bound = unsafe { Bound::allocate(ctx, buffer, flags, desc.handle_type) }?;
         Ok(Self::with(bound, desc))
     }
 
@@ -128,6 +125,23 @@ impl ExternalBuffer {
         Ok(Self::with(bound, desc))
     }
 
+    /// A buffer of `desc` bound at `slot` of a pool block.
+    ///
+    /// # Safety
+    /// 1. `buffer` was created from `ctx`'s device by [`create_buffer`] with `desc`'s handle
+    ///    type, which is the block's; its requirements allow the block's memory type and
+    ///    `slot` covers their size and alignment.
+    pub(super) unsafe fn pooled(
+        ctx: &Context,
+        buffer: Unbound<'_, vk::Buffer>,
+        slot: PoolSlot,
+        desc: &BufferDesc,
+    ) -> Result<Self> {
+        // SAFETY: precondition 1.
+        let bound = unsafe { Bound::pooled(ctx, buffer, slot, desc.handle_type) }?;
+        Ok(Self::with(bound, desc))
+    }
+
     fn with(bound: Bound<vk::Buffer>, desc: &BufferDesc) -> Self {
         Self {
             bound,
@@ -141,7 +155,8 @@ impl ExternalBuffer {
     ///
     /// # Errors
     /// [`Error::Unsupported`] when the buffer was imported rather than allocated
-    /// exportable; [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
+    /// exportable, or is bound at a pool slot (export its block,
+    /// [`ExternalBuffer::pool_slot`]); [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
     pub fn export(&self) -> Result<MemoryImport> {
         self.bound.export()
     }
@@ -167,9 +182,15 @@ impl ExternalBuffer {
         self.bound.raw()
     }
 
-    /// The raw memory. Valid while `self` lives.
+    /// The raw memory (a pool block's, for a pooled buffer). Valid while `self` lives.
     pub fn memory(&self) -> vk::DeviceMemory {
         self.bound.memory()
+    }
+
+    /// For a buffer from an [`ExportPool`](super::ExportPool): its block and the byte
+    /// offset it is bound at. `None` for a buffer with its own allocation.
+    pub fn pool_slot(&self) -> Option<(&Arc<PoolBlock>, u64)> {
+        self.bound.pool_slot()
     }
 
     /// Size the buffer was created with.
@@ -177,7 +198,8 @@ impl ExternalBuffer {
         self.size
     }
 
-    /// Size of its allocation (`VkMemoryRequirements::size`), what CUDA imports.
+    /// Size of its allocation (`VkMemoryRequirements::size`), what CUDA imports; for a
+    /// pooled buffer, the size of its slot.
     pub fn allocation_size(&self) -> u64 {
         self.bound.allocation_size()
     }
@@ -224,7 +246,7 @@ impl ExternalBuffer {
     }
 }
 
-fn check_size(ctx: &Context, size: u64) -> Result<()> {
+pub(super) fn check_size(ctx: &Context, size: u64) -> Result<()> {
     if size == 0 {
         return Err(Error::invalid("desc.size", "0 bytes", "at least 1 byte"));
     }
@@ -239,7 +261,23 @@ fn check_size(ctx: &Context, size: u64) -> Result<()> {
     Ok(())
 }
 
-fn create_buffer<'a>(
+/// The Vulkan flag for an exportable buffer of `desc`, after every capability check.
+pub(super) fn exportable_flags(
+    ctx: &Context,
+    desc: &BufferDesc,
+) -> Result<vk::ExternalMemoryHandleTypeFlags> {
+    let t = desc.handle_type;
+    let flags = export_flags(ctx, t)?;
+    ctx.buffer_support(desc.usage, t)?.require_export(|| {
+        format!(
+            "export of {t} memory for a buffer with usage {:?}",
+            desc.usage
+        )
+    })?;
+    Ok(flags)
+}
+
+pub(super) fn create_buffer<'a>(
     device: &'a ash::Device,
     desc: &BufferDesc,
     flags: vk::ExternalMemoryHandleTypeFlags,

@@ -6,6 +6,8 @@
 //!   caller's ([`Context::wrap`]).
 //! * [`ExternalBuffer`] is a buffer bound to its own dedicated `VkDeviceMemory` that can be
 //!   exported ([`ExternalBuffer::export`]) or was imported from a handle.
+//! * [`ExportPool`]: many exportable buffers bound at offsets of a few exported blocks
+//!   ([`PoolBlock`]), one block per size class, so one export serves many buffers.
 //! * [`ExternalImage`] is the same for optimally (or linearly) tiled images, with the
 //!   queue-family release/acquire to and from `VK_QUEUE_FAMILY_EXTERNAL` tracked for you.
 //! * [`Semaphore`]: timeline and binary semaphores, exportable as fds or local to Vulkan,
@@ -26,6 +28,7 @@ mod debug;
 mod format;
 mod image;
 mod memory;
+mod pool;
 pub(crate) mod queues;
 mod semaphore;
 mod submit;
@@ -43,6 +46,7 @@ pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
 pub(crate) use image::Step;
 pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
+pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
