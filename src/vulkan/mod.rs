@@ -32,7 +32,8 @@ pub use capabilities::{
     memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
 pub use context::{
-    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, WrapDesc,
+    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, QueueGuard,
+    WrapDesc,
 };
 pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
@@ -40,4 +41,4 @@ pub(crate) use image::Step;
 pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
-pub(crate) use transfer::{FencedCommandBuffer, Staging};
+pub(crate) use transfer::{Direction, FencedCommandBuffer, OneShotLock};
