@@ -9,12 +9,16 @@ mod common;
 #[path = "../examples/common/scene.rs"]
 mod scene;
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
 use ash::vk;
-use common::{assert_bytes, assert_no_validation_errors, expect_invalid_arg, pattern_bytes, trial};
+use common::{
+    assert_bytes, assert_no_validation_errors, expect_invalid_arg, open_fds, pattern_bytes, trial,
+};
+use vkcuda::external::{MemoryHandle, MemoryImport};
 use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
 use vkcuda::vulkan::{
     BufferDesc, Context, ExternalBuffer, ExternalImage, ImageDesc, ImageOwner, Semaphore,
@@ -167,6 +171,151 @@ fn reentrant_queue_use_is_an_error(vk: &Context) -> anyhow::Result<()> {
     assert_no_validation_errors(vk)
 }
 
+/// Row 7: layouts and enum values the resource cannot take are typed errors before the
+/// driver sees them (the validation layer stays silent).
+fn bad_enums_and_layouts_are_refused(vk: &Context) -> anyhow::Result<()> {
+    let image = ExternalImage::new(vk, &ImageDesc::d2(16, 16, vk::Format::R8G8B8A8_UNORM))?;
+    vk.release_image(&image)?;
+    for layout in [
+        vk::ImageLayout::DEPTH_STENCIL_ATTACHMENT_OPTIMAL,
+        vk::ImageLayout::DEPTH_STENCIL_READ_ONLY_OPTIMAL,
+        vk::ImageLayout::PRESENT_SRC_KHR,
+        vk::ImageLayout::from_raw(123_456),
+        vk::ImageLayout::from_raw(-7),
+        vk::ImageLayout::UNDEFINED,
+    ] {
+        expect_invalid_arg(vk.acquire_image(&image, layout), "layout")?;
+        ensure!(
+            image.state().owner == ImageOwner::External,
+            "a refused acquire into {layout:?} changed the tracked state"
+        );
+    }
+    vk.acquire_image(&image, vk::ImageLayout::GENERAL)?;
+    for format in [vk::Format::from_raw(123_456), vk::Format::from_raw(-3)] {
+        expect_invalid_arg(
+            ExternalImage::new(vk, &ImageDesc::d2(16, 16, format)),
+            "desc.format",
+        )?;
+    }
+    expect_invalid_arg(
+        ExternalImage::new(
+            vk,
+            &ImageDesc::d2(16, 16, vk::Format::R8G8B8A8_UNORM)
+                .usage(vk::ImageUsageFlags::from_raw(1 << 30)),
+        ),
+        "desc.usage",
+    )?;
+    // Row 17: an empty or unknown buffer usage.
+    for usage in [
+        vk::BufferUsageFlags::empty(),
+        vk::BufferUsageFlags::from_raw(1 << 30),
+    ] {
+        expect_invalid_arg(
+            ExternalBuffer::new(vk, &BufferDesc::new(4096).usage(usage)),
+            "desc.usage",
+        )?;
+    }
+    assert_no_validation_errors(vk)
+}
+
+/// Imports `fd`, wrapped by `handle`, as a 4096-byte buffer of that handle type.
+fn import_fd(
+    vk: &Context,
+    fd: OwnedFd,
+    handle: fn(OwnedFd) -> MemoryHandle,
+) -> vkcuda::Result<ExternalBuffer> {
+    let handle = handle(fd);
+    let desc = BufferDesc::new(4096).handle_type(handle.handle_type());
+    let import = MemoryImport {
+        handle,
+        size: 4096,
+        dedicated: true,
+    };
+    // SAFETY: every fd passed here is refused before the driver sees it (the trial checks
+    // that): nothing is imported.
+    unsafe { ExternalBuffer::import(vk, &desc, import) }
+}
+
+fn expect_invalid_handle<T>(r: vkcuda::Result<T>, what: &str) -> anyhow::Result<()> {
+    match r {
+        Err(Error::InvalidExternalHandle { .. }) => Ok(()),
+        Err(e) => bail!("{what}: expected InvalidExternalHandle, got {e}"),
+        Ok(_) => bail!("{what}: expected InvalidExternalHandle, got Ok"),
+    }
+}
+
+/// Row 16: fds that cannot be memory are refused before the driver sees them (lavapipe
+/// would block reading a pipe or a socket), as InvalidExternalHandle, and closed; a closed
+/// fd is reported as such. Runs under a watchdog.
+fn hostile_fds_are_refused(vk: &Context) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel();
+    let worker = {
+        let vk = vk.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((|| -> anyhow::Result<()> {
+                let fds = open_fds();
+                let (pipe_read, pipe_write) = std::io::pipe()?;
+                let (sock, peer) = std::os::unix::net::UnixStream::pair()?;
+                let dir = std::fs::File::open("/")?;
+                let path = std::env::current_dir()?.join("target/vulkan_soundness_regular_file");
+                std::fs::write(&path, [0u8; 4096])?;
+                let file = std::fs::File::open(&path)?;
+                std::fs::remove_file(&path)?;
+                let null = std::fs::File::open("/dev/null")?;
+                // SAFETY: plain syscall; the result is checked and owned at once.
+                let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+                ensure!(efd >= 0, "eventfd failed");
+                // SAFETY: `efd` was just opened and is owned by nobody else.
+                let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+                let cases: [(&str, OwnedFd); 6] = [
+                    ("pipe", pipe_read.into()),
+                    ("socket", sock.into()),
+                    ("directory", dir.into()),
+                    ("regular file", file.into()),
+                    ("/dev/null", null.into()),
+                    ("eventfd", efd),
+                ];
+                for (what, fd) in cases {
+                    expect_invalid_handle(import_fd(&vk, fd, MemoryHandle::OpaqueFd), what)?;
+                }
+                drop((pipe_write, peer));
+                ensure!(
+                    open_fds() == fds,
+                    "refused fds leaked: {fds} -> {}",
+                    open_fds()
+                );
+                // A number that is not open: reported as such (and not closed again).
+                let closed = (900..4000)
+                    .find(|n| !std::path::Path::new(&format!("/proc/self/fd/{n}")).exists())
+                    .unwrap_or(4000);
+                // SAFETY: deliberately a number that is not open; vkcuda must neither use
+                // nor close it (it forgets it).
+                let bogus = unsafe { OwnedFd::from_raw_fd(closed) };
+                match import_fd(&vk, bogus, MemoryHandle::OpaqueFd) {
+                    Err(Error::InvalidExternalHandle { detail, .. })
+                        if detail.contains("not open") => {}
+                    other => bail!("closed fd: expected 'not open', got {:?}", other.err()),
+                }
+                // Row 19: DmaBufFd imports need VK_EXT_external_memory_dma_buf, as exports do.
+                if !vk.can_export_dma_buf() {
+                    let memfd = std::fs::File::open("/dev/zero")?;
+                    match import_fd(&vk, memfd.into(), MemoryHandle::DmaBufFd) {
+                        Err(Error::Unsupported { reason, .. }) if reason.contains("dma_buf") => {}
+                        other => bail!("DmaBufFd without the extension: got {:?}", other.err()),
+                    }
+                }
+                Ok(())
+            })());
+        })
+    };
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(r) => r?,
+        Err(_) => bail!("an import of a hostile fd hung (watchdog fired)"),
+    }
+    worker.join().ok();
+    assert_no_validation_errors(vk)
+}
+
 fn main() {
     let probe = common::vulkan_probe();
     let tests: Vec<common::Test<Context>> = vec![
@@ -182,6 +331,11 @@ fn main() {
             "reentrant_queue_use_is_an_error",
             reentrant_queue_use_is_an_error,
         ),
+        (
+            "bad_enums_and_layouts_are_refused",
+            bad_enums_and_layouts_are_refused,
+        ),
+        ("hostile_fds_are_refused", hostile_fds_are_refused),
     ];
     let trials = tests
         .into_iter()
