@@ -19,7 +19,7 @@ use common::{
     assert_bytes, assert_no_validation_errors, expect_invalid_arg, open_fds, pattern_bytes, trial,
 };
 use vkcuda::external::{MemoryHandle, MemoryImport};
-use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::util::{Commands, ComputeTarget, OneShot};
 use vkcuda::vulkan::{
     BufferDesc, Context, ExternalBuffer, ExternalImage, ImageDesc, ImageOwner, Semaphore,
     SemaphoreKind,
@@ -98,9 +98,7 @@ fn one_shot_timeout_keeps_pending_work_alive(vk: &Context) -> anyhow::Result<()>
 /// deadlock into a failure.
 fn dispatch_and_read_image_do_not_deadlock(vk: &Context) -> anyhow::Result<()> {
     let (w, h) = (16, 16);
-    // SAFETY: RENDER_SPV's entry point `main` uses one storage image at set 0 binding 0,
-    // a 16x16 workgroup and 12 bytes of push constants, as declared here.
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(vk)?;
     let image = Arc::new(ExternalImage::new(
         vk,
         &ImageDesc::d2(w, h, vk::Format::R8G8B8A8_UNORM)
@@ -254,7 +252,13 @@ fn hostile_fds_are_refused(vk: &Context) -> anyhow::Result<()> {
         std::thread::spawn(move || {
             let _ = tx.send((|| -> anyhow::Result<()> {
                 let fds = open_fds();
-                let (pipe_read, pipe_write) = std::io::pipe()?;
+                let mut ends = [0; 2];
+                // SAFETY: `ends` has room for the two fds pipe() writes.
+                ensure!(unsafe { libc::pipe(ends.as_mut_ptr()) } == 0, "pipe failed");
+                // SAFETY: both fds were just opened and are owned by nobody else.
+                let pipe_read = unsafe { OwnedFd::from_raw_fd(ends[0]) };
+                // SAFETY: as above.
+                let pipe_write = unsafe { OwnedFd::from_raw_fd(ends[1]) };
                 let (sock, peer) = std::os::unix::net::UnixStream::pair()?;
                 let dir = std::fs::File::open("/")?;
                 let path = std::env::current_dir()?.join("target/vulkan_soundness_regular_file");
@@ -268,7 +272,7 @@ fn hostile_fds_are_refused(vk: &Context) -> anyhow::Result<()> {
                 // SAFETY: `efd` was just opened and is owned by nobody else.
                 let efd = unsafe { OwnedFd::from_raw_fd(efd) };
                 let cases: [(&str, OwnedFd); 6] = [
-                    ("pipe", pipe_read.into()),
+                    ("pipe", pipe_read),
                     ("socket", sock.into()),
                     ("directory", dir.into()),
                     ("regular file", file.into()),
