@@ -28,7 +28,7 @@ use demo::scene;
 use vkcuda::ash::vk;
 use vkcuda::cuda::{self, MipmappedArray};
 use vkcuda::interop::SharedImage;
-use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::util::{Commands, ComputeTarget, OneShot};
 use vkcuda::vulkan::{self, ExternalImage, ImageDesc};
 
 const SIZES: [(&str, u32, u32); 2] = [("1080p", 1920, 1080), ("4K", 3840, 2160)];
@@ -88,7 +88,7 @@ fn bench_size(
     // The render alone: the same dispatch, back to back, three command buffers in rotation,
     // over ROTATE targets in turn so that no frame finds the previous one in the L2 cache
     // (the pipeline's frames never do).
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(vk)?;
     let desc = ImageDesc::d2(width, height, vk::Format::R8G8B8A8_UNORM);
     let targets = (0..ROTATE)
         .map(|_| -> anyhow::Result<_> {

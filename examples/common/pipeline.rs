@@ -45,7 +45,7 @@ fn render_target(
 
 /// Vulkan alone (lavapipe): render, read back, check, PNG; host-paced.
 pub fn vulkan_only(o: &Options, vk: &vulkan::Context) -> Result<()> {
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(vk)?;
     let target = render_target(vk, &pass, o)?;
     let image = target.image().clone();
 
@@ -135,7 +135,7 @@ impl Pipeline {
         vk: &vulkan::Context,
         cu: &cuda::Context,
     ) -> Result<Self> {
-        let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+        let pass = scene::render_pass(vk)?;
         let tonemap = cu
             .compile("postprocess.cu", scene::POSTPROCESS_CU)?
             .load_function("tonemap")?;

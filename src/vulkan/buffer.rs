@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::capabilities::memory_handle_flags;
-use super::memory::{check_import_type, export_flags, import_fd, unsupported_type, Bound, Unbound};
+use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
 use super::pool::{PoolBlock, PoolSlot};
 use super::Context;
 use crate::error::{Error, Result};
@@ -83,6 +82,7 @@ impl ExternalBuffer {
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &BufferDesc) -> Result<Self> {
         check_size(ctx, desc.size)?;
+        check_usage_flags(desc.usage)?;
         let flags = exportable_flags(ctx, desc)?;
         let buffer = create_buffer(ctx.device(), desc, flags)?;
         // SAFETY: the buffer was created from `ctx`'s device with `flags`.
@@ -112,10 +112,12 @@ impl ExternalBuffer {
     ///    safe loopback.
     pub unsafe fn import(ctx: &Context, desc: &BufferDesc, import: MemoryImport) -> Result<Self> {
         check_size(ctx, desc.size)?;
+        check_usage_flags(desc.usage)?;
         check_import_type(desc.handle_type, &import)?;
         let t = desc.handle_type;
         let fd = import_fd(import.handle)?;
-        let flags = memory_handle_flags(t).ok_or_else(|| unsupported_type(t))?;
+        // The same platform and extension checks as `new` (DmaBufFd needs its extension).
+        let flags = export_flags(ctx, t)?;
         let buffer = create_buffer(ctx.device(), desc, flags)?;
         let what = || format!("a {}-byte buffer", desc.size);
         // SAFETY: the buffer was created from `ctx`'s device with `flags` for this handle
@@ -244,6 +246,21 @@ impl ExternalBuffer {
             ))
         }
     }
+}
+
+/// Refuses an empty usage (VUID-VkBufferCreateInfo-usage-requiredbitmask) and bits
+/// outside Vulkan 1.0's (TRANSFER_SRC ..= INDIRECT_BUFFER; the others need extensions or
+/// features vkcuda does not enable).
+fn check_usage_flags(usage: vk::BufferUsageFlags) -> Result<()> {
+    let known = vk::BufferUsageFlags::from_raw(0x1ff);
+    if usage.is_empty() || !known.contains(usage) {
+        return Err(Error::invalid(
+            "desc.usage",
+            format!("{usage:?}"),
+            "at least one core VkBufferUsageFlags bit (TRANSFER_SRC ..= INDIRECT_BUFFER)",
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn check_size(ctx: &Context, size: u64) -> Result<()> {

@@ -2,7 +2,9 @@
 
 use std::ffi::{c_char, CStr};
 use std::mem::ManuallyDrop;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
@@ -10,7 +12,7 @@ use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 use super::debug::Messenger;
 use super::queues::transfer_only_family;
 use super::timestamps::Calibrator;
-use super::transfer::FencedCommandBuffer;
+use super::transfer::{OneShotLock, OneShotState};
 use crate::error::{Error, Result};
 use crate::external::{DeviceIdentity, Uuid};
 
@@ -109,6 +111,23 @@ pub(crate) struct Enabled {
 /// use. A wrapped context ([`Context::wrap`]) has exactly the caller's one queue.
 /// With [`ContextDesc::transfer_queue`] the context also has one queue of a transfer-only
 /// family ([`Context::transfer_family`], [`super::QueueId::Transfer`]).
+///
+/// # Locks and their order
+/// A context is `Send + Sync`; its mutable state is behind these locks, always taken in
+/// this order (a thread holding a later one never waits for an earlier one):
+/// 1. the **one-shot transfer state** (command buffer, fence, staging buffers) of
+///    [`OneShot`](crate::util::OneShot), held for one one-shot, including its bounded
+///    fence wait;
+/// 2. the **tracked state of images** ([`ExternalImage`](super::ExternalImage)), several
+///    at once in address order ([`Commands`](crate::util::Commands)), held while barriers
+///    are planned, recorded and submitted, never across a fence wait;
+/// 3. a **queue** ([`Context::queue_at`]), held for one `vkQueueSubmit` (or by the caller's
+///    [`QueueGuard`]);
+/// 4. the staging allocator, a leaf held only inside one allocation or free.
+///
+/// Waiting for a queue is bounded ([`Context::QUEUE_LOCK_TIMEOUT`]), and a thread that
+/// holds a [`QueueGuard`] and calls into vkcuda gets an error for that queue, not a
+/// deadlock.
 #[derive(Clone)]
 pub struct Context {
     shared: Arc<Shared>,
@@ -118,7 +137,9 @@ struct Shared {
     // Field order is drop order for the Rust-owned parts; Vulkan objects are destroyed in
     // `Drop for Shared` below.
     allocator: ManuallyDrop<Mutex<Allocator>>,
-    transfer: ManuallyDrop<Mutex<FencedCommandBuffer>>,
+    transfer: ManuallyDrop<Mutex<OneShotState>>,
+    /// How long a one-shot waits for its submission, in nanoseconds.
+    one_shot_timeout_ns: AtomicU64,
     messenger: Option<Messenger>,
     memory_fd: ash::khr::external_memory_fd::Device,
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
@@ -129,10 +150,10 @@ struct Shared {
     memory_properties: vk::PhysicalDeviceMemoryProperties,
     max_allocation_size: u64,
     /// Queue 0 first; never empty.
-    queues: Vec<Mutex<vk::Queue>>,
+    queues: Vec<QueueSlot>,
     queue_family_index: u32,
     /// The transfer-only family and its queue.
-    transfer_queue: Option<(u32, Mutex<vk::Queue>)>,
+    transfer_queue: Option<(u32, QueueSlot)>,
     device: ash::Device,
     physical_device: vk::PhysicalDevice,
     instance: ash::Instance,
@@ -153,20 +174,23 @@ impl std::fmt::Debug for Context {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        // A panic while holding a lock leaves nothing half-destroyed: take poisoned ones over.
+        let allocator = self.allocator.get_mut().unwrap_or_else(|p| p.into_inner());
+        let transfer = self.transfer.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Waits (bounded) for a pending one-shot; if it is still running, its pool, fence
+        // and staging memory are leaked, and so is the allocator that holds that memory.
+        let freed = transfer.teardown(&self.device, allocator);
         // SAFETY: every resource made from this context holds an Arc of it, so none is
-        // alive; the allocator and transfer objects are dropped exactly once, here, before
-        // the device they were made from.
-        unsafe {
-            ManuallyDrop::drop(&mut self.allocator);
-        }
-        if let Ok(t) = self.transfer.get_mut() {
-            // SAFETY: one-shot transfers wait for their submission, so nothing is pending;
-            // destroyed once, here.
-            unsafe { t.destroy(&self.device) };
-        }
-        // SAFETY: as above; `transfer`'s Vulkan objects were destroyed just now.
+        // alive; the transfer state's Vulkan objects are gone (or leaked); both are dropped
+        // exactly once, here, before the device they were made from.
         unsafe {
             ManuallyDrop::drop(&mut self.transfer);
+        }
+        if freed {
+            // SAFETY: as above; no staging memory is in use.
+            unsafe {
+                ManuallyDrop::drop(&mut self.allocator);
+            }
         }
         if self.owned {
             // SAFETY: vkcuda created the device; nothing made from it is alive (see above).
@@ -243,12 +267,97 @@ fn describe(name: &str, why: &str) -> String {
     format!("{name:?}: {why}")
 }
 
-/// Locks a queue. A panic while holding the lock cannot leave a `vk::Queue` half-updated,
-/// so a poisoned lock is taken over.
-pub(super) fn lock_queue(queue: &Mutex<vk::Queue>) -> MutexGuard<'_, vk::Queue> {
-    queue
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A duration in nanoseconds, saturating.
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One queue and the thread holding its lock (0: none).
+pub(super) struct QueueSlot {
+    queue: Mutex<vk::Queue>,
+    holder: AtomicU64,
+}
+
+/// A nonzero tag for the calling thread, to tell a re-entrant lock from a contended one.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|t| *t)
+}
+
+/// A locked queue of the context ([`Context::queue_at`]): dereferences to the
+/// `vk::Queue`; other submissions to it wait until it is dropped.
+pub struct QueueGuard<'a> {
+    queue: MutexGuard<'a, vk::Queue>,
+    holder: &'a AtomicU64,
+}
+
+impl std::fmt::Debug for QueueGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QueueGuard").field(&*self.queue).finish()
+    }
+}
+
+impl std::ops::Deref for QueueGuard<'_> {
+    type Target = vk::Queue;
+    fn deref(&self) -> &vk::Queue {
+        &self.queue
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        // Cleared while the mutex is still held (the guard field drops after this).
+        self.holder.store(0, Ordering::Release);
+    }
+}
+
+impl QueueSlot {
+    fn new(queue: vk::Queue) -> Self {
+        Self {
+            queue: Mutex::new(queue),
+            holder: AtomicU64::new(0),
+        }
+    }
+
+    /// Locks the queue: an error when this thread already holds it, a timeout when another
+    /// thread holds it longer than `timeout`. A panic while holding the lock cannot leave
+    /// a `vk::Queue` half-updated, so a poisoned lock is taken over.
+    pub(super) fn lock(&self, index: usize, timeout: Duration) -> Result<QueueGuard<'_>> {
+        let me = thread_tag();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(Error::invalid(
+                "queue",
+                format!("queue {index} is already locked by this thread (a QueueGuard is alive)"),
+                "drop the QueueGuard from Context::queue/queue_at before calling into vkcuda",
+            ));
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        let queue = loop {
+            match self.queue.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Timeout {
+                        what: format!("locking queue {index} (another thread holds it)"),
+                        waited: timeout,
+                    })
+                }
+            }
+        };
+        self.holder.store(me, Ordering::Release);
+        Ok(QueueGuard {
+            queue,
+            holder: &self.holder,
+        })
+    }
 }
 
 impl Context {
@@ -391,7 +500,7 @@ impl Context {
             what: "gpu-allocator for staging memory".into(),
             reason: e.to_string(),
         })?;
-        let transfer = FencedCommandBuffer::new(&device, queue_family_index)?;
+        let transfer = OneShotState::new(&device, queue_family_index)?;
         let memory_fd = ash::khr::external_memory_fd::Device::new(&instance, &device);
         let semaphore_fd = enabled
             .semaphore_fd
@@ -407,6 +516,7 @@ impl Context {
             shared: Arc::new(Shared {
                 allocator: ManuallyDrop::new(Mutex::new(allocator)),
                 transfer: ManuallyDrop::new(Mutex::new(transfer)),
+                one_shot_timeout_ns: AtomicU64::new(duration_ns(Self::DEFAULT_ONE_SHOT_TIMEOUT)),
                 messenger,
                 memory_fd,
                 semaphore_fd,
@@ -416,9 +526,9 @@ impl Context {
                 properties,
                 memory_properties,
                 max_allocation_size,
-                queues: queues.into_iter().map(Mutex::new).collect(),
+                queues: queues.into_iter().map(QueueSlot::new).collect(),
                 queue_family_index,
-                transfer_queue: transfer_queue.map(|(family, q)| (family, Mutex::new(q))),
+                transfer_queue: transfer_queue.map(|(family, q)| (family, QueueSlot::new(q))),
                 device,
                 physical_device,
                 instance,
@@ -458,9 +568,13 @@ impl Context {
         self.shared.queue_family_index
     }
 
-    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission.
-    pub fn queue(&self) -> MutexGuard<'_, vk::Queue> {
-        lock_queue(&self.shared.queues[0])
+    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission:
+    /// [`Context::queue_at`]`(0)`.
+    ///
+    /// # Errors
+    /// As [`Context::queue_at`].
+    pub fn queue(&self) -> Result<QueueGuard<'_>> {
+        self.queue_at(0)
     }
 
     /// How many queues the context has (at least 1, at most [`Context::MAX_QUEUES`]; 1 for a
@@ -469,24 +583,29 @@ impl Context {
         self.shared.queues.len()
     }
 
+    /// How long taking a queue's lock waits for another thread before
+    /// [`Error::Timeout`].
+    pub const QUEUE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// Queue `index` (index 0 is [`Context::queue`]), locked for the caller's submission.
+    /// Every vkcuda submission takes the same lock, so drop the guard before calling into
+    /// vkcuda from this thread (such a call is refused rather than deadlocking).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`queue`) when `index` is not below
-    /// [`Context::queue_count`].
-    pub fn queue_at(&self, index: usize) -> Result<MutexGuard<'_, vk::Queue>> {
+    /// [`Context::queue_count`], or this thread already holds that queue's guard;
+    /// [`Error::Timeout`] when another thread holds it longer than
+    /// [`Context::QUEUE_LOCK_TIMEOUT`].
+    pub fn queue_at(&self, index: usize) -> Result<QueueGuard<'_>> {
         let count = self.queue_count();
-        self.shared
-            .queues
-            .get(index)
-            .map(lock_queue)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "queue",
-                    format!("queue index {index}"),
-                    format!("an index below queue_count() = {count}"),
-                )
-            })
+        let slot = self.shared.queues.get(index).ok_or_else(|| {
+            Error::invalid(
+                "queue",
+                format!("queue index {index}"),
+                format!("an index below queue_count() = {count}"),
+            )
+        })?;
+        slot.lock(index, Self::QUEUE_LOCK_TIMEOUT)
     }
 
     /// Largest single allocation (`maxMemoryAllocationSize`, Vulkan 1.1).
@@ -552,7 +671,7 @@ impl Context {
         self.shared.enabled.host_query_reset
     }
 
-    pub(crate) fn transfer_queue_slot(&self) -> Option<(u32, &Mutex<vk::Queue>)> {
+    pub(super) fn transfer_queue_slot(&self) -> Option<(u32, &QueueSlot)> {
         self.shared
             .transfer_queue
             .as_ref()
@@ -571,11 +690,34 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn transfer(&self) -> MutexGuard<'_, FencedCommandBuffer> {
+    /// How long a one-shot ([`OneShot`](crate::util::OneShot)) waits for its submission
+    /// (and for an earlier one still running) before [`Error::Timeout`], unless changed
+    /// with [`Context::set_one_shot_timeout`].
+    pub const DEFAULT_ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Sets how long one-shots wait for their submission. A one-shot that times out stays
+    /// pending: what it uses is kept alive, and the next one-shot waits for it first.
+    pub fn set_one_shot_timeout(&self, timeout: Duration) {
         self.shared
+            .one_shot_timeout_ns
+            .store(duration_ns(timeout), Ordering::Relaxed);
+    }
+
+    /// The current one-shot timeout ([`Context::set_one_shot_timeout`]).
+    pub fn one_shot_timeout(&self) -> Duration {
+        Duration::from_nanos(self.shared.one_shot_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// Locks the one-shot transfer state: the first lock of the order (see [`Context`]).
+    /// A panic while it was held (e.g. in a recording closure) leaves it consistent: a
+    /// submission made is marked pending before anything else runs.
+    pub(crate) fn one_shot_lock(&self) -> OneShotLock<'_> {
+        let state = self
+            .shared
             .transfer
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        OneShotLock::new(self, state)
     }
 }
 

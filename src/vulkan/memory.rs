@@ -460,6 +460,7 @@ unsafe fn import_memory(
     dedicated: Option<impl Resource>,
 ) -> Result<vk::DeviceMemory> {
     let flags = memory_handle_flags(handle_type).ok_or_else(|| unsupported_type(handle_type))?;
+    let fd = check_memory_fd(fd, handle_type)?;
     let allowed = if handle_type == MemoryHandleType::OpaqueFd {
         // Opaque fds must use the exporter's memory type (not queryable): the same
         // choice the exporting constructor makes for the same description.
@@ -537,6 +538,87 @@ fn invalid_handle(call: &'static str, t: MemoryHandleType, r: vk::Result) -> Err
 /// An fd being imported (uninhabited where vkcuda imports no fds).
 #[cfg(unix)]
 pub(crate) type ImportFd = OwnedFd;
+
+/// Non-memory anonymous inodes, as `/proc/self/fd` names them.
+#[cfg(unix)]
+const NOT_MEMORY: [&str; 8] = [
+    "[eventfd]",
+    "[eventpoll]",
+    "[signalfd]",
+    "[timerfd]",
+    "inotify",
+    "[pidfd]",
+    "[io_uring]",
+    "[userfaultfd]",
+];
+
+/// Refuses, before the driver sees it, an fd that cannot be a memory object: lavapipe
+/// `read()`s from a pipe or socket passed as memory and blocks for ever, and NVIDIA reports
+/// such fds as out of memory. Refused: a closed fd, pipes, sockets, directories, block
+/// devices, symlinks, regular files that are not shared memory (memfd, tmpfs), character
+/// devices other than GPU ones (`/dev/nvidia*`, `/dev/dri/*`), and non-memory anonymous
+/// inodes (eventfd, epoll, timerfd, ...). What passes may still be refused by the driver.
+///
+/// # Errors
+/// [`Error::InvalidExternalHandle`] naming what the fd is. A closed fd is forgotten, not
+/// closed (its number may belong to someone else by now); any other refused fd is closed.
+#[cfg(unix)]
+fn check_memory_fd(fd: OwnedFd, handle_type: MemoryHandleType) -> Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let refuse = |detail: String| Error::InvalidExternalHandle {
+        call: "vkcuda fd check (fstat)",
+        handle_type: handle_type.to_string(),
+        detail,
+    };
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer; fstat only inspects the fd.
+    if unsafe { libc::fstat(raw, &mut st) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EBADF) {
+            // Not open: closing the number could close an fd someone else opened since.
+            std::mem::forget(fd);
+            return Err(refuse(format!("fd {raw} is not open (EBADF)")));
+        }
+        return Err(refuse(format!("fstat of fd {raw} failed: {e}")));
+    }
+    let target = std::fs::read_link(format!("/proc/self/fd/{raw}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = st.st_mode & libc::S_IFMT;
+    let what = match kind {
+        libc::S_IFIFO => Some("a pipe"),
+        libc::S_IFSOCK => Some("a socket"),
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFBLK => Some("a block device"),
+        libc::S_IFLNK => Some("a symbolic link"),
+        libc::S_IFCHR => {
+            let gpu = target.starts_with("/dev/nvidia") || target.starts_with("/dev/dri/");
+            (!gpu).then_some("a character device that is not a GPU (/dev/nvidia*, /dev/dri/*)")
+        }
+        libc::S_IFREG => {
+            // SAFETY: F_GET_SEALS only reads the fd's seals; it fails on non-shmem files.
+            let shmem = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) } >= 0;
+            (!shmem).then_some("a regular file (not shared memory)")
+        }
+        _ => NOT_MEMORY
+            .iter()
+            .any(|n| target.contains(n))
+            .then_some("an anonymous inode that is not memory"),
+    };
+    match what {
+        Some(what) => Err(refuse(format!(
+            "fd {raw} is {what} ({target}), not a memory object"
+        ))),
+        None => Ok(fd),
+    }
+}
+
+#[cfg(not(unix))]
+fn check_memory_fd(fd: ImportFd, _: MemoryHandleType) -> Result<ImportFd> {
+    match fd {}
+}
 
 /// Takes the fd out of an fd handle; other handle types are [`unsupported_type`].
 #[cfg(unix)]

@@ -40,7 +40,8 @@ pub use capabilities::{
     memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
 pub use context::{
-    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, WrapDesc,
+    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, QueueGuard,
+    WrapDesc,
 };
 pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
@@ -51,4 +52,4 @@ pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
 pub use timestamps::{Bracket, ClockSource, GpuTimer, MAX_TIMER_SLOTS};
-pub(crate) use transfer::{FencedCommandBuffer, Staging};
+pub(crate) use transfer::{Direction, FencedCommandBuffer, OneShotLock};

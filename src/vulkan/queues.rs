@@ -8,12 +8,11 @@
 //! its graphics/compute engine between the Vulkan and the CUDA context (see
 //! [`crate::interop::alternation_floor`]).
 
-use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use ash::vk;
 
-use super::context::lock_queue;
+use super::context::QueueGuard;
 use super::timestamps::Bracket;
 use super::Context;
 use crate::error::{Error, Result};
@@ -73,13 +72,14 @@ impl Context {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`queue`) when the context has no such queue.
-    pub fn lock(&self, queue: QueueId) -> Result<MutexGuard<'_, vk::Queue>> {
+    pub fn lock(&self, queue: QueueId) -> Result<QueueGuard<'_>> {
         match queue {
             QueueId::Main(index) => self.queue_at(index),
             QueueId::Transfer => self
                 .transfer_queue_slot()
-                .map(|(_, q)| lock_queue(q))
-                .ok_or_else(no_transfer_queue),
+                .ok_or_else(no_transfer_queue)?
+                .1
+                .lock(self.queue_count(), Self::QUEUE_LOCK_TIMEOUT),
         }
     }
 
