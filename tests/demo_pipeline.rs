@@ -86,6 +86,7 @@ fn options(frames: u32, in_flight: usize, low_latency: bool) -> Options {
         low_latency,
         batch: 1,
         readback: true,
+        trace: None,
         out: std::env::temp_dir().join(format!("vkcuda-demo-test-{}", std::process::id())),
     }
 }

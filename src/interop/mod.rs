@@ -37,7 +37,7 @@ pub use alternation::{
 };
 pub use batch::{choose_batch, efficiency, BatchGoal, BatchPlan, MAX_BATCH_FRAMES};
 pub use buffer::SharedBuffer;
-pub use frame_sync::{Frame, FrameSync, FrameSyncDesc, QueueLayout, SyncMode};
+pub use frame_sync::{Frame, FrameSync, FrameSyncDesc, FrameTrace, QueueLayout, SyncMode};
 pub use image::{cuda_array_desc, SharedImage};
 pub use pool::SharedPool;
 pub use semaphore::SharedSemaphore;

@@ -472,6 +472,13 @@ impl GpuTimer {
         })
     }
 
+    /// Takes back a bracket that was never submitted, so its slot is free again.
+    pub(crate) fn unsubmitted(&mut self, bracket: &Bracket) {
+        if let Some(s) = self.slots.get_mut(bracket.slot) {
+            s.handed = false;
+        }
+    }
+
     /// The span of slot `slot` if both its timestamps have been written, without waiting;
     /// the slot is then free for a new bracket.
     ///
@@ -552,8 +559,7 @@ impl GpuTimer {
         let mut cmd = Recorded::new(&self.ctx, self.queue, |_, cmd| record(cmd))?;
         let bracket = self.bracket()?;
         if let Err(e) = cmd.submit_bracketed(Some(&bracket)) {
-            // Never submitted: the slot is free again.
-            self.slots[bracket.slot].handed = false;
+            self.unsubmitted(&bracket);
             return Err(e);
         }
         cmd.wait(timeout)?;

@@ -60,6 +60,11 @@ pub struct FrameSyncDesc {
     /// picks K for a target efficiency within a latency budget
     /// ([`FrameSyncDesc::batch`]).
     pub frames_per_crossing: usize,
+    /// Records a timeline of every crossing (GPU timestamps of the Vulkan batches, CUDA
+    /// events around the CUDA work, the host's steps), read with
+    /// [`FrameSync::take_trace`](super::FrameSync::take_trace). Off by default; off, it
+    /// costs nothing.
+    pub trace: bool,
 }
 
 impl FrameSyncDesc {
@@ -73,7 +78,14 @@ impl FrameSyncDesc {
             queues: None,
             streams: None,
             frames_per_crossing: 1,
+            trace: false,
         }
+    }
+
+    /// Turns the timeline on or off ([`FrameSyncDesc::trace`]).
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
     }
 
     /// Sets the frames each [`Frame`](super::Frame) carries across
