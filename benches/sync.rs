@@ -11,7 +11,7 @@
 //!   and with a stream per slot: what overlaps and what does not.
 //! * `host_wait`: a CUDA stream blocked on a host flag signals a timeline value when
 //!   released; the host releases it and at once waits for the value: `vkWaitSemaphores`
-//!   (naive) against the spinning `ExportableSemaphore::wait`, from the release until the
+//!   (naive) against the spinning `Semaphore::wait`, from the release until the
 //!   wait returns (so the wait starts before the signal, as in a real frame loop).
 //!
 //! Prints criterion's report, then a markdown table with the naive variants beside vkcuda's.
@@ -28,7 +28,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use cudarc::driver::{sys, CudaStream, LaunchConfig, PushKernelArg};
 use vkcuda::cuda;
 use vkcuda::interop::{FrameSync, FrameSyncDesc, QueueLayout, SharedSemaphore, SyncMode};
-use vkcuda::vulkan::{self, ExportableSemaphore, SemaphoreKind};
+use vkcuda::vulkan::{self, Semaphore, SemaphoreKind};
 
 const KERNELS: &str = include_str!("../shaders/sync.cu");
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +64,7 @@ struct Naive {
     vk: vulkan::Context,
     to_cuda: SharedSemaphore,
     to_vulkan: SharedSemaphore,
-    done: ExportableSemaphore,
+    done: Semaphore,
     stream: Arc<CudaStream>,
     value: u64,
 }
@@ -75,7 +75,7 @@ impl Naive {
             vk: vk.clone(),
             to_cuda: SharedSemaphore::timeline(vk, cu, 0)?,
             to_vulkan: SharedSemaphore::timeline(vk, cu, 0)?,
-            done: ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0)?,
+            done: Semaphore::local(vk, SemaphoreKind::Timeline, 0)?,
             stream: cu.new_stream()?,
             value: 0,
         })
@@ -115,7 +115,10 @@ impl Drop for Naive {
         if let Err(e) = self.done.wait(self.value, TIMEOUT) {
             eprintln!("naive chain did not finish: {e}");
         }
-        let queue = self.vk.queue();
+        let queue = match self.vk.queue() {
+            Ok(q) => q,
+            Err(e) => return eprintln!("locking queue 0: {e}"),
+        };
         // SAFETY: the queue is locked; waiting for it lets the semaphores go.
         if let Err(e) = unsafe { self.vk.device().queue_wait_idle(*queue) } {
             eprintln!("vkQueueWaitIdle: {e}");
@@ -309,10 +312,10 @@ fn bench_host_wait(
         shared_mem_bytes: 0,
     };
     let mut value = 0u32;
-    type Wait = fn(&ExportableSemaphore, u64, Duration) -> vkcuda::Result<()>;
+    type Wait = fn(&Semaphore, u64, Duration) -> vkcuda::Result<()>;
     let variants: [(&str, Wait); 2] = [
-        ("vkWaitSemaphores", ExportableSemaphore::wait_blocking),
-        ("fast-wait", ExportableSemaphore::wait),
+        ("vkWaitSemaphores", Semaphore::wait_blocking),
+        ("fast-wait", Semaphore::wait),
     ];
     for (name, wait) in variants {
         g.bench_function(name, |b| {

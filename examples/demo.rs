@@ -14,11 +14,13 @@
 //! CPU reference of render + tone curve.
 //!
 //! Options: `--frames N` (default 240), `--size WxH` (default 640x360), `--in-flight N`
-//! (default 3), `--low-latency` (FrameSync's low-latency mode), `--out DIR` (default
-//! `demo-out`).
+//! (default 3), `--low-latency` (FrameSync's low-latency mode), `--batch K` (frames per
+//! Vulkan <-> CUDA crossing), `--no-readback`, `--trace FILE` (FrameSync's timeline),
+//! `--out DIR` (default `demo-out`).
 //!
 //! `--window` (feature `window`) runs the same pipeline live in a window and presents each
-//! frame (`examples/common/window.rs`, which lists its own options).
+//! frame (`examples/common/window.rs`, which lists its own options; one frame per crossing,
+//! no trace).
 
 mod common;
 
@@ -35,6 +37,9 @@ fn parse(args: Vec<String>) -> Result<Options> {
         height: 360,
         in_flight: 3,
         low_latency: false,
+        batch: 1,
+        readback: true,
+        trace: None,
         out: PathBuf::from("demo-out"),
     };
     let mut args = args.into_iter();
@@ -45,11 +50,14 @@ fn parse(args: Vec<String>) -> Result<Options> {
             "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
             "--in-flight" => o.in_flight = value()?.parse().context("--in-flight")?,
             "--low-latency" => o.low_latency = true,
+            "--batch" => o.batch = value()?.parse().context("--batch")?,
+            "--trace" => o.trace = Some(PathBuf::from(value()?)),
+            "--no-readback" => o.readback = false,
             "--out" => o.out = PathBuf::from(value()?),
             // cargo test / bundle runners pass these to every executable.
             "--bench" | "--nocapture" => {}
             other => bail!(
-                "unknown option {other}; use --frames N, --size WxH, --in-flight N, --low-latency, --out DIR"
+                "unknown option {other}; use --frames N, --size WxH, --in-flight N, --low-latency, --batch K, --no-readback, --trace FILE, --out DIR, --window"
             ),
         }
     }

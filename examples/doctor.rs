@@ -10,6 +10,7 @@
 
 use anyhow::Result;
 use vkcuda::external::{MemoryHandleType, SemaphoreHandleType};
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{
     self, BufferDesc, ContextDesc, DeviceSelection, ExternalBuffer, SemaphoreKind,
 };

@@ -42,9 +42,8 @@ use common::{png, scene};
 use vkcuda::ash::vk;
 use vkcuda::external::{MemoryHandle, MemoryImport, SemaphoreHandle};
 use vkcuda::interop::cuda_array_desc;
-use vkcuda::vulkan::{
-    Commands, ComputePass, ComputeTarget, ExportableSemaphore, ExternalImage, ImageDesc,
-};
+use vkcuda::util::{Commands, ComputeTarget, OneShot};
+use vkcuda::vulkan::{ExternalImage, ImageDesc, Semaphore};
 use vkcuda::{cuda, ipc, vulkan, Error};
 
 /// Bound on every wait of either side.
@@ -178,7 +177,7 @@ fn producer(o: &Options) -> Result<()> {
         Mode::Vulkan => o.frames.min(o.images as u32),
     };
     let desc = ImageDesc::d2(o.width, o.height, vk::Format::R8G8B8A8_UNORM);
-    let pass = ComputePass::new(&vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(&vk)?;
     let mut images = Vec::with_capacity(o.images);
     let mut targets = Vec::with_capacity(o.images);
     let mut cmds = Vec::with_capacity(o.images);
@@ -204,8 +203,8 @@ fn producer(o: &Options) -> Result<()> {
     };
     let (ready, done) = match mode {
         Mode::Cuda => {
-            let ready = Arc::new(ExportableSemaphore::timeline(&vk, 0)?);
-            let done = Arc::new(ExportableSemaphore::timeline(&vk, 0)?);
+            let ready = Arc::new(Semaphore::timeline(&vk, 0)?);
+            let done = Arc::new(Semaphore::timeline(&vk, 0)?);
             for s in [&ready, &done] {
                 match s.export()? {
                     SemaphoreHandle::TimelineFd(fd) => exports.push(fd),
@@ -248,7 +247,7 @@ fn producer(o: &Options) -> Result<()> {
                 }
                 c.dispatch(&targets[slot], &scene::push_constants(k, o.width, o.height))?;
                 c.release_image(&images[slot])?;
-                let waits: &[(&Arc<ExportableSemaphore>, u64)] = if reuse {
+                let waits: &[(&Arc<Semaphore>, u64)] = if reuse {
                     &[(done, u64::from(k) + 1 - n)]
                 } else {
                     &[]
@@ -404,7 +403,7 @@ fn cuda_consumer(
         levels.push(array.level(0)?);
     }
     // SAFETY: both fds are exports of timeline semaphores of the device `cu` matched, made
-    // by the producer (this same program) with `ExportableSemaphore::timeline`.
+    // by the producer (this same program) with `Semaphore::timeline`.
     let ready =
         unsafe { cuda::ExternalSemaphore::import(&cu, SemaphoreHandle::TimelineFd(ready)) }?;
     // SAFETY: as above.

@@ -2,7 +2,7 @@
 //! Unix stream socket, with `SCM_RIGHTS`.
 //!
 //! An fd from [`crate::vulkan::ExternalImage::export`] or
-//! [`crate::vulkan::ExportableSemaphore::export`] names the same memory or semaphore in
+//! [`crate::vulkan::Semaphore::export`] names the same memory or semaphore in
 //! any process that receives it, so a producer can share frames with a consumer without
 //! copying them: [`send`] the fds (borrowed: the sender keeps its own), [`recv`] them as
 //! [`OwnedFd`]s on the other side, and import them there.

@@ -7,13 +7,19 @@
 //! ```text
 //! examples/, benches/          anyhow; unsafe only for CUDA kernel launches
 //! interop/                     SharedBuffer, SharedImage, SharedSemaphore: a Vulkan resource
-//!                              + its CUDA import; FrameSync: N frames in flight across both
+//!                              + its CUDA import (or CUDA VMM memory + its Vulkan import:
+//!                              SharedBuffer::from_cuda); SharedPool: a pool's blocks imported
+//!                              once each; FrameSync: N frames in flight across both
 //!    |          \
-//! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash
+//! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash;
+//!                              vulkan/ExportPool sub-allocates exported blocks,
+//!                              cuda/VmmAllocation is exportable memory CUDA owns
 //!    \          /
 //! external                     neutral vocabulary: handle types, owned handles, imports
 //! error                        one typed error for the library
 //! ipc                          exported fds + a payload to another process (SCM_RIGHTS)
+//! util                         helpers beside the core: Commands, ComputePass, OneShot copies
+//! trace                        frame timelines (host clock, GPU clock mapping, Perfetto JSON)
 //! ```
 //!
 //! ```no_run
@@ -37,13 +43,18 @@
 //! [`interop::SharedSemaphore`] is an exported timeline or binary semaphore imported into
 //! CUDA. [`interop::FrameSync`] drives N frames in flight Vulkan → CUDA → Vulkan, with
 //! monotonic checked values, bounded host waits and a frame token that enforces the step
-//! order; its default mode crosses with semaphores (spec-defined, ~300 us a crossing on an
-//! H100, overlapped across frames), its low-latency mode with stream memory operations and
-//! a host relay (27 us a hand-off, 35,000-48,000 hand-offs/s). Host waits spin
-//! ([`vulkan::ExportableSemaphore::wait`], 3 us) instead of sleeping in `vkWaitSemaphores`
-//! (10 ms). [`vulkan::Commands`] records Vulkan work without `unsafe`, planning the
-//! barriers of tracked images (the release to and acquire from `VK_QUEUE_FAMILY_EXTERNAL`)
-//! at submission, and FrameSync's frames submit it.
+//! order; its default mode crosses with semaphores (spec-defined, crossings overlapped
+//! across frames), its low-latency mode with stream memory operations and a host relay.
+//! Host waits poll the counter ([`vulkan::Semaphore::wait`]) instead of sleeping in
+//! `vkWaitSemaphores`. What each costs on a GPU is measured by the benches and recorded in
+//! `benches/RESULTS.md`, not here.
+//!
+//! # Helpers
+//! [`util`] holds what sits beside the core, as `wgpu::util` does: [`util::Commands`]
+//! records Vulkan work without `unsafe`, planning the barriers of tracked images (the release
+//! to and acquire from `VK_QUEUE_FAMILY_EXTERNAL`) at submission, and FrameSync's frames
+//! submit it; [`util::ComputePass`] is a minimal compute pipeline; [`util::OneShot`] gives
+//! the context staged copies, fills, hand-offs and dispatches that wait.
 //!
 //! # Presenting (feature `window`)
 //! `vulkan::Presenter` shows an image in a window: a surface from any raw window handle (or
@@ -61,6 +72,8 @@ pub mod external;
 pub mod interop;
 #[cfg(unix)]
 pub mod ipc;
+pub mod trace;
+pub mod util;
 pub mod vulkan;
 
 /// The ash version vkcuda is built against, so callers name the same `vk` types.

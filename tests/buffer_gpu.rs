@@ -12,6 +12,7 @@ use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use vkcuda::cuda::{self, ExternalMemory, MappedBuffer};
 use vkcuda::external::{DeviceIdentity, MemoryHandle, MemoryImport, Uuid};
 use vkcuda::interop::SharedBuffer;
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer};
 use vkcuda::Error;
 

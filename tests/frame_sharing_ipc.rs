@@ -22,6 +22,7 @@ use ash::vk;
 use demo::sharing::{Header, Mode};
 use libtest_mimic::Trial;
 use vkcuda::external::{MemoryHandle, MemoryImport};
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{Context, ExternalImage, ImageDesc};
 use vkcuda::{ipc, Error};
 

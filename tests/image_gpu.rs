@@ -27,6 +27,7 @@ use libtest_mimic::Trial;
 use vkcuda::ash::vk;
 use vkcuda::cuda::{self, SurfaceObject, TextureDesc, TextureObject};
 use vkcuda::interop::{format::shareable_formats, SharedImage};
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, texel_block, ImageDesc, ImageKind};
 
 const KERNELS: &str = concat!(

@@ -7,6 +7,7 @@
 mod common;
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use anyhow::{ensure, Context as _};
 use common::{
@@ -15,8 +16,10 @@ use common::{
 };
 use vkcuda::ash::vk;
 use vkcuda::external::{MemoryHandle, MemoryHandleType, MemoryImport};
+use vkcuda::util::{Commands, OneShot};
 use vkcuda::vulkan::{
-    texel_block, Context, ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState,
+    texel_block, BufferDesc, Context, ContextDesc, ExternalBuffer, ExternalImage, ImageDesc,
+    ImageKind, ImageOwner, ImageState,
 };
 
 /// The formats every trial family covers (one trial each).
@@ -221,7 +224,7 @@ fn record_on_own_command_buffer(vk: &Context) -> anyhow::Result<()> {
         unsafe { device.end_command_buffer(cmd) }?;
         let cmds = [cmd];
         let submit = vk::SubmitInfo::default().command_buffers(&cmds);
-        let queue = vk.queue();
+        let queue = vk.queue()?;
         // SAFETY: the queue is locked; the command buffer is complete.
         unsafe { device.queue_submit(*queue, &[submit], vk::Fence::null()) }?;
         // SAFETY: as above.
@@ -299,6 +302,39 @@ fn ownership_misuse(vk: &Context) -> anyhow::Result<()> {
     let b = a.alias()?;
     expect_unsupported(b.export(), &["imported"])?;
     assert_no_validation_errors(vk)
+}
+
+/// Images and buffers of another context (a second `VkDevice` on the same GPU, so the same
+/// UUID) are refused by the one-shot copies and hand-offs and by `Commands`, naming the
+/// argument; nothing reaches the driver.
+fn another_contexts_image_is_refused(a: &Context) -> anyhow::Result<()> {
+    let b = Context::new(&ContextDesc::default())?;
+    let desc = ImageDesc::d2(8, 8, vk::Format::R8G8B8A8_UNORM);
+    let theirs = Arc::new(ExternalImage::new(&b, &desc)?);
+    expect_invalid_arg(a.write_image(&theirs, 0, 0..1, &[0; 256]), "image")?;
+    expect_invalid_arg(a.read_image(&theirs, 0, 0..1), "image")?;
+    expect_invalid_arg(a.release_image(&theirs), "image")?;
+    let mut cmds = Commands::new(a)?;
+    expect_invalid_arg(cmds.release_image(&theirs), "image")?;
+    expect_invalid_arg(
+        cmds.acquire_image(&theirs, vk::ImageLayout::GENERAL),
+        "image",
+    )?;
+    let mine = Arc::new(ExternalImage::new(a, &desc)?);
+    let their_buffer = Arc::new(ExternalBuffer::new(&b, &BufferDesc::new(256))?);
+    expect_invalid_arg(cmds.copy_image_to_buffer(&mine, &their_buffer), "buffer")?;
+    ensure!(
+        theirs.state().layout == vk::ImageLayout::UNDEFINED,
+        "refusals change nothing"
+    );
+    b.write_image(&theirs, 0, 0..1, &[5; 256])?;
+    ensure!(
+        b.read_image(&theirs, 0, 0..1)? == [5; 256],
+        "the owner's bytes"
+    );
+    drop(cmds);
+    assert_no_validation_errors(a)?;
+    assert_no_validation_errors(&b)
 }
 
 /// Staged-copy arguments are checked.
@@ -505,7 +541,7 @@ type Test = fn(&Context) -> anyhow::Result<()>;
 
 fn main() {
     let probe = common::vulkan_probe();
-    let tests: [(&str, Test); 10] = [
+    let tests: [(&str, Test); 11] = [
         (
             "validation_is_counted_when_requested",
             common::validation_is_counted_when_requested,
@@ -521,6 +557,10 @@ fn main() {
         ("bad_descriptions_are_typed_and_leak_free", bad_descriptions),
         ("bad_imports_close_the_fd", bad_imports),
         ("create_destroy_1000_no_fd_growth", no_leaks),
+        (
+            "another_contexts_image_is_refused",
+            another_contexts_image_is_refused,
+        ),
         // Last: on NVIDIA 580 a refused foreign fd leaves later vkAllocateMemory calls
         // failing with OUT_OF_DEVICE_MEMORY (seen on the H100), so nothing runs after it.
         ("foreign_fd_is_refused", foreign_fd_is_refused),

@@ -21,9 +21,8 @@ use vkcuda::cuda::{self, ExternalSemaphore, MappedBuffer};
 use vkcuda::interop::{
     FrameSync, FrameSyncDesc, QueueLayout, SharedBuffer, SharedSemaphore, SyncMode,
 };
-use vkcuda::vulkan::{
-    self, BufferDesc, ExportableSemaphore, ExternalBuffer, SemaphoreDesc, SemaphoreKind,
-};
+use vkcuda::util::OneShot;
+use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, Semaphore, SemaphoreDesc, SemaphoreKind};
 use vkcuda::Error;
 
 const KERNELS: &str = include_str!("../shaders/sync.cu");
@@ -328,7 +327,7 @@ fn shared_chain(
     struct Lane {
         to_cuda: SharedSemaphore,
         to_vulkan: SharedSemaphore,
-        done: ExportableSemaphore,
+        done: Semaphore,
         stream: Arc<CudaStream>,
         queue: usize,
     }
@@ -337,7 +336,7 @@ fn shared_chain(
             Ok(Lane {
                 to_cuda: SharedSemaphore::new(vk, cu, &desc)?,
                 to_vulkan: SharedSemaphore::new(vk, cu, &desc)?,
-                done: ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0)?,
+                done: Semaphore::local(vk, SemaphoreKind::Timeline, 0)?,
                 stream: cu.new_stream()?,
                 queue: l % vk.queue_count(),
             })
@@ -443,7 +442,7 @@ fn batched_waits((vk, cu): &Env) -> anyhow::Result<()> {
         SharedSemaphore::timeline(vk, cu, 0)?,
         SharedSemaphore::timeline(vk, cu, 0)?,
     ];
-    let done = ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0)?;
+    let done = Semaphore::local(vk, SemaphoreKind::Timeline, 0)?;
     let stream = cu.new_stream()?;
     let run = || -> anyhow::Result<()> {
         for it in 0..ITERS {
@@ -494,7 +493,7 @@ fn timeouts_and_misuse((vk, cu): &Env) -> anyhow::Result<()> {
     let before = validation_snapshot(vk);
     for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
         let short = Duration::from_millis(50);
-        let gate = ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0)?;
+        let gate = Semaphore::local(vk, SemaphoreKind::Timeline, 0)?;
         let mut sync = FrameSync::new(vk, cu, &FrameSyncDesc::new(1).mode(mode).timeout(short))?;
 
         // Frame 0 waits on a gate nobody has opened yet: frame 1 cannot begin.

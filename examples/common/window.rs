@@ -19,9 +19,10 @@ use ash::vk;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use raw_window_handle::{HasDisplayHandle, HasWindowHandle, RawWindowHandle};
 use vkcuda::interop::{FrameSync, FrameSyncDesc, QueueLayout, SharedImage, SyncMode};
+use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
 use vkcuda::vulkan::{
-    self, Commands, ComputePass, ComputeTarget, ExternalImage, ImageDesc, PresentMode,
-    PresentOutcome, PresentTarget, Presenter, PresenterDesc,
+    self, ExternalImage, ImageDesc, PresentMode, PresentOutcome, PresentTarget, Presenter,
+    PresenterDesc,
 };
 use vkcuda::{cuda, Error};
 use winit::application::ApplicationHandler;
@@ -89,6 +90,9 @@ struct StdinClosed;
 
 /// Runs the windowed demo until the window closes, Esc, or `--frames` (then `--hold`).
 pub fn run(o: Options, w: Args) -> Result<()> {
+    if o.batch != 1 || o.trace.is_some() {
+        bail!("--window presents every frame: it takes neither --batch K (K > 1) nor --trace");
+    }
     let event_loop = EventLoop::<StdinClosed>::with_user_event()
         .build()
         .context("no window system (set DISPLAY or WAYLAND_DISPLAY)")?;
@@ -251,7 +255,7 @@ fn title(cuda: bool, stats: &str) -> String {
 impl App {
     fn renderer(&self, size: (u32, u32)) -> Result<Renderer> {
         let vk = &self.vk;
-        let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+        let pass = scene::render_pass(vk)?;
         let Some(cu) = &self.cu else {
             return Ok(Renderer::Vulkan(Arc::new(render_target(vk, &pass, size)?)));
         };

@@ -16,6 +16,7 @@ use cudarc::driver::{
 };
 
 use super::context::bind;
+use super::vmm::VmmAllocation;
 use super::{raw, Context};
 #[cfg(unix)]
 use crate::external::lend_fd;
@@ -83,7 +84,7 @@ fn validate_import(size: u64, dedicated: bool, handle_type: MemoryHandleType) ->
 }
 
 /// Checks a [`ExternalMemory::map`] range against the import's size; returns its length.
-fn validate_map_range(range: &Range<u64>, size: u64) -> Result<usize> {
+pub(super) fn validate_map_range(range: &Range<u64>, size: u64) -> Result<usize> {
     if range.start >= range.end {
         return Err(Error::invalid(
             "range",
@@ -365,8 +366,13 @@ impl ExternalMemory {
             offset: range.start,
             len,
             stream: self.context().default_stream(),
-            whole,
+            source: Source::Import(whole),
         })
+    }
+
+    /// A handle that does not keep the import alive (for caches of imports).
+    pub(crate) fn downgrade(&self) -> WeakExternalMemory {
+        WeakExternalMemory(Arc::downgrade(&self.inner))
     }
 
     /// The mapping of the whole import, made if no [`MappedBuffer`] holds it.
@@ -393,6 +399,16 @@ impl ExternalMemory {
         });
         *slot = Arc::downgrade(&whole);
         Ok(whole)
+    }
+}
+
+/// An [`ExternalMemory`] that does not keep the import alive.
+pub(crate) struct WeakExternalMemory(Weak<MemoryInner>);
+
+impl WeakExternalMemory {
+    /// The import, if something still holds it.
+    pub(crate) fn upgrade(&self) -> Option<ExternalMemory> {
+        self.0.upgrade().map(|inner| ExternalMemory { inner })
     }
 }
 
@@ -427,7 +443,15 @@ pub struct MappedBuffer {
     offset: u64,
     len: usize,
     stream: Arc<CudaStream>,
-    whole: Arc<WholeMapping>,
+    source: Source,
+}
+
+/// What a [`MappedBuffer`] points into, and keeps alive.
+enum Source {
+    /// The shared mapping of an import ([`ExternalMemory::map`]).
+    Import(Arc<WholeMapping>),
+    /// Memory CUDA allocated itself ([`VmmAllocation::map`]).
+    Vmm(VmmAllocation),
 }
 
 impl fmt::Debug for MappedBuffer {
@@ -436,7 +460,7 @@ impl fmt::Debug for MappedBuffer {
             .field("ptr", &format_args!("{:#x}", self.ptr))
             .field("offset", &self.offset)
             .field("len", &self.len)
-            .field("memory", &self.whole.memory)
+            .field("source", &self.source_debug())
             .finish()
     }
 }
@@ -462,9 +486,40 @@ impl MappedBuffer {
         self.offset
     }
 
-    /// The import this maps.
-    pub fn memory(&self) -> &ExternalMemory {
-        &self.whole.memory
+    /// The import this maps, or `None` for memory CUDA allocated itself
+    /// ([`MappedBuffer::vmm`]).
+    pub fn memory(&self) -> Option<&ExternalMemory> {
+        match &self.source {
+            Source::Import(whole) => Some(&whole.memory),
+            Source::Vmm(_) => None,
+        }
+    }
+
+    /// The CUDA allocation this maps, or `None` for an import ([`MappedBuffer::memory`]).
+    pub fn vmm(&self) -> Option<&VmmAllocation> {
+        match &self.source {
+            Source::Import(_) => None,
+            Source::Vmm(alloc) => Some(alloc),
+        }
+    }
+
+    /// `range` of `alloc` (see [`VmmAllocation::map`]).
+    pub(super) fn in_vmm(alloc: VmmAllocation, range: Range<u64>) -> Result<Self> {
+        let len = validate_map_range(&range, alloc.size())?;
+        Ok(Self {
+            ptr: alloc.cu_device_ptr() + range.start,
+            offset: range.start,
+            len,
+            stream: alloc.context().default_stream(),
+            source: Source::Vmm(alloc),
+        })
+    }
+
+    fn source_debug(&self) -> &dyn fmt::Debug {
+        match &self.source {
+            Source::Import(whole) => &whole.memory,
+            Source::Vmm(alloc) => alloc,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::cuda::{
     TextureObject,
 };
 use crate::error::{Error, Result};
+use crate::util::OneShot;
 use crate::vulkan::{self, ExternalImage, ImageDesc, ImageKind};
 
 /// The CUDA mipmapped-array layout of an image created from `desc`, as
@@ -245,7 +246,7 @@ impl SharedImage {
     /// For setup and tests; per frame use [`SharedImage::record_release_to_cuda`].
     ///
     /// # Errors
-    /// As [`vulkan::Context::release_image`] (already released, timeout).
+    /// As [`OneShot::release_image`] (already released, timeout).
     pub fn release_to_cuda(&self) -> Result<()> {
         self.vulkan.context().release_image(&self.vulkan)
     }
@@ -256,7 +257,7 @@ impl SharedImage {
     ///
     /// # Errors
     /// [`Error::Cuda`] when the stream fails; otherwise as
-    /// [`vulkan::Context::acquire_image`] (not released, a layout the usage forbids).
+    /// [`OneShot::acquire_image`] (not released, a layout the usage forbids).
     pub fn acquire_from_cuda(&self, stream: &CudaStream, layout: vk::ImageLayout) -> Result<()> {
         stream
             .synchronize()

@@ -2,14 +2,18 @@
 
 use std::ffi::{c_char, CStr, CString};
 use std::mem::ManuallyDrop;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::debug::Messenger;
 use super::headless;
-use super::transfer::Transfer;
+use super::queues::transfer_only_family;
+use super::timestamps::Calibrator;
+use super::transfer::{OneShotLock, OneShotState};
 use crate::error::{Error, Result};
 use crate::external::{DeviceIdentity, Uuid};
 
@@ -45,6 +49,12 @@ pub struct ContextDesc {
     /// no presenter can be made on the context.
     #[cfg(feature = "window")]
     pub present: Option<super::PresentTarget>,
+    /// Also create one queue of a transfer-only family (a copy engine on NVIDIA) where the
+    /// device has one: [`Context::transfer_family`] says which, and
+    /// [`QueueId::Transfer`](super::QueueId::Transfer) names it. Work that is only copies,
+    /// fills or timestamp writes can run there without switching the GPU's
+    /// graphics/compute engine away from CUDA. Off by default; lavapipe has no such family.
+    pub transfer_queue: bool,
 }
 
 /// The caller's existing Vulkan objects, for [`Context::wrap`].
@@ -78,6 +88,8 @@ struct Parts {
     queue_family_index: u32,
     /// Queue 0 first; never empty.
     queues: Vec<vk::Queue>,
+    /// The transfer-only family and its one queue, when asked for and present.
+    transfer: Option<(u32, vk::Queue)>,
     enabled: Enabled,
     /// Instance extensions vkcuda enabled (empty for a wrapped context).
     instance_extensions: Vec<CString>,
@@ -91,6 +103,10 @@ struct Parts {
 pub(crate) struct Enabled {
     pub(crate) semaphore_fd: bool,
     pub(crate) dma_buf: bool,
+    /// The Vulkan 1.2 `hostQueryReset` feature.
+    pub(crate) host_query_reset: bool,
+    /// The calibrated-timestamps extension enabled, if any.
+    pub(crate) calibrated: Option<&'static CStr>,
     /// `VK_KHR_swapchain` (asked for through [`ContextDesc`]'s `present`).
     pub(crate) swapchain: bool,
 }
@@ -105,6 +121,25 @@ pub(crate) struct Enabled {
 /// semaphores without blocking one another: a batch waiting on a semaphore holds up every
 /// later batch of its queue. Queue 0 ([`Context::queue`]) is the one vkcuda's own transfers
 /// use. A wrapped context ([`Context::wrap`]) has exactly the caller's one queue.
+/// With [`ContextDesc::transfer_queue`] the context also has one queue of a transfer-only
+/// family ([`Context::transfer_family`], [`super::QueueId::Transfer`]).
+///
+/// # Locks and their order
+/// A context is `Send + Sync`; its mutable state is behind these locks, always taken in
+/// this order (a thread holding a later one never waits for an earlier one):
+/// 1. the **one-shot transfer state** (command buffer, fence, staging buffers) of
+///    [`OneShot`](crate::util::OneShot), held for one one-shot, including its bounded
+///    fence wait;
+/// 2. the **tracked state of images** ([`ExternalImage`](super::ExternalImage)), several
+///    at once in address order ([`Commands`](crate::util::Commands)), held while barriers
+///    are planned, recorded and submitted, never across a fence wait;
+/// 3. a **queue** ([`Context::queue_at`]), held for one `vkQueueSubmit` (or by the caller's
+///    [`QueueGuard`]);
+/// 4. the staging allocator, a leaf held only inside one allocation or free.
+///
+/// Waiting for a queue is bounded ([`Context::QUEUE_LOCK_TIMEOUT`]), and a thread that
+/// holds a [`QueueGuard`] and calls into vkcuda gets an error for that queue, not a
+/// deadlock.
 #[derive(Clone)]
 pub struct Context {
     shared: Arc<Shared>,
@@ -114,10 +149,13 @@ struct Shared {
     // Field order is drop order for the Rust-owned parts; Vulkan objects are destroyed in
     // `Drop for Shared` below.
     allocator: ManuallyDrop<Mutex<Allocator>>,
-    transfer: ManuallyDrop<Mutex<Transfer>>,
+    transfer: ManuallyDrop<Mutex<OneShotState>>,
+    /// How long a one-shot waits for its submission, in nanoseconds.
+    one_shot_timeout_ns: AtomicU64,
     messenger: Option<Messenger>,
     memory_fd: ash::khr::external_memory_fd::Device,
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
+    calibrator: Option<Calibrator>,
     enabled: Enabled,
     /// Read by the presenter (feature `window`).
     #[cfg_attr(not(feature = "window"), allow(dead_code))]
@@ -127,8 +165,10 @@ struct Shared {
     memory_properties: vk::PhysicalDeviceMemoryProperties,
     max_allocation_size: u64,
     /// Queue 0 first; never empty.
-    queues: Vec<Mutex<vk::Queue>>,
+    queues: Vec<QueueSlot>,
     queue_family_index: u32,
+    /// The transfer-only family and its queue.
+    transfer_queue: Option<(u32, QueueSlot)>,
     device: ash::Device,
     physical_device: vk::PhysicalDevice,
     instance: ash::Instance,
@@ -149,18 +189,23 @@ impl std::fmt::Debug for Context {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        // A panic while holding a lock leaves nothing half-destroyed: take poisoned ones over.
+        let allocator = self.allocator.get_mut().unwrap_or_else(|p| p.into_inner());
+        let transfer = self.transfer.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Waits (bounded) for a pending one-shot; if it is still running, its pool, fence
+        // and staging memory are leaked, and so is the allocator that holds that memory.
+        let freed = transfer.teardown(&self.device, allocator);
         // SAFETY: every resource made from this context holds an Arc of it, so none is
-        // alive; the allocator and transfer objects are dropped exactly once, here, before
-        // the device they were made from.
-        unsafe {
-            ManuallyDrop::drop(&mut self.allocator);
-        }
-        if let Ok(t) = self.transfer.get_mut() {
-            t.destroy(&self.device);
-        }
-        // SAFETY: as above; `transfer`'s Vulkan objects were destroyed just now.
+        // alive; the transfer state's Vulkan objects are gone (or leaked); both are dropped
+        // exactly once, here, before the device they were made from.
         unsafe {
             ManuallyDrop::drop(&mut self.transfer);
+        }
+        if freed {
+            // SAFETY: as above; no staging memory is in use.
+            unsafe {
+                ManuallyDrop::drop(&mut self.allocator);
+            }
         }
         if self.owned {
             // SAFETY: vkcuda created the device; nothing made from it is alive (see above).
@@ -258,12 +303,97 @@ fn describe(name: &str, why: &str) -> String {
     format!("{name:?}: {why}")
 }
 
-/// Locks a queue. A panic while holding the lock cannot leave a `vk::Queue` half-updated,
-/// so a poisoned lock is taken over.
-fn lock_queue(queue: &Mutex<vk::Queue>) -> MutexGuard<'_, vk::Queue> {
-    queue
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A duration in nanoseconds, saturating.
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One queue and the thread holding its lock (0: none).
+pub(super) struct QueueSlot {
+    queue: Mutex<vk::Queue>,
+    holder: AtomicU64,
+}
+
+/// A nonzero tag for the calling thread, to tell a re-entrant lock from a contended one.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|t| *t)
+}
+
+/// A locked queue of the context ([`Context::queue_at`]): dereferences to the
+/// `vk::Queue`; other submissions to it wait until it is dropped.
+pub struct QueueGuard<'a> {
+    queue: MutexGuard<'a, vk::Queue>,
+    holder: &'a AtomicU64,
+}
+
+impl std::fmt::Debug for QueueGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QueueGuard").field(&*self.queue).finish()
+    }
+}
+
+impl std::ops::Deref for QueueGuard<'_> {
+    type Target = vk::Queue;
+    fn deref(&self) -> &vk::Queue {
+        &self.queue
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        // Cleared while the mutex is still held (the guard field drops after this).
+        self.holder.store(0, Ordering::Release);
+    }
+}
+
+impl QueueSlot {
+    fn new(queue: vk::Queue) -> Self {
+        Self {
+            queue: Mutex::new(queue),
+            holder: AtomicU64::new(0),
+        }
+    }
+
+    /// Locks the queue: an error when this thread already holds it, a timeout when another
+    /// thread holds it longer than `timeout`. A panic while holding the lock cannot leave
+    /// a `vk::Queue` half-updated, so a poisoned lock is taken over.
+    pub(super) fn lock(&self, index: usize, timeout: Duration) -> Result<QueueGuard<'_>> {
+        let me = thread_tag();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(Error::invalid(
+                "queue",
+                format!("queue {index} is already locked by this thread (a QueueGuard is alive)"),
+                "drop the QueueGuard from Context::queue/queue_at before calling into vkcuda",
+            ));
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        let queue = loop {
+            match self.queue.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Timeout {
+                        what: format!("locking queue {index} (another thread holds it)"),
+                        waited: timeout,
+                    })
+                }
+            }
+        };
+        self.holder.store(me, Ordering::Release);
+        Ok(QueueGuard {
+            queue,
+            holder: &self.holder,
+        })
+    }
 }
 
 impl Context {
@@ -293,8 +423,8 @@ impl Context {
         let (instance, debug_utils) =
             create_instance(&entry, desc.validation, &surface_extensions)?;
         // From here on an error must destroy what was created.
-        let (physical, device, (family, queue_count), enabled) =
-            match open_device(&instance, &desc.device, want_swapchain) {
+        let (physical, device, (family, queue_count), transfer, enabled) =
+            match open_device(&instance, desc, want_swapchain) {
                 Ok(opened) => opened,
                 Err(e) => {
                     // SAFETY: nothing was created from the instance.
@@ -308,6 +438,10 @@ impl Context {
                 unsafe { device.get_device_queue(family, i) }
             })
             .collect();
+        let transfer = transfer.map(|family| {
+            // SAFETY: one queue of `family` was requested at device creation.
+            (family, unsafe { device.get_device_queue(family, 0) })
+        });
         let parts = Parts {
             entry,
             instance: instance.clone(),
@@ -315,6 +449,7 @@ impl Context {
             device: device.clone(),
             queue_family_index: family,
             queues,
+            transfer,
             enabled,
             instance_extensions: surface_extensions.iter().map(|&e| e.to_owned()).collect(),
             debug_utils,
@@ -361,10 +496,14 @@ impl Context {
             device,
             queue_family_index,
             queues: vec![queue],
+            transfer: None,
             enabled: Enabled {
                 semaphore_fd: semaphore_fd_enabled,
                 dma_buf: dma_buf_enabled,
                 swapchain: false,
+                // The caller's device may have neither.
+                host_query_reset: false,
+                calibrated: None,
             },
             instance_extensions: Vec::new(),
             // The caller's instance may not have VK_EXT_debug_utils enabled.
@@ -381,6 +520,7 @@ impl Context {
             device,
             queue_family_index,
             queues,
+            transfer: transfer_queue,
             enabled,
             instance_extensions,
             debug_utils,
@@ -408,26 +548,36 @@ impl Context {
             what: "gpu-allocator for staging memory".into(),
             reason: e.to_string(),
         })?;
-        let transfer = Transfer::new(&device, queue_family_index)?;
+        let transfer = OneShotState::new(&device, queue_family_index)?;
         let memory_fd = ash::khr::external_memory_fd::Device::new(&instance, &device);
         let semaphore_fd = enabled
             .semaphore_fd
             .then(|| ash::khr::external_semaphore_fd::Device::new(&instance, &device));
+        let calibrator = Calibrator::load(
+            &entry,
+            &instance,
+            physical_device,
+            &device,
+            enabled.calibrated,
+        );
         Ok(Self {
             shared: Arc::new(Shared {
                 allocator: ManuallyDrop::new(Mutex::new(allocator)),
                 transfer: ManuallyDrop::new(Mutex::new(transfer)),
+                one_shot_timeout_ns: AtomicU64::new(duration_ns(Self::DEFAULT_ONE_SHOT_TIMEOUT)),
                 messenger,
                 memory_fd,
                 semaphore_fd,
+                calibrator,
                 enabled,
                 instance_extensions,
                 identity,
                 properties,
                 memory_properties,
                 max_allocation_size,
-                queues: queues.into_iter().map(Mutex::new).collect(),
+                queues: queues.into_iter().map(QueueSlot::new).collect(),
                 queue_family_index,
+                transfer_queue: transfer_queue.map(|(family, q)| (family, QueueSlot::new(q))),
                 device,
                 physical_device,
                 instance,
@@ -467,9 +617,13 @@ impl Context {
         self.shared.queue_family_index
     }
 
-    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission.
-    pub fn queue(&self) -> MutexGuard<'_, vk::Queue> {
-        lock_queue(&self.shared.queues[0])
+    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission:
+    /// [`Context::queue_at`]`(0)`.
+    ///
+    /// # Errors
+    /// As [`Context::queue_at`].
+    pub fn queue(&self) -> Result<QueueGuard<'_>> {
+        self.queue_at(0)
     }
 
     /// How many queues the context has (at least 1, at most [`Context::MAX_QUEUES`]; 1 for a
@@ -478,24 +632,29 @@ impl Context {
         self.shared.queues.len()
     }
 
+    /// How long taking a queue's lock waits for another thread before
+    /// [`Error::Timeout`].
+    pub const QUEUE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// Queue `index` (index 0 is [`Context::queue`]), locked for the caller's submission.
+    /// Every vkcuda submission takes the same lock, so drop the guard before calling into
+    /// vkcuda from this thread (such a call is refused rather than deadlocking).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`queue`) when `index` is not below
-    /// [`Context::queue_count`].
-    pub fn queue_at(&self, index: usize) -> Result<MutexGuard<'_, vk::Queue>> {
+    /// [`Context::queue_count`], or this thread already holds that queue's guard;
+    /// [`Error::Timeout`] when another thread holds it longer than
+    /// [`Context::QUEUE_LOCK_TIMEOUT`].
+    pub fn queue_at(&self, index: usize) -> Result<QueueGuard<'_>> {
         let count = self.queue_count();
-        self.shared
-            .queues
-            .get(index)
-            .map(lock_queue)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "queue",
-                    format!("queue index {index}"),
-                    format!("an index below queue_count() = {count}"),
-                )
-            })
+        let slot = self.shared.queues.get(index).ok_or_else(|| {
+            Error::invalid(
+                "queue",
+                format!("queue index {index}"),
+                format!("an index below queue_count() = {count}"),
+            )
+        })?;
+        slot.lock(index, Self::QUEUE_LOCK_TIMEOUT)
     }
 
     /// Largest single allocation (`maxMemoryAllocationSize`, Vulkan 1.1).
@@ -544,12 +703,46 @@ impl Context {
         &self.shared._entry
     }
 
+    /// The one ownership check: every safe entry point that takes a Vulkan resource calls it
+    /// with the resource's context. Two contexts are the same device when their `VkDevice`
+    /// handles are equal; the physical device or its UUID is not enough (two contexts on one
+    /// GPU share it, but not each other's objects).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `arg` when `owner` is another `VkDevice`.
+    pub(crate) fn check_owns(&self, arg: &'static str, owner: &Context) -> Result<()> {
+        let (mine, theirs) = (self.device().handle(), owner.device().handle());
+        if mine == theirs {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            arg,
+            format!("made on another device (VkDevice {theirs:?}, not this context's {mine:?})"),
+            "a resource of this context's VkDevice",
+        ))
+    }
+
     pub(crate) fn memory_fd(&self) -> &ash::khr::external_memory_fd::Device {
         &self.shared.memory_fd
     }
 
     pub(crate) fn semaphore_fd(&self) -> Option<&ash::khr::external_semaphore_fd::Device> {
         self.shared.semaphore_fd.as_ref()
+    }
+
+    pub(crate) fn calibrator(&self) -> Option<&Calibrator> {
+        self.shared.calibrator.as_ref()
+    }
+
+    pub(crate) fn host_query_reset(&self) -> bool {
+        self.shared.enabled.host_query_reset
+    }
+
+    pub(super) fn transfer_queue_slot(&self) -> Option<(u32, &QueueSlot)> {
+        self.shared
+            .transfer_queue
+            .as_ref()
+            .map(|(family, q)| (*family, q))
     }
 
     pub(crate) fn memory_properties(&self) -> &vk::PhysicalDeviceMemoryProperties {
@@ -564,11 +757,34 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn transfer(&self) -> MutexGuard<'_, Transfer> {
+    /// How long a one-shot ([`OneShot`](crate::util::OneShot)) waits for its submission
+    /// (and for an earlier one still running) before [`Error::Timeout`], unless changed
+    /// with [`Context::set_one_shot_timeout`].
+    pub const DEFAULT_ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Sets how long one-shots wait for their submission. A one-shot that times out stays
+    /// pending: what it uses is kept alive, and the next one-shot waits for it first.
+    pub fn set_one_shot_timeout(&self, timeout: Duration) {
         self.shared
+            .one_shot_timeout_ns
+            .store(duration_ns(timeout), Ordering::Relaxed);
+    }
+
+    /// The current one-shot timeout ([`Context::set_one_shot_timeout`]).
+    pub fn one_shot_timeout(&self) -> Duration {
+        Duration::from_nanos(self.shared.one_shot_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// Locks the one-shot transfer state: the first lock of the order (see [`Context`]).
+    /// A panic while it was held (e.g. in a recording closure) leaves it consistent: a
+    /// submission made is marked pending before anything else runs.
+    pub(crate) fn one_shot_lock(&self) -> OneShotLock<'_> {
+        let state = self
+            .shared
             .transfer
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        OneShotLock::new(self, state)
     }
 }
 
@@ -709,13 +925,22 @@ fn type_rank(t: vk::PhysicalDeviceType) -> u32 {
     }
 }
 
-/// Chooses a physical device and creates the logical device, with `VK_KHR_swapchain` when
-/// `want_swapchain` and the device has it.
+/// Chooses a physical device and creates the logical device (with `VK_KHR_swapchain` when
+/// `want_swapchain` and the device has it); returns the main family and its queue count,
+/// and the transfer-only family given one queue.
+#[allow(clippy::type_complexity)]
 fn open_device(
     instance: &ash::Instance,
-    selection: &DeviceSelection,
+    desc: &ContextDesc,
     want_swapchain: bool,
-) -> Result<(vk::PhysicalDevice, ash::Device, (u32, u32), Enabled)> {
+) -> Result<(
+    vk::PhysicalDevice,
+    ash::Device,
+    (u32, u32),
+    Option<u32>,
+    Enabled,
+)> {
+    let selection = &desc.device;
     // SAFETY: valid instance.
     let physicals = unsafe { instance.enumerate_physical_devices() }
         .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r))?;
@@ -755,10 +980,23 @@ fn open_device(
         });
     };
 
+    let mut v12_supported = vk::PhysicalDeviceVulkan12Features::default();
+    let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut v12_supported);
+    // SAFETY: valid physical device of this instance; the pNext chain points at a live struct.
+    unsafe { instance.get_physical_device_features2(physical, &mut features) };
     let enabled = Enabled {
         semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
         dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
         swapchain: want_swapchain && has(&exts, ash::khr::swapchain::NAME),
+        host_query_reset: v12_supported.host_query_reset == vk::TRUE,
+        calibrated: Calibrator::extension(&exts),
+    };
+    let transfer = if desc.transfer_queue {
+        // SAFETY: valid physical device of this instance.
+        let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
+        transfer_only_family(&families)
+    } else {
+        None
     };
     let mut names = vec![ash::khr::external_memory_fd::NAME.as_ptr()];
     if enabled.semaphore_fd {
@@ -770,11 +1008,23 @@ fn open_device(
     if enabled.swapchain {
         names.push(ash::khr::swapchain::NAME.as_ptr());
     }
+    if let Some(name) = enabled.calibrated {
+        names.push(name.as_ptr());
+    }
     let priorities = vec![1.0f32; queue_count as usize];
-    let queues = [vk::DeviceQueueCreateInfo::default()
+    let mut queues = vec![vk::DeviceQueueCreateInfo::default()
         .queue_family_index(family)
         .queue_priorities(&priorities)];
-    let mut v12 = vk::PhysicalDeviceVulkan12Features::default().timeline_semaphore(true);
+    if let Some(transfer) = transfer {
+        queues.push(
+            vk::DeviceQueueCreateInfo::default()
+                .queue_family_index(transfer)
+                .queue_priorities(&priorities[..1]),
+        );
+    }
+    let mut v12 = vk::PhysicalDeviceVulkan12Features::default()
+        .timeline_semaphore(true)
+        .host_query_reset(enabled.host_query_reset);
     let info = vk::DeviceCreateInfo::default()
         .queue_create_infos(&queues)
         .enabled_extension_names(&names)
@@ -783,5 +1033,5 @@ fn open_device(
     // the call; the extensions were checked to be supported.
     let device = unsafe { instance.create_device(physical, &info, None) }
         .map_err(|r| Error::vk("vkCreateDevice", r))?;
-    Ok((physical, device, (family, queue_count), enabled))
+    Ok((physical, device, (family, queue_count), transfer, enabled))
 }

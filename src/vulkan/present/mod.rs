@@ -16,8 +16,8 @@ use raw_window_handle::{HasDisplayHandle, HasWindowHandle};
 use self::ring::{Pending, Ring};
 use self::surface::Surface;
 use self::swapchain::{Request, Swapchain};
-use super::image::Step;
-use super::{Context, ExportableSemaphore, ExternalImage, SemaphoreKind};
+use super::image::{Barrier, Step};
+use super::{Context, ExternalImage, ImageState, Semaphore, SemaphoreKind};
 use crate::error::{Error, Result};
 
 pub(crate) use self::surface::instance_extensions;
@@ -98,6 +98,46 @@ pub enum PresentOutcome {
     /// Nothing shown: the surface has a zero extent (a minimised window), or the swapchain
     /// went out of date again right after being recreated. Present again later.
     Skipped,
+}
+
+/// The source image's barriers around the transfer, and its state after them.
+struct SourcePlan {
+    before: Option<Barrier>,
+    after: Option<Barrier>,
+    next: ImageState,
+}
+
+/// Plans `image`'s barriers from `state` with its tracker, narrowed to the transfer: before
+/// it, every earlier command's writes are made visible to the transfer read; after it, the
+/// image goes back to its layout (`GENERAL` if it had none), with nothing written, so no
+/// access to make available.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (`image`) when the state does not allow it (released to CUDA).
+fn plan_source(image: &ExternalImage, state: ImageState) -> Result<SourcePlan> {
+    let back = if state.layout == vk::ImageLayout::UNDEFINED {
+        vk::ImageLayout::GENERAL
+    } else {
+        state.layout
+    };
+    let (mut before, during) = image.plan(
+        state,
+        Step::Transition(vk::ImageLayout::TRANSFER_SRC_OPTIMAL),
+    )?;
+    let (mut after, next) = image.plan(during, Step::Transition(back))?;
+    if let Some(b) = before.as_mut() {
+        b.dst_stage = vk::PipelineStageFlags::TRANSFER;
+        b.dst_access = vk::AccessFlags::TRANSFER_READ;
+    }
+    if let Some(b) = after.as_mut() {
+        b.src_stage = vk::PipelineStageFlags::TRANSFER;
+        b.src_access = vk::AccessFlags::empty();
+    }
+    Ok(SourcePlan {
+        before,
+        after,
+        next,
+    })
 }
 
 /// Whether one acquire → submit → present went through or met an out-of-date swapchain.
@@ -334,9 +374,12 @@ impl Presenter {
         &mut self,
         image: &Arc<ExternalImage>,
         queue: usize,
-        waits: &[(&Arc<ExportableSemaphore>, u64)],
+        waits: &[(&Arc<Semaphore>, u64)],
     ) -> Result<PresentOutcome> {
         self.check_source(image)?;
+        for (sem, _) in waits {
+            self.ctx.check_owns("waits", sem.context())?;
+        }
         if let Some(i) = waits
             .iter()
             .position(|(s, _)| s.kind() != SemaphoreKind::Timeline)
@@ -382,10 +425,9 @@ impl Presenter {
     }
 
     fn check_source(&self, image: &ExternalImage) -> Result<()> {
+        self.ctx.check_owns("image", image.context())?;
         let desc = image.desc();
-        let problem = if image.context().device().handle() != self.ctx.device().handle() {
-            Some("was made on another context's device".to_string())
-        } else if desc.kind.image_type() != vk::ImageType::TYPE_2D {
+        let problem = if desc.kind.image_type() != vk::ImageType::TYPE_2D {
             Some(format!("is a {:?} image", desc.kind))
         } else if !desc.usage.contains(vk::ImageUsageFlags::TRANSFER_SRC) {
             Some(format!("usage {:?} lacks TRANSFER_SRC", desc.usage))
@@ -443,7 +485,7 @@ impl Presenter {
         &mut self,
         image: &Arc<ExternalImage>,
         queue: usize,
-        waits: &[(&Arc<ExportableSemaphore>, u64)],
+        waits: &[(&Arc<Semaphore>, u64)],
     ) -> Result<Attempt> {
         let timeout = self.desc.timeout;
         let Some((chain_format, chain_extent)) = self
@@ -472,30 +514,9 @@ impl Presenter {
             },
         )?;
         let s = self.live.ring.next(timeout)?;
-
-        // The source's barriers, planned by its tracker (state locked until submitted, as
-        // `Commands` does), narrowed to the transfer: before it, every earlier command's
-        // writes are made visible to the transfer read; after it, the image goes back to
-        // its layout (nothing written, so no access to make available).
-        let mut state = image.lock_state();
-        let back = if state.layout == vk::ImageLayout::UNDEFINED {
-            vk::ImageLayout::GENERAL
-        } else {
-            state.layout
-        };
-        let (mut before, during) = image.plan(
-            *state,
-            Step::Transition(vk::ImageLayout::TRANSFER_SRC_OPTIMAL),
-        )?;
-        let (mut after, next) = image.plan(during, Step::Transition(back))?;
-        if let Some(b) = before.as_mut() {
-            b.dst_stage = vk::PipelineStageFlags::TRANSFER;
-            b.dst_access = vk::AccessFlags::TRANSFER_READ;
-        }
-        if let Some(b) = after.as_mut() {
-            b.src_stage = vk::PipelineStageFlags::TRANSFER;
-            b.src_access = vk::AccessFlags::empty();
-        }
+        // Checked before acquiring (a source CUDA owns fails here, with no swapchain image
+        // taken), and planned again below under the lock held up to the submission.
+        plan_source(image, *image.lock_state())?;
 
         let Live {
             ring, swapchain, ..
@@ -505,6 +526,7 @@ impl Presenter {
         };
         let slot = &ring.slots[s];
         let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        // No lock is held across this bounded wait (the context's lock order).
         // SAFETY: the swapchain and semaphore belong to this device; the semaphore is
         // unsignalled with no pending operation (its last waiter's submission completed:
         // `ring.next` waited for the slot's fence).
@@ -526,9 +548,13 @@ impl Presenter {
         let i = index as usize;
         let (dst, rendered) = (chain.images[i], &chain.rendered[i]);
 
+        // The source's state is locked from planning up to the submission (lock order:
+        // image state, then the queue inside `submit_to`), as `util::Commands` does, and
+        // committed only if the submission went through.
+        let mut state = image.lock_state();
         let d = self.ctx.device();
         let cmd = slot.cmd;
-        let record = || -> Result<()> {
+        let record = |plan: &SourcePlan| -> Result<()> {
             // SAFETY: the slot's buffer is not pending (`ring.next` waited); its pool
             // allows resetting single buffers.
             unsafe { d.reset_command_buffer(cmd, vk::CommandBufferResetFlags::empty()) }
@@ -538,7 +564,7 @@ impl Presenter {
             // SAFETY: reset above.
             unsafe { d.begin_command_buffer(cmd, &begin) }
                 .map_err(|r| Error::vk("vkBeginCommandBuffer", r))?;
-            if let Some(b) = before {
+            if let Some(b) = plan.before {
                 // SAFETY: recording, on the image's device (checked).
                 unsafe { image.record_barrier(cmd, &b) };
             }
@@ -592,7 +618,7 @@ impl Presenter {
                     ),
                 )
             };
-            if let Some(b) = after {
+            if let Some(b) = plan.after {
                 // SAFETY: as for `before`.
                 unsafe { image.record_barrier(cmd, &b) };
             }
@@ -615,15 +641,22 @@ impl Presenter {
                     .submit_to(queue, &[cmd], &wait_list, &[(rendered, 0)], slot.fence)
             }
         };
-        if let Err(e) = record() {
-            // The image stays acquired and the acquire semaphore signalled with no waiter:
-            // replace both (a new swapchain, a new semaphore) before the next present.
-            drop(state);
-            self.stale = true;
-            ring.renew_acquire(s)?;
-            return Err(e);
+        let submitted = plan_source(image, *state).and_then(|plan| {
+            record(&plan)?;
+            Ok(plan.next)
+        });
+        match submitted {
+            Ok(next) => *state = next,
+            Err(e) => {
+                // The image stays acquired and the acquire semaphore signalled with no
+                // waiter: replace both (a new swapchain, a new semaphore) before the next
+                // present.
+                drop(state);
+                self.stale = true;
+                ring.renew_acquire(s)?;
+                return Err(e);
+            }
         }
-        *state = next;
         drop(state);
         ring.slots[s].pending = Some(Pending {
             _image: image.clone(),

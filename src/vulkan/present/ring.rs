@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use ash::vk;
 
 use crate::error::{Error, Result};
-use crate::vulkan::{Context, ExportableSemaphore, ExternalImage, SemaphoreKind};
+use crate::vulkan::{Context, ExternalImage, Semaphore, SemaphoreKind};
 
 /// What a pending submission uses, kept alive until its fence signals.
 pub(super) struct Pending {
     pub(super) _image: Arc<ExternalImage>,
-    pub(super) _waits: Vec<Arc<ExportableSemaphore>>,
+    pub(super) _waits: Vec<Arc<Semaphore>>,
 }
 
 /// One submission in flight.
@@ -21,7 +21,7 @@ pub(super) struct Slot {
     pub(super) fence: vk::Fence,
     /// Signalled by `vkAcquireNextImageKHR`, waited on by this slot's submission: free
     /// again once the fence has signalled (the wait has executed).
-    pub(super) acquire: ExportableSemaphore,
+    pub(super) acquire: Semaphore,
     pub(super) pending: Option<Pending>,
 }
 
@@ -114,7 +114,7 @@ impl Ring {
         let cmds = unsafe { d.allocate_command_buffers(&alloc) }
             .map_err(|r| Error::vk("vkAllocateCommandBuffers", r))?;
         for cmd in cmds {
-            let acquire = ExportableSemaphore::local(ctx, SemaphoreKind::Binary, 0)?;
+            let acquire = Semaphore::local(ctx, SemaphoreKind::Binary, 0)?;
             let fence = fence(ctx)?;
             ring.slots.push(Slot {
                 cmd,
@@ -172,7 +172,7 @@ impl Ring {
     /// Replaces slot `i`'s acquire semaphore: after an acquire whose submission failed it
     /// is signalled with no waiter, and must not be signalled again.
     pub(super) fn renew_acquire(&mut self, i: usize) -> Result<()> {
-        self.slots[i].acquire = ExportableSemaphore::local(&self.ctx, SemaphoreKind::Binary, 0)?;
+        self.slots[i].acquire = Semaphore::local(&self.ctx, SemaphoreKind::Binary, 0)?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use ash::vk;
 use super::surface::Surface;
 use super::PresentMode;
 use crate::error::{Error, Result};
-use crate::vulkan::{Context, ExportableSemaphore, SemaphoreKind};
+use crate::vulkan::{Context, Semaphore, SemaphoreKind};
 
 /// A swapchain and its images. Each image has its own "rendered" semaphore, signalled by
 /// the submission that fills it and waited on by its present: a present semaphore is
@@ -17,7 +17,7 @@ pub(super) struct Swapchain {
     pub(super) raw: vk::SwapchainKHR,
     pub(super) images: Vec<vk::Image>,
     /// One per image, same index.
-    pub(super) rendered: Vec<ExportableSemaphore>,
+    pub(super) rendered: Vec<Semaphore>,
     pub(super) format: vk::SurfaceFormatKHR,
     pub(super) extent: vk::Extent2D,
     loader: ash::khr::swapchain::Device,
@@ -133,7 +133,7 @@ impl Swapchain {
         chain.rendered = chain
             .images
             .iter()
-            .map(|_| ExportableSemaphore::local(ctx, SemaphoreKind::Binary, 0))
+            .map(|_| Semaphore::local(ctx, SemaphoreKind::Binary, 0))
             .collect::<Result<_>>()?;
         Ok(Some(chain))
     }

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use ash::vk;
 
-use super::image::{copy_region, level_bytes, Step};
-use super::{
-    ComputeTarget, Context, ExportableSemaphore, ExternalBuffer, ExternalImage, ImageState,
-    SemaphoreKind,
-};
+use super::one_shot::copy_region;
+use super::ComputeTarget;
 use crate::error::{Error, Result};
+use crate::vulkan::{
+    level_bytes, Context, ExternalBuffer, ExternalImage, FencedCommandBuffer, ImageState,
+    Semaphore, SemaphoreKind, Step,
+};
 
 /// How long `Drop` waits for a pending submission before leaking its objects instead of
 /// destroying them while in use.
@@ -55,15 +56,14 @@ impl Op {
 /// flight lets frames overlap.
 pub struct Commands {
     ctx: Context,
-    pool: vk::CommandPool,
-    cmd: vk::CommandBuffer,
-    fence: vk::Fence,
+    /// Pool, command buffer and fence.
+    buffer: FencedCommandBuffer,
     /// Operations added since the last submission.
     ops: Vec<Op>,
     /// Operations of the pending submission (kept alive until its fence signals).
     pending: Option<Vec<Op>>,
     /// Semaphores of the pending submission.
-    pending_semaphores: Vec<Arc<ExportableSemaphore>>,
+    pending_semaphores: Vec<Arc<Semaphore>>,
 }
 
 impl std::fmt::Debug for Commands {
@@ -87,11 +87,8 @@ impl Drop for Commands {
             std::mem::forget(std::mem::take(&mut self.pending_semaphores));
             return;
         }
-        let d = self.ctx.device();
-        // SAFETY: nothing is pending (waited above); the objects were made from `d`.
-        unsafe { d.destroy_fence(self.fence, None) };
-        // SAFETY: as above; destroying the pool frees its command buffer.
-        unsafe { d.destroy_command_pool(self.pool, None) };
+        // SAFETY: nothing is pending (waited above); destroyed once, here.
+        unsafe { self.buffer.destroy(self.ctx.device()) };
     }
 }
 
@@ -101,46 +98,13 @@ impl Commands {
     /// # Errors
     /// Driver errors creating the pool, buffer or fence.
     pub fn new(ctx: &Context) -> Result<Self> {
-        let d = ctx.device();
-        let info = vk::CommandPoolCreateInfo::default()
-            .queue_family_index(ctx.queue_family_index())
-            .flags(vk::CommandPoolCreateFlags::RESET_COMMAND_BUFFER);
-        // SAFETY: valid device and create info.
-        let pool = unsafe { d.create_command_pool(&info, None) }
-            .map_err(|r| Error::vk("vkCreateCommandPool", r))?;
-        let alloc = vk::CommandBufferAllocateInfo::default()
-            .command_pool(pool)
-            .level(vk::CommandBufferLevel::PRIMARY)
-            .command_buffer_count(1);
-        // SAFETY: valid device; the pool was just made.
-        let cmd = unsafe { d.allocate_command_buffers(&alloc) }
-            .map(|v| v.first().copied().unwrap_or_default());
-        // SAFETY: valid device and create info.
-        let fence = unsafe { d.create_fence(&vk::FenceCreateInfo::default(), None) };
-        match (cmd, fence) {
-            (Ok(cmd), Ok(fence)) => Ok(Self {
-                ctx: ctx.clone(),
-                pool,
-                cmd,
-                fence,
-                ops: Vec::new(),
-                pending: None,
-                pending_semaphores: Vec::new(),
-            }),
-            (cmd, fence) => {
-                if let Ok(f) = fence {
-                    // SAFETY: the fence is unused.
-                    unsafe { d.destroy_fence(f, None) };
-                }
-                // SAFETY: the pool and its buffer are unused.
-                unsafe { d.destroy_command_pool(pool, None) };
-                Err(match (cmd, fence) {
-                    (Err(r), _) => Error::vk("vkAllocateCommandBuffers", r),
-                    (_, Err(r)) => Error::vk("vkCreateFence", r),
-                    _ => Error::vk("vkCreateFence", vk::Result::ERROR_UNKNOWN),
-                })
-            }
-        }
+        Ok(Self {
+            ctx: ctx.clone(),
+            buffer: FencedCommandBuffer::new(ctx.device(), ctx.queue_family_index())?,
+            ops: Vec::new(),
+            pending: None,
+            pending_semaphores: Vec::new(),
+        })
     }
 
     /// Runs `target`'s compute pass over its image with `push` constants (the image is
@@ -212,29 +176,22 @@ impl Commands {
                 format!("at least {bytes} bytes (level 0 of the image)"),
             ));
         }
-        self.check_device(buffer.context(), "buffer")?;
+        self.ctx.check_owns("buffer", buffer.context())?;
         self.push_op(Op::CopyToBuffer {
             image: image.clone(),
             buffer: buffer.clone(),
         })
     }
 
-    fn check_device(&self, other: &Context, arg: &'static str) -> Result<()> {
-        if other.device().handle() == self.ctx.device().handle() {
-            Ok(())
-        } else {
-            Err(Error::invalid(
-                arg,
-                "made on another context's device",
-                "a resource of this context",
-            ))
-        }
-    }
-
     fn push_op(&mut self, op: Op) -> Result<()> {
-        self.check_device(op.image().context(), "image")?;
+        self.ctx.check_owns("image", op.image().context())?;
         self.ops.push(op);
         Ok(())
+    }
+
+    /// The context it records for.
+    pub(crate) fn context(&self) -> &Context {
+        &self.ctx
     }
 
     /// Waits (at most `timeout`) for the previous submission and frees what it kept alive.
@@ -245,25 +202,11 @@ impl Commands {
         if self.pending.is_none() {
             return Ok(());
         }
-        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        // SAFETY: the fence belongs to this device.
-        match unsafe {
-            self.ctx
-                .device()
-                .wait_for_fences(&[self.fence], true, nanos)
-        } {
-            Ok(()) => {}
-            Err(vk::Result::TIMEOUT) => {
-                return Err(Error::Timeout {
-                    what: "a Vulkan command buffer submission".into(),
-                    waited: timeout,
-                })
-            }
-            Err(r) => return Err(Error::vk("vkWaitForFences", r)),
-        }
-        // SAFETY: the fence is signalled and not in use.
-        unsafe { self.ctx.device().reset_fences(&[self.fence]) }
-            .map_err(|r| Error::vk("vkResetFences", r))?;
+        self.buffer.wait(
+            self.ctx.device(),
+            timeout,
+            "a Vulkan command buffer submission",
+        )?;
         self.pending = None;
         self.pending_semaphores.clear();
         Ok(())
@@ -285,8 +228,8 @@ impl Commands {
     pub fn submit(
         &mut self,
         queue: usize,
-        waits: &[(&Arc<ExportableSemaphore>, u64)],
-        signals: &[(&Arc<ExportableSemaphore>, u64)],
+        waits: &[(&Arc<Semaphore>, u64)],
+        signals: &[(&Arc<Semaphore>, u64)],
         timeout: Duration,
     ) -> Result<()> {
         // A binary wait needs a signal already submitted (no way to check it here), so
@@ -341,7 +284,7 @@ impl Commands {
         let mut guards: Vec<_> = images.iter().map(|i| i.lock_state()).collect();
         let mut states: Vec<ImageState> = guards.iter().map(|g| **g).collect();
         let recorded = self.record(&ops, &images, &mut states);
-        let result = recorded.and_then(|()| submit(&[self.cmd], self.fence));
+        let result = recorded.and_then(|()| submit(&[self.buffer.cmd], self.buffer.fence));
         match result {
             Ok(()) => {
                 for (g, s) in guards.iter_mut().zip(&states) {
@@ -358,7 +301,7 @@ impl Commands {
                 let reset = unsafe {
                     self.ctx
                         .device()
-                        .reset_command_buffer(self.cmd, vk::CommandBufferResetFlags::empty())
+                        .reset_command_buffer(self.buffer.cmd, vk::CommandBufferResetFlags::empty())
                 };
                 reset.map_err(|r| Error::vk("vkResetCommandBuffer", r))?;
                 Err(e)
@@ -377,7 +320,7 @@ impl Commands {
         let begin = vk::CommandBufferBeginInfo::default()
             .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
         // SAFETY: the buffer is not pending (`submit_via` waited) and its pool allows reset.
-        unsafe { d.begin_command_buffer(self.cmd, &begin) }
+        unsafe { d.begin_command_buffer(self.buffer.cmd, &begin) }
             .map_err(|r| Error::vk("vkBeginCommandBuffer", r))?;
         for op in ops {
             let image = op.image();
@@ -389,7 +332,7 @@ impl Commands {
                 let (barrier, next) = image.plan(*s, step)?;
                 if let Some(b) = barrier {
                     // SAFETY: the buffer is recording, on the image's device.
-                    unsafe { image.record_barrier(self.cmd, &b) };
+                    unsafe { image.record_barrier(self.buffer.cmd, &b) };
                 }
                 *s = next;
                 Ok(())
@@ -399,7 +342,7 @@ impl Commands {
                     step(&mut states[k], Step::Transition(vk::ImageLayout::GENERAL))?;
                     // SAFETY: recording; the target is kept alive with the pending ops;
                     // its image is in GENERAL at this point of the buffer.
-                    unsafe { target.pass().record_dispatch(self.cmd, target, push) }?;
+                    unsafe { target.pass().record_dispatch(self.buffer.cmd, target, push) }?;
                 }
                 Op::Release(_) => step(&mut states[k], Step::Release)?,
                 Op::Acquire(_, layout) => step(&mut states[k], Step::Acquire(*layout))?,
@@ -414,7 +357,7 @@ impl Commands {
                     // buffer large enough (checked when added); both are kept alive.
                     unsafe {
                         d.cmd_copy_image_to_buffer(
-                            self.cmd,
+                            self.buffer.cmd,
                             image.raw(),
                             vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
                             buffer.raw(),
@@ -428,7 +371,7 @@ impl Commands {
                     // SAFETY: recording on this device.
                     unsafe {
                         d.cmd_pipeline_barrier(
-                            self.cmd,
+                            self.buffer.cmd,
                             vk::PipelineStageFlags::TRANSFER,
                             vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST,
                             vk::DependencyFlags::empty(),
@@ -441,6 +384,7 @@ impl Commands {
             }
         }
         // SAFETY: recording began above.
-        unsafe { d.end_command_buffer(self.cmd) }.map_err(|r| Error::vk("vkEndCommandBuffer", r))
+        unsafe { d.end_command_buffer(self.buffer.cmd) }
+            .map_err(|r| Error::vk("vkEndCommandBuffer", r))
     }
 }
