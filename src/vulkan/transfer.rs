@@ -225,7 +225,8 @@ pub(crate) struct OneShotState {
     cb: FencedCommandBuffer,
     /// Reusable staging buffers, by [`Direction`] (upload, download).
     kept: [Option<Staging>; 2],
-    /// A one-off staging buffer above [`STAGING_KEEP`], alive until its submission is done.
+    /// A one-off staging buffer above [`STAGING_KEEP`], alive until the next one-shot asks
+    /// for staging (its readback reads it after the submission is done).
     oversized: Option<Staging>,
     /// A submission has been made whose fence has not been seen signalled.
     pending: bool,
@@ -252,10 +253,6 @@ impl OneShotState {
         self.cb
             .wait(ctx.device(), timeout, "an earlier one-shot Vulkan transfer")?;
         self.pending = false;
-        if let Some(s) = self.oversized.take() {
-            // SAFETY: its submission has completed (fence waited above).
-            unsafe { s.destroy(ctx.device(), &mut ctx.allocator()) };
-        }
         Ok(())
     }
 
@@ -311,6 +308,11 @@ impl<'a> OneShotLock<'a> {
         self.state.settle(self.ctx, self.ctx.one_shot_timeout())?;
         let ctx = self.ctx;
         let state = &mut *self.state;
+        // The last one-off buffer stayed alive for its readback; its submission is done.
+        if let Some(s) = state.oversized.take() {
+            // SAFETY: its submission has completed (settled above).
+            unsafe { s.destroy(ctx.device(), &mut ctx.allocator()) };
+        }
         let slot = if len > STAGING_KEEP {
             &mut state.oversized
         } else {

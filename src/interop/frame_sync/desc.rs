@@ -82,6 +82,13 @@ impl FrameSyncDesc {
         }
     }
 
+    /// Carries `plan.frames` frames per crossing: the K that
+    /// [`choose_batch`](crate::interop::choose_batch) chose for a target efficiency within
+    /// a latency budget, which `plan` states (frames and time).
+    pub fn batch(self, plan: &crate::interop::BatchPlan) -> Self {
+        self.frames_per_crossing(plan.frames as usize)
+    }
+
     /// Turns the timeline on or off ([`FrameSyncDesc::trace`]).
     pub fn trace(mut self, on: bool) -> Self {
         self.trace = on;
