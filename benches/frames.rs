@@ -175,13 +175,10 @@ fn bench_size(
         plan.latency.as_secs_f64() * 1e3
     );
     let k = plan.frames as usize;
-    samples
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            format!("{label}/floor"),
-            vec![floor.alternating.p50.as_secs_f64()],
-        );
+    samples.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        format!("{label}/floor"),
+        vec![floor.alternating.p50.as_secs_f64()],
+    );
     for (name, low_latency, batch, in_flight) in [
         ("handoff", false, 1, 1),
         ("handoff_low_latency", true, 1, 1),
