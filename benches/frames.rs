@@ -54,6 +54,7 @@ fn options(width: u32, height: u32, low_latency: bool, batch: usize, in_flight: 
         batch,
         readback: false,
         trace: None,
+        auto_batch: None,
         out: std::env::temp_dir(),
     }
 }
