@@ -23,10 +23,19 @@
 //! consumer imports them back into Vulkan and reads them: the same zero-copy hand-over, with
 //! host waits instead of semaphores, and no CUDA.
 //!
+//! With `--producer cuda` the roles turn around: CUDA allocates the frames (VMM memory laid
+//! out as LINEAR images), writes them with a kernel and exports them; the consumer imports
+//! them into Vulkan, sends back two timeline semaphores for CUDA to wait on and signal, and
+//! reads every frame with Vulkan (see `examples/common/cuda_producer.rs`). It needs a CUDA
+//! device matching the Vulkan device and semaphore fds.
+//!
 //! Options: `--frames N` (default 240), `--size WxH` (default 640x360), `--images N`
-//! (default 3), `--out DIR` (default `frame-sharing-out`).
+//! (default 3), `--out DIR` (default `frame-sharing-out`), `--producer vulkan|cuda`
+//! (default vulkan).
 
 mod common;
+#[path = "common/cuda_producer.rs"]
+mod cuda_producer;
 
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
@@ -55,6 +64,8 @@ struct Options {
     height: u32,
     images: usize,
     out: PathBuf,
+    /// `--producer cuda`: CUDA allocates and writes the frames.
+    cuda_producer: bool,
 }
 
 enum Role {
@@ -69,6 +80,7 @@ fn parse() -> Result<Role> {
         height: 360,
         images: 3,
         out: PathBuf::from("frame-sharing-out"),
+        cuda_producer: false,
     };
     let mut consumer = None;
     let mut args = std::env::args().skip(1);
@@ -80,10 +92,20 @@ fn parse() -> Result<Role> {
             "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
             "--images" => o.images = value()?.parse().context("--images")?,
             "--out" => o.out = PathBuf::from(value()?),
+            "--producer" => {
+                o.cuda_producer = match value()?.as_str() {
+                    "cuda" => true,
+                    "vulkan" => false,
+                    other => bail!("--producer {other}: use vulkan or cuda"),
+                }
+            }
             // cargo test / bundle runners pass these to every executable.
             "--bench" | "--nocapture" => {}
             other => {
-                bail!("unknown option {other}; use --frames N, --size WxH, --images N, --out DIR")
+                bail!(
+                    "unknown option {other}; use --frames N, --size WxH, --images N, --out DIR, \
+                     --producer vulkan|cuda"
+                )
             }
         }
     }
@@ -101,6 +123,7 @@ fn parse() -> Result<Role> {
 
 fn main() -> Result<()> {
     match parse()? {
+        Role::Producer(o) if o.cuda_producer => cuda_producer::producer(&o),
         Role::Producer(o) => producer(&o),
         Role::Consumer { socket, out } => consumer(&socket, &out),
     }
@@ -174,7 +197,7 @@ fn producer(o: &Options) -> Result<()> {
     }
     let frames = match mode {
         Mode::Cuda => o.frames,
-        Mode::Vulkan => o.frames.min(o.images as u32),
+        _ => o.frames.min(o.images as u32),
     };
     let desc = ImageDesc::d2(o.width, o.height, vk::Format::R8G8B8A8_UNORM);
     let pass = scene::render_pass(&vk)?;
@@ -200,6 +223,7 @@ fn producer(o: &Options) -> Result<()> {
         frames,
         desc: desc.clone(),
         sizes: images.iter().map(|i| i.allocation_size()).collect(),
+        layout: None,
     };
     let (ready, done) = match mode {
         Mode::Cuda => {
@@ -213,7 +237,7 @@ fn producer(o: &Options) -> Result<()> {
             }
             (Some(ready), Some(done))
         }
-        Mode::Vulkan => (None, None),
+        _ => (None, None),
     };
 
     let (mut child, stream) = spawn_consumer(&o.out)?;
@@ -275,26 +299,13 @@ fn producer(o: &Options) -> Result<()> {
     }
     let (reply, _) = ipc::recv(&stream, 0)?;
     let elapsed = start.elapsed();
-    let theirs = parse_hashes(&reply)?;
-    ensure!(
-        theirs.len() == frames as usize,
-        "the consumer hashed {} frames of {frames}",
-        theirs.len()
-    );
-    let mut equal = true;
-    for (k, theirs) in theirs.iter().enumerate() {
-        let ours = fnv1a(&scene::reference(k as u32, o.width, o.height));
-        if k < 4 || k + 2 > frames as usize || ours != *theirs {
-            println!("producer: frame {k:4} hash {ours:016x}, consumer {theirs:016x}");
-        }
-        equal &= ours == *theirs;
-    }
+    let equal = compare_hashes(&reply, frames, o.width, o.height)?;
     let status = child.wait()?;
     ensure!(status.success(), "the consumer failed: {status}");
     ensure!(equal, "frame hashes differ between producer and consumer");
     let how = match mode {
         Mode::Cuda => "CUDA in another process",
-        Mode::Vulkan => "Vulkan in another process (no CUDA here)",
+        _ => "Vulkan in another process (no CUDA here)",
     };
     println!(
         "frame_sharing: {frames} frames of {}x{} through {} shared images read by {how} in \
@@ -306,6 +317,26 @@ fn producer(o: &Options) -> Result<()> {
         f64::from(frames) / elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Compares the consumer's hashes (its reply) with the CPU reference of each frame, printing
+/// the first, the last and any that differ; whether all are equal.
+fn compare_hashes(reply: &[u8], frames: u32, width: u32, height: u32) -> Result<bool> {
+    let theirs = parse_hashes(reply)?;
+    ensure!(
+        theirs.len() == frames as usize,
+        "the consumer hashed {} frames of {frames}",
+        theirs.len()
+    );
+    let mut equal = true;
+    for (k, theirs) in theirs.iter().enumerate() {
+        let ours = fnv1a(&scene::reference(k as u32, width, height));
+        if k < 4 || k + 2 > frames as usize || ours != *theirs {
+            println!("producer: frame {k:4} hash {ours:016x}, consumer {theirs:016x}");
+        }
+        equal &= ours == *theirs;
+    }
+    Ok(equal)
 }
 
 fn parse_hashes(reply: &[u8]) -> Result<Vec<u64>> {
@@ -327,7 +358,7 @@ fn consumer(socket: &Path, out: &Path) -> Result<()> {
     let n = header.sizes.len();
     let want = match header.mode {
         Mode::Cuda => n + 2,
-        Mode::Vulkan => n,
+        Mode::Vulkan | Mode::CudaProducer => n,
     };
     ensure!(
         fds.len() == want,
@@ -349,7 +380,8 @@ fn consumer(socket: &Path, out: &Path) -> Result<()> {
         .map(|(fd, &size)| MemoryImport {
             handle: MemoryHandle::OpaqueFd(fd),
             size,
-            dedicated: true,
+            // CUDA's VMM memory was made for no image in particular.
+            dedicated: header.mode != Mode::CudaProducer,
         });
     let hashes = match header.mode {
         Mode::Cuda => {
@@ -360,6 +392,7 @@ fn consumer(socket: &Path, out: &Path) -> Result<()> {
             cuda_consumer(&header, imports.collect(), ready, done, out)?
         }
         Mode::Vulkan => vulkan_consumer(&header, imports.collect(), &stream, out)?,
+        Mode::CudaProducer => cuda_producer::consumer(&header, imports.collect(), &stream, out)?,
     };
     let text: Vec<String> = hashes.iter().map(|h| format!("{h:016x}")).collect();
     ipc::send(

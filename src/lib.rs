@@ -8,8 +8,9 @@
 //! examples/, benches/          anyhow; unsafe only for CUDA kernel launches
 //! interop/                     SharedBuffer, SharedImage, SharedSemaphore: a Vulkan resource
 //!                              + its CUDA import (or CUDA VMM memory + its Vulkan import:
-//!                              SharedBuffer::from_cuda); SharedPool: a pool's blocks imported
-//!                              once each; FrameSync: N frames in flight across both
+//!                              SharedBuffer::from_cuda, SharedLinearImage::from_cuda);
+//!                              SharedPool: a pool's blocks imported once each; FrameSync:
+//!                              N frames in flight across both
 //!    |          \
 //! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash;
 //!                              vulkan/ExportPool sub-allocates exported blocks,

@@ -125,6 +125,16 @@ impl<'a, R: Resource> Unbound<'a, R> {
         Self { device, raw }
     }
 
+    /// The resource, still unbound.
+    pub(crate) fn raw(&self) -> R {
+        self.raw
+    }
+
+    /// The device it was created from.
+    pub(crate) fn device(&self) -> &'a ash::Device {
+        self.device
+    }
+
     /// Its memory requirements.
     pub(crate) fn requirements(&self) -> vk::MemoryRequirements {
         // SAFETY: created from `device` and alive (`new`'s precondition).

@@ -10,6 +10,8 @@
 //!   ([`PoolBlock`]), one block per size class, so one export serves many buffers.
 //! * [`ExternalImage`] is the same for optimally (or linearly) tiled images, with the
 //!   queue-family release/acquire to and from `VK_QUEUE_FAMILY_EXTERNAL` tracked for you.
+//!   LINEAR 2D images are rows at a pitch ([`LinearLayout`]) and can be bound to memory
+//!   made for no image in particular ([`ExternalImage::import_linear`]).
 //! * [`Semaphore`]: timeline and binary semaphores, exportable as fds or local to Vulkan,
 //!   with a fast bounded host wait; [`Context::submit_to`] submits batches that wait on and
 //!   signal them.
@@ -50,8 +52,11 @@ pub use context::{
 };
 pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
+pub(crate) use image::linear_row_bytes;
 pub(crate) use image::Step;
-pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
+pub use image::{
+    ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, LinearLayout, LinearRequirements,
+};
 pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 #[cfg(feature = "window")]
 pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};

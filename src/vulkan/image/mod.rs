@@ -3,11 +3,14 @@
 //! * `desc.rs`: what an image is ([`ImageKind`], [`ImageDesc`]) and its checks;
 //! * `state.rs`: who owns it and in which layout ([`ImageState`]), the barrier plan and its
 //!   recording;
+//! * `linear.rs`: LINEAR images as rows at a pitch ([`LinearLayout`]), and their import
+//!   from memory made for no image in particular ([`ExternalImage::import_linear`]);
 //! * here: [`ExternalImage`] itself, its constructors and export.
 //!
 //! The contract (checks, ownership, memory ordering) is documented on [`ExternalImage`].
 
 mod desc;
+mod linear;
 mod state;
 
 use std::sync::Mutex;
@@ -15,6 +18,8 @@ use std::sync::Mutex;
 use ash::vk;
 
 pub use desc::{ImageDesc, ImageKind};
+pub(crate) use linear::linear_row_bytes;
+pub use linear::{LinearLayout, LinearRequirements};
 /// For the presenter, which narrows a planned barrier to its transfer.
 #[cfg(feature = "window")]
 pub(crate) use state::Barrier;
@@ -184,6 +189,21 @@ impl ExternalImage {
     ///    (VUID-VkMemoryAllocateInfo-allocationSize-01742); a mismatch the driver does not
     ///    catch is undefined behaviour. [`ExternalImage::alias`] is the safe loopback.
     pub unsafe fn import(ctx: &Context, desc: &ImageDesc, import: MemoryImport) -> Result<Self> {
+        // SAFETY: forwarded to the caller (precondition 1).
+        unsafe { Self::import_checked(ctx, desc, import, |_| Ok(())) }
+    }
+
+    /// [`ExternalImage::import`], with `check` run on the created image before its memory is
+    /// imported and bound.
+    ///
+    /// # Safety
+    /// As [`ExternalImage::import`].
+    unsafe fn import_checked(
+        ctx: &Context,
+        desc: &ImageDesc,
+        import: MemoryImport,
+        check: impl FnOnce(&Unbound<'_, vk::Image>) -> Result<()>,
+    ) -> Result<Self> {
         check_import_type(desc.handle_type, &import)?;
         let handle_type = desc.handle_type;
         check_desc(ctx, desc)?;
@@ -209,6 +229,7 @@ impl ExternalImage {
             ));
         }
         let image = create_image(ctx.device(), desc, flags)?;
+        check(&image)?;
         let what = || "this image".to_owned();
         // SAFETY: the image was created from `ctx`'s device with `flags` for this handle
         // type; the payload fits it (precondition 1).
