@@ -568,6 +568,23 @@ fn timeouts_and_misuse((vk, cu): &Env) -> anyhow::Result<()> {
     validation_since(vk, &before, &[])
 }
 
+/// `Duration::MAX` ("wait for ever") as FrameSync's timeout and as `wait_idle`'s is no
+/// deadline: `begin` on a reused slot, `wait_idle` and the drop do not panic (issue 10 row 11).
+fn duration_max_is_no_deadline((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+        let desc = FrameSyncDesc::new(1).mode(mode).timeout(Duration::MAX);
+        let mut sync = FrameSync::new(vk, cu, &desc)?;
+        for _ in 0..3 {
+            drop(sync.begin()?); // finished with empty work; the next begin reuses the slot
+        }
+        sync.wait_idle(Duration::MAX)?;
+        sync.wait_frame(3, Duration::MAX)?;
+        drop(sync);
+    }
+    validation_since(vk, &before, &[])
+}
+
 /// 2,000 create/export/import/use/destroy cycles of a timeline and a binary semaphore:
 /// open fds and free device memory stay flat.
 fn no_leaks_2000((vk, cu): &Env) -> anyhow::Result<()> {
@@ -637,12 +654,13 @@ fn main() {
             ));
         }
     }
-    let tests: [common::Test<Env>; 6] = [
+    let tests: [common::Test<Env>; 7] = [
         ("every_queue_layout_ordered_by_data", every_layout),
         ("shared_timeline_chains_ordered_by_data", timeline_chains),
         ("shared_binary_chains_ordered_by_data", binary_chains),
         ("batched_waits_and_signals_ordered_by_data", batched_waits),
         ("timeouts_and_misuse_are_typed", timeouts_and_misuse),
+        ("frame_sync_duration_max_is_no_deadline", duration_max_is_no_deadline),
         ("semaphore_import_destroy_2000_no_leaks", no_leaks_2000),
     ];
     trials.extend(tests.into_iter().map(|(name, f)| trial(name, &probe, f)));

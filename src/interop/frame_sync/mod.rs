@@ -273,15 +273,13 @@ impl FrameSync {
         let ticket = self.ledger.peek()?;
         if let Some(previous) = ticket.reuses {
             let slot = &self.slots[ticket.slot];
-            let deadline = Instant::now() + self.timeout;
-            let produced = slot.produced.as_ref().map_or(Ok(()), |p| {
-                p.wait(previous, deadline.saturating_duration_since(Instant::now()))
-            });
+            let deadline = Deadline::after(self.timeout);
+            let produced = slot
+                .produced
+                .as_ref()
+                .map_or(Ok(()), |p| p.wait(previous, deadline.left()));
             produced
-                .and_then(|()| {
-                    slot.done
-                        .wait(previous, deadline.saturating_duration_since(Instant::now()))
-                })
+                .and_then(|()| slot.done.wait(previous, deadline.left()))
                 .map_err(|e| match e {
                     Error::Timeout { what, waited } => Error::Timeout {
                         what: format!(
@@ -323,11 +321,10 @@ impl FrameSync {
     /// # Errors
     /// As [`FrameSync::wait_frame`].
     pub fn wait_idle(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline::after(timeout);
         for (s, slot) in self.slots.iter().enumerate() {
             if let Some(last) = self.ledger.last_in_slot(s) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                slot.done.wait(last, left)?;
+                slot.done.wait(last, deadline.left())?;
             }
         }
         Ok(())
@@ -470,7 +467,7 @@ impl FrameSync {
         if self.ledger.begun == 0 {
             return Ok(());
         }
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Deadline::after(self.timeout);
         self.wait_idle(self.timeout)?;
         let mut queues: Vec<usize> = self
             .slots
@@ -484,8 +481,7 @@ impl FrameSync {
             // SAFETY: an empty batch; the fence is unsignalled (reset after each use below)
             // and used by no other submission.
             unsafe { self.vk.submit_to(q, &[], &[], &[], self.drain_fence) }?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let nanos = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
+            let nanos = u64::try_from(deadline.left().as_nanos()).unwrap_or(u64::MAX);
             // SAFETY: the fence belongs to this device.
             match unsafe { device.wait_for_fences(&[self.drain_fence], true, nanos) } {
                 Ok(()) => {}
@@ -510,6 +506,25 @@ impl FrameSync {
     }
 }
 
+/// The end of a bounded wait. A timeout too long to add to `Instant::now()` (such as
+/// `Duration::MAX`, "wait for ever") has no end: `checked_add` gives `None`, and the time
+/// left is then `Duration::MAX`.
+#[derive(Debug, Clone, Copy)]
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `timeout` from now.
+    fn after(timeout: Duration) -> Self {
+        Self(Instant::now().checked_add(timeout))
+    }
+
+    /// The time left (zero once passed; `Duration::MAX` without an end).
+    fn left(&self) -> Duration {
+        self.0
+            .map_or(Duration::MAX, |end| end.saturating_duration_since(Instant::now()))
+    }
+}
+
 impl Drop for FrameSync {
     fn drop(&mut self) {
         if let Err(e) = self.drain() {
@@ -528,5 +543,20 @@ impl Drop for FrameSync {
         unsafe { self.vk.device().destroy_fence(self.drain_fence, None) };
         // The slots and the crossing drop after this (the relay stops first), every use of
         // them finished.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_of_duration_max_is_no_deadline_not_a_panic() {
+        let forever = Deadline::after(Duration::MAX);
+        assert_eq!(forever.left(), Duration::MAX);
+        let passed = Deadline::after(Duration::ZERO);
+        assert_eq!(passed.left(), Duration::ZERO);
+        let soon = Deadline::after(Duration::from_secs(60)).left();
+        assert!(soon <= Duration::from_secs(60) && soon > Duration::from_secs(59), "{soon:?}");
     }
 }
