@@ -51,6 +51,14 @@
 //! submit it; [`util::ComputePass`] is a minimal compute pipeline; [`util::OneShot`] gives
 //! the context staged copies, fills, hand-offs and dispatches that wait.
 //!
+//! # Logging
+//! The library never prints. What it cannot return as an error (a failure inside a `Drop`,
+//! a leak chosen over freeing memory the GPU may still use, a relay thread that panicked)
+//! goes to the [`log`](https://docs.rs/log) facade: `log::error!` when something was leaked
+//! or lost, `log::warn!` otherwise. Validation-layer messages use the target
+//! `vkcuda::validation` (errors at `error`, warnings at `warn`). Install any logger
+//! (`env_logger`, `tracing-log`, ...) to see them.
+//!
 //! # Platforms
 //! Tested on Linux with opaque fds. Every handle type CUDA accepts is modelled in
 //! [`external`] and compiles everywhere; the Windows and NvSci ones are untested.

@@ -174,7 +174,7 @@ impl Drop for Staging<'_> {
         unsafe { self.ctx.device().destroy_buffer(self.buffer, None) };
         if let Some(a) = self.allocation.take() {
             if let Err(e) = self.ctx.allocator().free(a) {
-                eprintln!("vkcuda: freeing staging memory failed: {e}");
+                log::warn!("freeing staging memory failed: {e}");
             }
         }
     }

@@ -354,7 +354,7 @@ impl FrameSync {
     fn defer(&mut self, e: Error) {
         match &self.deferred {
             None => self.deferred = Some(e),
-            Some(first) => eprintln!("vkcuda: FrameSync: {e} (after an unreported {first})"),
+            Some(first) => log::error!("FrameSync: {e} (after an unreported {first})"),
         }
     }
 
@@ -528,8 +528,8 @@ impl Deadline {
 impl Drop for FrameSync {
     fn drop(&mut self) {
         if let Err(e) = self.drain() {
-            eprintln!(
-                "vkcuda: FrameSync dropped before its frames finished ({e}); leaking its \
+            log::error!(
+                "FrameSync dropped before its frames finished ({e}); leaking its \
                  semaphores, streams, fence and memory rather than freeing them in use"
             );
             self.crossing.stop();

@@ -165,7 +165,7 @@ impl Relay {
         self.shared.wake.notify_one();
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
-                eprintln!("vkcuda: the FrameSync relay thread panicked");
+                log::error!("the FrameSync relay thread panicked");
             }
         }
     }
