@@ -69,6 +69,7 @@ pub mod external;
 pub mod interop;
 #[cfg(unix)]
 pub mod ipc;
+mod timeline;
 pub mod util;
 pub mod vulkan;
 

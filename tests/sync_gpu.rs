@@ -568,6 +568,33 @@ fn timeouts_and_misuse((vk, cu): &Env) -> anyhow::Result<()> {
     validation_since(vk, &before, &[])
 }
 
+/// Issue 10 row 6 on the CUDA side: the two halves of a SharedSemaphore check signals
+/// against one record of the highest value, so a CUDA signal never goes below a Vulkan one,
+/// a Vulkan one never below a CUDA one, and a value is never signalled twice.
+fn cuda_signals_never_go_backwards((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    let stream = cu.new_stream()?;
+    let tl = SharedSemaphore::timeline(vk, cu, 0)?;
+    tl.cuda().signal(&stream, 5)?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 5), "ops")?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 3), "ops")?;
+    // A Vulkan queue signal below CUDA's pending 5 is refused before submitting.
+    // SAFETY: refused before vkQueueSubmit.
+    let r = unsafe { vk.submit(&[], &[], &[(tl.vulkan(), 4)], vk::Fence::null()) };
+    common::expect_invalid_arg(r, "signals")?;
+    stream.synchronize()?;
+    tl.vulkan().wait(5, TIMEOUT)?;
+    tl.vulkan().signal(6)?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 6), "ops")?;
+    tl.cuda().signal(&stream, 8)?;
+    stream.synchronize()?;
+    ensure!(tl.vulkan().value()? == 8, "value {}", tl.vulkan().value()?);
+    ensure!(tl.cuda().highest_signalled() == 8);
+    drop(tl);
+    let known: Vec<_> = common::orphaned_counter_reads(vk, 1).into_iter().collect();
+    validation_since(vk, &before, &known)
+}
+
 /// `Duration::MAX` ("wait for ever") as FrameSync's timeout and as `wait_idle`'s is no
 /// deadline: `begin` on a reused slot, `wait_idle` and the drop do not panic (issue 10 row 11).
 fn duration_max_is_no_deadline((vk, cu): &Env) -> anyhow::Result<()> {
@@ -654,13 +681,20 @@ fn main() {
             ));
         }
     }
-    let tests: [common::Test<Env>; 7] = [
+    let tests: [common::Test<Env>; 8] = [
         ("every_queue_layout_ordered_by_data", every_layout),
         ("shared_timeline_chains_ordered_by_data", timeline_chains),
         ("shared_binary_chains_ordered_by_data", binary_chains),
         ("batched_waits_and_signals_ordered_by_data", batched_waits),
         ("timeouts_and_misuse_are_typed", timeouts_and_misuse),
-        ("frame_sync_duration_max_is_no_deadline", duration_max_is_no_deadline),
+        (
+            "frame_sync_duration_max_is_no_deadline",
+            duration_max_is_no_deadline,
+        ),
+        (
+            "cuda_signals_never_go_backwards",
+            cuda_signals_never_go_backwards,
+        ),
         ("semaphore_import_destroy_2000_no_leaks", no_leaks_2000),
     ];
     trials.extend(tests.into_iter().map(|(name, f)| trial(name, &probe, f)));

@@ -222,12 +222,18 @@ impl Frame<'_> {
     /// frame's stream.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`frame`) out of order; CUDA errors.
+    /// [`Error::InvalidArgument`] (`frame`) out of order; CUDA errors. When the error came
+    /// after the signal was enqueued (recording its completion event failed), the step
+    /// counts as done and the next one is [`Frame::submit_vulkan_after_cuda`]: a retry would
+    /// signal the value twice.
     pub fn cuda_signal(&mut self) -> Result<()> {
         check_step(self.ticket.index, self.next, Step::CudaSignal)?;
-        self.sync.enqueue_cuda_signal(&self.ticket)?;
-        self.advance(Step::CudaSignal);
-        Ok(())
+        let enqueued = self.sync.enqueue_cuda_signal(&self.ticket);
+        let (slot, value) = (self.ticket.slot, self.ticket.value);
+        if enqueued.is_ok() || self.sync.crossing.signalled(slot, value) {
+            self.advance(Step::CudaSignal);
+        }
+        enqueued
     }
 
     /// Step 4: submits `command_buffers` (the Vulkan work that reads CUDA's results) on the

@@ -439,9 +439,12 @@ impl FrameSync {
         }
     }
 
-    /// Runs the steps of `t` from `from` on with empty work, so the chain is complete.
+    /// Runs the steps of `t` from `from` on with empty work, so the chain is complete. A
+    /// CUDA signal that failed after it was enqueued does not stop the chain (its value
+    /// will be signalled); its error is returned once the rest has run.
     fn complete(&self, t: &Ticket, from: Step) -> Result<()> {
         let mut step = Some(from);
+        let mut late = None;
         while let Some(s) = step {
             match s {
                 Step::SubmitVulkan => {
@@ -449,7 +452,10 @@ impl FrameSync {
                     unsafe { self.submit_produce(t, &[], &[], &[], vk::Fence::null()) }?
                 }
                 Step::CudaWait => drop(self.enqueue_cuda_wait(t)?),
-                Step::CudaSignal => self.enqueue_cuda_signal(t)?,
+                Step::CudaSignal => match self.enqueue_cuda_signal(t) {
+                    Err(e) if self.crossing.signalled(t.slot, t.value) => late = Some(e),
+                    other => other?,
+                },
                 Step::SubmitVulkanAfterCuda => {
                     // SAFETY: as above.
                     unsafe { self.submit_consume(t, &[], &[], &[], vk::Fence::null()) }?
@@ -457,7 +463,7 @@ impl FrameSync {
             }
             step = s.next();
         }
-        Ok(())
+        late.map_or(Ok(()), Err)
     }
 
     /// Waits for everything the frames submitted: their `done` values, then an empty
@@ -520,8 +526,9 @@ impl Deadline {
 
     /// The time left (zero once passed; `Duration::MAX` without an end).
     fn left(&self) -> Duration {
-        self.0
-            .map_or(Duration::MAX, |end| end.saturating_duration_since(Instant::now()))
+        self.0.map_or(Duration::MAX, |end| {
+            end.saturating_duration_since(Instant::now())
+        })
     }
 }
 
@@ -557,6 +564,9 @@ mod tests {
         let passed = Deadline::after(Duration::ZERO);
         assert_eq!(passed.left(), Duration::ZERO);
         let soon = Deadline::after(Duration::from_secs(60)).left();
-        assert!(soon <= Duration::from_secs(60) && soon > Duration::from_secs(59), "{soon:?}");
+        assert!(
+            soon <= Duration::from_secs(60) && soon > Duration::from_secs(59),
+            "{soon:?}"
+        );
     }
 }
