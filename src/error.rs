@@ -127,6 +127,16 @@ pub enum Error {
         /// that do not fit what [`crate::ipc::recv`] expects.
         source: std::io::Error,
     },
+    /// A [`crate::ipc`] connection lost its message framing (an error or timeout part-way
+    /// through a message, or a length prefix that is not vkcuda's). The socket was shut
+    /// down; open a new connection.
+    #[error("the ipc connection is broken ({call}: {reason}); it was shut down, reconnect")]
+    ConnectionBroken {
+        /// The call that found it, e.g. `read` or `send`.
+        call: &'static str,
+        /// What happened.
+        reason: String,
+    },
     /// A bounded wait ran out of time.
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout {
