@@ -416,7 +416,9 @@ fn cuda_consumer(
         // `import.size` bytes (its `allocation_size`) made by the device with the UUID that
         // `cu` matched; the fd keeps the memory alive.
         let memory = unsafe { cuda::ExternalMemory::import(&cu, import) }?;
-        let array = memory.map_mipmapped_array(&array_desc)?;
+        // SAFETY: as above, the producer exported images created with `header.desc`, and
+        // `array_desc` is derived from that description as the producer's SharedImage does.
+        let array = unsafe { memory.map_mipmapped_array(&array_desc) }?;
         levels.push(array.level(0)?);
     }
     // SAFETY: both fds are exports of timeline semaphores of the device `cu` matched, made

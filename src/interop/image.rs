@@ -172,7 +172,10 @@ impl SharedImage {
         // from VkMemoryRequirements and it is a dedicated allocation, as described; `owner`
         // keeps the Vulkan memory alive until after cuDestroyExternalMemory.
         let memory = unsafe { ExternalMemory::import_with_owner(cu, import, owner) }?;
-        let array = memory.map_mipmapped_array(&array_desc)?;
+        // SAFETY: `array_desc` is derived from the image's own create info
+        // (`cuda_array_desc`), and `memory` is that image's dedicated allocation of
+        // VkMemoryRequirements size: the image lies inside it, laid out as described.
+        let array = unsafe { memory.map_mipmapped_array(&array_desc) }?;
         Ok(Self {
             array,
             vulkan: image,
