@@ -137,6 +137,16 @@ pub enum Error {
         /// What happened.
         reason: String,
     },
+    /// An object cannot be used any more after an earlier failure (which `reason` names):
+    /// drop it and create a new one. Returned by [`crate::interop::FrameSync::begin`] once a
+    /// frame's chain could not be finished.
+    #[error("{what} is unusable after an earlier failure: {reason}; drop it and create a new one")]
+    Unusable {
+        /// The type, e.g. `FrameSync`.
+        what: &'static str,
+        /// The failure that made it so.
+        reason: String,
+    },
     /// A bounded wait ran out of time.
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout {

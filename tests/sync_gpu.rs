@@ -568,6 +568,30 @@ fn timeouts_and_misuse((vk, cu): &Env) -> anyhow::Result<()> {
     validation_since(vk, &before, &[])
 }
 
+/// Issue 10 row 15: a frame leaked with `mem::forget` (its drop never runs) is finished by
+/// the next `begin`, so its slot does not stay stuck (that `begin` timed out before).
+fn a_forgotten_frame_does_not_stick_its_slot((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+        let desc = FrameSyncDesc::new(1)
+            .mode(mode)
+            .timeout(Duration::from_millis(500));
+        let mut sync = FrameSync::new(vk, cu, &desc)?;
+        std::mem::forget(sync.begin()?); // before step 1
+        let mut f = sync.begin()?;
+        // SAFETY: no command buffers or semaphores.
+        unsafe { f.submit_vulkan(&[], &[], &[], vk::Fence::null()) }?;
+        f.cuda_wait()?;
+        std::mem::forget(f); // after step 2
+        let f = sync.begin().context("the slot stayed stuck")?;
+        ensure!(f.index() == 2, "{mode:?}: frame {}", f.index());
+        drop(f);
+        sync.wait_idle(TIMEOUT)?;
+        drop(sync);
+    }
+    validation_since(vk, &before, &[])
+}
+
 /// Issue 10 row 6 on the CUDA side: the two halves of a SharedSemaphore check signals
 /// against one record of the highest value, so a CUDA signal never goes below a Vulkan one,
 /// a Vulkan one never below a CUDA one, and a value is never signalled twice.
@@ -681,7 +705,7 @@ fn main() {
             ));
         }
     }
-    let tests: [common::Test<Env>; 8] = [
+    let tests: [common::Test<Env>; 9] = [
         ("every_queue_layout_ordered_by_data", every_layout),
         ("shared_timeline_chains_ordered_by_data", timeline_chains),
         ("shared_binary_chains_ordered_by_data", binary_chains),
@@ -694,6 +718,10 @@ fn main() {
         (
             "cuda_signals_never_go_backwards",
             cuda_signals_never_go_backwards,
+        ),
+        (
+            "a_forgotten_frame_does_not_stick_its_slot",
+            a_forgotten_frame_does_not_stick_its_slot,
         ),
         ("semaphore_import_destroy_2000_no_leaks", no_leaks_2000),
     ];

@@ -285,6 +285,20 @@ impl ExternalMemory {
     /// * [`Error::Unsupported`] for a `DmaBufFd` import (CUDA maps those as buffers only).
     /// * [`Error::OutOfMemory`] or [`Error::Cuda`] when the driver call fails.
     pub unsafe fn map_mipmapped_array(&self, desc: &ArrayDesc) -> Result<MipmappedArray> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.map_mipmapped_array_gated(desc, None) }
+    }
+
+    /// [`ExternalMemory::map_mipmapped_array`] whose levels' host copies first ask `gate`
+    /// whether the exporter has handed the memory over (see [`HostCopyGate`]).
+    ///
+    /// # Safety
+    /// As [`ExternalMemory::map_mipmapped_array`].
+    pub(crate) unsafe fn map_mipmapped_array_gated(
+        &self,
+        desc: &ArrayDesc,
+        gate: Option<HostCopyGate>,
+    ) -> Result<MipmappedArray> {
         validate_import_desc(desc, self.size(), self.handle_type())?;
         let ctx = self.context();
         bind(ctx)?;
@@ -306,6 +320,7 @@ impl ExternalMemory {
                 raw,
                 desc: *desc,
                 ctx: ctx.clone(),
+                gate,
                 memory: Some(self.clone()),
             }),
         })
@@ -323,10 +338,18 @@ pub struct MipmappedArray {
     inner: Arc<ArrayInner>,
 }
 
+/// Asked before every host copy of an imported array: `Err` when the exporter has not
+/// handed the memory to CUDA (e.g. a Vulkan image not released to
+/// `VK_QUEUE_FAMILY_EXTERNAL`). Set by [`crate::interop::SharedImage`]; the CUDA side knows
+/// nothing of what it checks.
+pub(crate) type HostCopyGate = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
 struct ArrayInner {
     raw: sys::CUmipmappedArray,
     desc: ArrayDesc,
     ctx: Arc<CudaContext>,
+    /// Checked before host copies (`None`: native arrays and plain imports).
+    gate: Option<HostCopyGate>,
     /// The import it maps (`None` for a native array). Declared last: the import outlives
     /// the `cuMipmappedArrayDestroy` in `Drop`.
     memory: Option<ExternalMemory>,
@@ -385,6 +408,7 @@ impl MipmappedArray {
                 raw,
                 desc: *desc,
                 ctx: cuda.clone(),
+                gate: None,
                 memory: None,
             }),
         })
@@ -571,8 +595,9 @@ impl ArrayLevel {
     /// `cuMemcpy3DAsync` on `stream`, and returns once the copy has completed.
     ///
     /// # Errors
-    /// * [`Error::InvalidArgument`]: `data` is not exactly the level's size, or `stream`
-    ///   belongs to another context.
+    /// * [`Error::InvalidArgument`]: `data` is not exactly the level's size, `stream`
+    ///   belongs to another context, or (`image`) the level belongs to a
+    ///   [`crate::interop::SharedImage`] that Vulkan owns (not released to CUDA).
     /// * [`Error::Unsupported`] for formats without a fixed element size (BC, YUV).
     /// * [`Error::Cuda`] when the copy fails.
     pub fn copy_from_host(&self, stream: &CudaStream, data: &[u8]) -> Result<()> {
@@ -606,8 +631,11 @@ impl ArrayLevel {
         finish_copy(stream, result)
     }
 
-    /// Checks a host copy's length and stream; binds the context; returns the shape.
+    /// Checks a host copy's gate, length and stream; binds the context; returns the shape.
     fn check_host_copy(&self, stream: &CudaStream, len: usize) -> Result<[usize; 3]> {
+        if let Some(gate) = &self.array.inner.gate {
+            gate()?;
+        }
         let shape = self.copy_shape()?;
         let want: usize = shape.iter().product();
         if len != want {

@@ -39,6 +39,7 @@ mod module;
 mod raw;
 mod semaphore;
 
+pub(crate) use array::HostCopyGate;
 pub use array::{ArrayDesc, ArrayLevel, MipmappedArray, SurfaceObject, TextureDesc, TextureObject};
 pub use context::{is_driver_present, Context};
 pub use memory::{ExternalMemory, MappedBuffer, MAP_OFFSET_ALIGNMENT};

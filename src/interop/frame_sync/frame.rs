@@ -74,8 +74,9 @@ fn check_step(index: u64, expected: Option<Step>, op: Step) -> Result<()> {
 /// order, each once, and [`Frame::submit_vulkan_after_cuda`] consumes the token.
 ///
 /// A frame dropped before its last step is finished with empty work (empty Vulkan batches,
-/// an immediate CUDA wait and signal), so its slot's chain stays whole; a failure there is
-/// reported by the next [`FrameSync::begin`].
+/// an immediate CUDA wait and signal), so its slot's chain stays whole; so is a frame leaked
+/// with `mem::forget`, by the next [`FrameSync::begin`]. When finishing fails, that `begin`
+/// and every later one return [`Error::Unusable`]: rebuild the `FrameSync`.
 pub struct Frame<'a> {
     pub(super) sync: &'a mut FrameSync,
     pub(super) ticket: Ticket,
@@ -95,10 +96,9 @@ impl std::fmt::Debug for Frame<'_> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
+        self.sync.open = None;
         if let Some(step) = self.next {
-            if let Err(e) = self.sync.complete(&self.ticket, step) {
-                self.sync.defer(e);
-            }
+            self.sync.finish(&self.ticket, step);
         }
     }
 }
@@ -130,6 +130,7 @@ impl Frame<'_> {
     /// Advances to the step after `op`, which must be the next one.
     fn advance(&mut self, op: Step) {
         self.next = op.next();
+        self.sync.open = self.next.map(|s| (self.ticket, s));
     }
 
     /// Step 1, safely: submits `commands` (the Vulkan work CUDA will read, typically ending

@@ -179,8 +179,13 @@ pub struct FrameSync {
     timeout: Duration,
     /// Signalled by the empty batch that drains each queue on drop.
     drain_fence: vk::Fence,
-    /// The first failure of a dropped [`Frame`]'s completion, reported by the next `begin`.
-    deferred: Option<Error>,
+    /// The frame begun last and its next step, while unfinished: set by `begin`, kept up
+    /// to date by the [`Frame`], cleared when it finishes or drops. Still set at the next
+    /// `begin` only if the frame was leaked (`mem::forget`): `begin` then finishes it.
+    open: Option<(Ticket, Step)>,
+    /// Why a frame's chain could not be finished: its slot would never become free, so
+    /// every later `begin` refuses with [`Error::Unusable`].
+    stuck: Option<String>,
     vk: vulkan::Context,
 }
 
@@ -233,7 +238,8 @@ impl FrameSync {
             layout: (layout, stream_count),
             timeout: desc.timeout,
             drain_fence,
-            deferred: None,
+            open: None,
+            stuck: None,
             vk: vk.clone(),
         };
         let streams = (0..stream_count)
@@ -262,12 +268,22 @@ impl FrameSync {
     /// # Errors
     /// * [`Error::Timeout`] naming the frame waited for; no frame was begun, `begin` may be
     ///   called again.
-    /// * The deferred failure of a dropped, unfinished [`Frame`] (its chain was completed
-    ///   with empty work, and that failed), or of the low-latency relay, once.
+    /// * [`Error::Unusable`] once a frame's chain could not be finished (a frame dropped
+    ///   half-way, or leaked with `mem::forget`, is finished with empty work, and a CUDA or
+    ///   Vulkan error stopped that): its slot would never become free. Drop this
+    ///   `FrameSync` and create a new one.
+    /// * The failure of the low-latency relay, once.
     /// * [`Error::InvalidArgument`] (`frame`) after 2^64 - 2 frames.
     pub fn begin(&mut self) -> Result<Frame<'_>> {
-        if let Some(e) = self.deferred.take() {
-            return Err(e);
+        if let Some((ticket, step)) = self.open.take() {
+            // The previous frame was leaked without running its drop: finish it now.
+            self.finish(&ticket, step);
+        }
+        if let Some(reason) = &self.stuck {
+            return Err(Error::Unusable {
+                what: "FrameSync",
+                reason: reason.clone(),
+            });
         }
         self.crossing.take_error()?;
         let ticket = self.ledger.peek()?;
@@ -295,6 +311,7 @@ impl FrameSync {
                 })?;
         }
         self.ledger.commit(&ticket);
+        self.open = Some((ticket, Step::SubmitVulkan));
         Ok(Frame {
             sync: self,
             ticket,
@@ -350,11 +367,22 @@ impl FrameSync {
         self.layout
     }
 
-    /// Keeps the first failure of a dropped frame's completion for the next `begin`.
-    fn defer(&mut self, e: Error) {
-        match &self.deferred {
-            None => self.deferred = Some(e),
-            Some(first) => log::error!("FrameSync: {e} (after an unreported {first})"),
+    /// Finishes the chain of frame `t` from `step` with empty work (a frame dropped
+    /// half-way or leaked). When that fails the slot is stuck: recorded for `begin`.
+    fn finish(&mut self, t: &Ticket, step: Step) {
+        match self.complete(t, step) {
+            Ok(None) => {}
+            Ok(Some(late)) => log::warn!("FrameSync: frame {} finished, but: {late}", t.index),
+            Err(e) => {
+                log::error!("FrameSync: frame {} could not be finished: {e}", t.index);
+                self.stuck.get_or_insert_with(|| {
+                    format!(
+                        "frame {} (slot {}) could not be finished ({e}), so its slot never \
+                         becomes free",
+                        t.index, t.slot
+                    )
+                });
+            }
         }
     }
 
@@ -439,10 +467,10 @@ impl FrameSync {
         }
     }
 
-    /// Runs the steps of `t` from `from` on with empty work, so the chain is complete. A
-    /// CUDA signal that failed after it was enqueued does not stop the chain (its value
-    /// will be signalled); its error is returned once the rest has run.
-    fn complete(&self, t: &Ticket, from: Step) -> Result<()> {
+    /// Runs the steps of `t` from `from` on with empty work, so the chain is complete
+    /// (`Err`: it is not). A CUDA signal that failed after it was enqueued does not stop the
+    /// chain (its value will be signalled); its error is returned as `Ok(Some(..))`.
+    fn complete(&self, t: &Ticket, from: Step) -> Result<Option<Error>> {
         let mut step = Some(from);
         let mut late = None;
         while let Some(s) = step {
@@ -463,7 +491,7 @@ impl FrameSync {
             }
             step = s.next();
         }
-        late.map_or(Ok(()), Err)
+        Ok(late)
     }
 
     /// Waits for everything the frames submitted: their `done` values, then an empty
