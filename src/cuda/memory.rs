@@ -17,6 +17,7 @@ use cudarc::driver::{
 
 use super::context::bind;
 use super::{raw, Context};
+use crate::error::HandleType;
 #[cfg(unix)]
 use crate::external::lend_fd;
 use crate::external::{MemoryHandle, MemoryHandleType, MemoryImport, Win32Handle};
@@ -35,7 +36,7 @@ pub const MAP_OFFSET_ALIGNMENT: u64 = 256;
 /// [`Error::Unsupported`].
 pub(super) fn import_error(
     call: &'static str,
-    handle_type: impl fmt::Display,
+    handle_type: impl Into<HandleType> + fmt::Display + Copy,
     err: DriverError,
 ) -> Error {
     use sys::CUresult as R;
@@ -45,7 +46,7 @@ pub(super) fn import_error(
         | R::CUDA_ERROR_OPERATING_SYSTEM
         | R::CUDA_ERROR_UNKNOWN => Error::InvalidExternalHandle {
             call,
-            handle_type: handle_type.to_string(),
+            handle_type: handle_type.into(),
             detail: format!("{:?}", err.0),
         },
         R::CUDA_ERROR_NOT_SUPPORTED => Error::Unsupported {

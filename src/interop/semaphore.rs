@@ -51,8 +51,8 @@ impl SharedSemaphore {
     /// # Errors
     /// * [`crate::Error::InvalidArgument`] (`cu`) when `cu` is not on `vk`'s GPU, or as
     ///   [`Semaphore::new`] for a bad description.
-    /// * [`crate::Error::Unsupported`] when the device cannot export the semaphore (no
-    ///   `VK_KHR_external_semaphore_fd`, e.g. lavapipe; or the handle type is refused).
+    /// * [`crate::Error::MissingExtension`] without `VK_KHR_external_semaphore_fd` (e.g.
+    ///   lavapipe); [`crate::Error::Unsupported`] when the handle type is refused.
     /// * [`crate::Error::InvalidExternalHandle`], [`crate::Error::Cuda`] when CUDA refuses
     ///   the import (the exported fd is closed; nothing leaks).
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &SemaphoreDesc) -> Result<Self> {

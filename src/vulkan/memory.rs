@@ -428,7 +428,7 @@ fn invalid_handle(call: &'static str, t: MemoryHandleType, r: vk::Result) -> Err
     if r == vk::Result::ERROR_INVALID_EXTERNAL_HANDLE {
         Error::InvalidExternalHandle {
             call,
-            handle_type: t.to_string(),
+            handle_type: t.into(),
             detail: format!("{r}"),
         }
     } else {

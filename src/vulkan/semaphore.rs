@@ -45,9 +45,8 @@ use crate::error::{Error, Result};
 use crate::external::{SemaphoreHandle, SemaphoreHandleType};
 use crate::timeline::HighWater;
 
-/// Why a semaphore cannot be exported on a device without `VK_KHR_external_semaphore_fd`.
-const NO_SEMAPHORE_FD: &str = "this device cannot export semaphore fds \
-     (VK_KHR_external_semaphore_fd is missing; lavapipe has none)";
+/// The extension semaphore fd export needs (lavapipe has none).
+const SEMAPHORE_FD: &str = "VK_KHR_external_semaphore_fd";
 
 /// What [`Semaphore::new`] creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +153,9 @@ impl Semaphore {
     ///   `desc.initial_value`.
     /// * [`Error::Unsupported`]: Vulkan has no such handle type (NvSciSync, keyed mutexes);
     ///   it is not a POSIX fd type (vkcuda's Vulkan side exports fds only, so Win32 types
-    ///   are refused); the device lacks `VK_KHR_external_semaphore_fd` (lavapipe); or the
-    ///   driver reports the type as not exportable for this kind.
+    ///   are refused); or the driver reports the type as not exportable for this kind.
+    /// * [`Error::MissingExtension`] (`VK_KHR_external_semaphore_fd`): the device cannot
+    ///   export semaphore fds (lavapipe).
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &SemaphoreDesc) -> Result<Self> {
         check_kind(
@@ -175,10 +175,10 @@ impl Semaphore {
             });
         }
         if !ctx.can_export_semaphore_fds() {
-            return Err(Error::Unsupported {
-                what: format!("export of a {} semaphore as {t}", kind_name(desc.kind)),
-                reason: NO_SEMAPHORE_FD.into(),
-            });
+            return Err(Error::missing_extension(
+                SEMAPHORE_FD,
+                format!("export of a {} semaphore as {t}", kind_name(desc.kind)),
+            ));
         }
         ctx.semaphore_support(desc.kind, t)?
             .require_export(|| format!("export of a {} semaphore as {t}", kind_name(desc.kind)))?;
@@ -297,6 +297,7 @@ impl Semaphore {
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a wrapped semaphore that was not created exportable;
+    /// [`Error::MissingExtension`] without `VK_KHR_external_semaphore_fd`;
     /// [`Error::Vulkan`] when `vkGetSemaphoreFdKHR` fails.
     pub fn export(&self) -> Result<SemaphoreHandle> {
         let Some(t) = self.handle_type else {
@@ -310,9 +311,8 @@ impl Semaphore {
 
     #[cfg(unix)]
     fn export_fd(&self, t: SemaphoreHandleType) -> Result<SemaphoreHandle> {
-        let loader = self.ctx.semaphore_fd().ok_or_else(|| Error::Unsupported {
-            what: format!("export of a {t} semaphore"),
-            reason: NO_SEMAPHORE_FD.into(),
+        let loader = self.ctx.semaphore_fd().ok_or_else(|| {
+            Error::missing_extension(SEMAPHORE_FD, format!("export of a {t} semaphore"))
         })?;
         let flags = semaphore_handle_flags(t).ok_or_else(|| no_vulkan_type(t))?;
         let info = vk::SemaphoreGetFdInfoKHR::default()
@@ -799,9 +799,9 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::Vulkan {
-                    result: vk::Result::ERROR_DEVICE_LOST,
-                    ..
+                Error::DeviceLost {
+                    call: "vkGetSemaphoreCounterValue",
+                    cuda: None
                 }
             ),
             "{e}"

@@ -212,9 +212,10 @@ impl FrameSync {
     /// * [`Error::InvalidArgument`]: `cu` is not on `vk`'s GPU (`cu`),
     ///   `desc.frames_in_flight` is outside `1..=MAX_FRAMES_IN_FLIGHT`, or the stream count
     ///   outside `1..=frames_in_flight` (`desc.streams`).
-    /// * [`Error::Unsupported`]: [`SyncMode::Semaphores`] on a device without
-    ///   `VK_KHR_external_semaphore_fd`; [`SyncMode::LowLatency`] with a driver without the
-    ///   V2 stream memory operations.
+    /// * [`Error::MissingExtension`]: [`SyncMode::Semaphores`] on a device without
+    ///   `VK_KHR_external_semaphore_fd`.
+    /// * [`Error::Unsupported`]: [`SyncMode::LowLatency`] with a driver without the V2
+    ///   stream memory operations.
     /// * Creation failures of the semaphores, streams, buffer, host memory or thread.
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &FrameSyncDesc) -> Result<Self> {
         check_same_device(vk, cu)?;

@@ -134,9 +134,9 @@ impl Relay {
         let thread = std::thread::Builder::new()
             .name("vkcuda-frame-relay".into())
             .spawn(move || worker.run())
-            .map_err(|e| Error::Unsupported {
-                what: "the FrameSync relay thread".into(),
-                reason: e.to_string(),
+            .map_err(|source| Error::Io {
+                call: "std::thread::Builder::spawn (the FrameSync relay)",
+                source,
             })?;
         Ok(Self {
             shared,
