@@ -51,6 +51,39 @@
 //! submit it; [`util::ComputePass`] is a minimal compute pipeline; [`util::OneShot`] gives
 //! the context staged copies, fills, hand-offs and dispatches that wait.
 //!
+//! # Threads
+//! Every public type is `Send` and `Sync` (checked by a unit test), so contexts, resources
+//! and semaphores may be shared between threads behind an `Arc` or a reference. What that
+//! means per type:
+//!
+//! * [`vulkan::Context`] and [`cuda::Context`] are cheap clones of one shared device; all
+//!   their methods take `&self`. Vulkan queue access is serialised by one lock per queue
+//!   ([`vulkan::Context::queue_at`]): hold that guard only for your own `vkQueue*` calls,
+//!   never while calling back into vkcuda (it would lock the queue again).
+//! * [`vulkan::ExternalImage`] tracks its owner and layout behind a lock; concurrent users
+//!   of one image see the state of the last recorded transition.
+//! * Timeline signals ([`vulkan::Semaphore::signal`], [`vulkan::Context::submit_to`],
+//!   [`cuda::ExternalSemaphore::signal_many`]) are checked and submitted under one lock per
+//!   timeline, so values never go backwards whatever the threads do.
+//! * [`interop::FrameSync`] and [`util::Commands`] take `&mut self` for everything that
+//!   submits: one thread drives each, and they may move between threads.
+//!
+//! Locks inside vkcuda, in the order they are taken (a thread holding one never waits for an
+//! earlier one in this list):
+//!
+//! 1. the image-state locks of [`vulkan::ExternalImage`]s (several at once in address
+//!    order, by [`util::Commands::submit`]);
+//! 2. the timeline locks of the semaphores a batch signals (several at once in address
+//!    order);
+//! 3. the context's one-shot transfer lock ([`util::OneShot`] copies, fills, dispatches);
+//! 4. a queue lock ([`vulkan::Context::queue_at`]), held only for the `vkQueueSubmit`.
+//!
+//! Leaf locks (nothing else is taken while holding them): the allocator's, a CUDA
+//! semaphore's list of in-flight events, a CUDA import's shared mapping, the NVRTC module
+//! cache, the low-latency relay's state, and the validation message counts. The
+//! one-shot dispatch path still takes the transfer lock before a target's image-state lock
+//! (issue 10, row 4, being fixed to follow the order above).
+//!
 //! # Logging
 //! The library never prints. What it cannot return as an error (a failure inside a `Drop`,
 //! a leak chosen over freeing memory the GPU may still use, a relay thread that panicked)
@@ -72,6 +105,38 @@ pub mod ipc;
 mod timeline;
 pub mod util;
 pub mod vulkan;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The crate docs promise these are `Send` and `Sync`.
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<vulkan::Context>();
+        both::<vulkan::Semaphore>();
+        both::<vulkan::ExternalBuffer>();
+        both::<vulkan::ExternalImage>();
+        both::<cuda::Context>();
+        both::<cuda::ExternalMemory>();
+        both::<cuda::MappedBuffer>();
+        both::<cuda::MipmappedArray>();
+        both::<cuda::ArrayLevel>();
+        both::<cuda::SurfaceObject>();
+        both::<cuda::TextureObject>();
+        both::<cuda::ExternalSemaphore>();
+        both::<interop::SharedBuffer>();
+        both::<interop::SharedImage>();
+        both::<interop::SharedSemaphore>();
+        both::<interop::FrameSync>();
+        both::<interop::Frame<'static>>();
+        both::<util::Commands>();
+        both::<util::ComputePass>();
+        both::<util::ComputeTarget>();
+        both::<Error>();
+    }
+}
 
 /// The ash version vkcuda is built against, so callers name the same `vk` types.
 pub use ash;
