@@ -106,6 +106,12 @@ mod timeline;
 pub mod util;
 pub mod vulkan;
 
+/// The ash version vkcuda is built against, so callers name the same `vk` types.
+pub use ash;
+/// The cudarc version vkcuda is built against (streams, modules, launches).
+pub use cudarc;
+pub use error::{Error, Result};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,9 +143,3 @@ mod tests {
         both::<Error>();
     }
 }
-
-/// The ash version vkcuda is built against, so callers name the same `vk` types.
-pub use ash;
-/// The cudarc version vkcuda is built against (streams, modules, launches).
-pub use cudarc;
-pub use error::{Error, Result};
