@@ -23,29 +23,33 @@ use std::time::{Duration, Instant};
 use common::{gpu_time, median, record, Samples};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use demo::pipeline::{Options, Pipeline};
+use demo::pipeline::{percentiles, Options, Pipeline};
 use demo::scene;
 use vkcuda::ash::vk;
 use vkcuda::cuda::{self, MipmappedArray};
-use vkcuda::interop::SharedImage;
-use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::interop::{alternation_floor, choose_batch, BatchGoal, SharedImage};
+use vkcuda::util::{Commands, ComputeTarget, OneShot};
+use vkcuda::vulkan::QueueId;
 use vkcuda::vulkan::{self, ExternalImage, ImageDesc};
 
 const SIZES: [(&str, u32, u32); 2] = [("1080p", 1920, 1080), ("4K", 3840, 2160)];
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The efficiency the batched rows ask `choose_batch` for.
+const TARGET: f64 = 0.95;
 /// Images the stage-alone loops rotate over: together larger than the GPU's L2 cache
 /// (50 MiB on an H100/H200) at 1080p and 4K.
 const ROTATE: usize = 8;
 
-fn options(width: u32, height: u32, low_latency: bool) -> Options {
+fn options(width: u32, height: u32, low_latency: bool, batch: usize, in_flight: usize) -> Options {
     Options {
         frames: 0,
         width,
         height,
-        in_flight: 3,
+        in_flight,
         low_latency,
-        batch: 1,
-        readback: true,
+        batch,
+        readback: false,
+        trace: None,
         out: std::env::temp_dir(),
     }
 }
@@ -68,27 +72,10 @@ fn bench_size(
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
 
-    for (name, low_latency) in [("zero_copy", false), ("zero_copy_low_latency", true)] {
-        let mut pipeline = Pipeline::new(&options(width, height, low_latency), false, vk, cu)?;
-        let mut next = 0u32;
-        g.bench_function(BenchmarkId::new(name, label), |b| {
-            b.iter_custom(|iters| {
-                let n = u32::try_from(iters).expect("iteration count fits u32");
-                let t0 = Instant::now();
-                pipeline.run(next..next + n).expect("pipeline frames");
-                pipeline.finish().expect("pipeline finish");
-                let t = t0.elapsed();
-                next += n;
-                record(samples, &format!("{label}/{name}"), t, iters);
-                t
-            })
-        });
-    }
-
     // The render alone: the same dispatch, back to back, three command buffers in rotation,
     // over ROTATE targets in turn so that no frame finds the previous one in the L2 cache
     // (the pipeline's frames never do).
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(vk)?;
     let desc = ImageDesc::d2(width, height, vk::Format::R8G8B8A8_UNORM);
     let targets = (0..ROTATE)
         .map(|_| -> anyhow::Result<_> {
@@ -153,6 +140,88 @@ fn bench_size(
         })
     });
 
+    // The pipeline itself, each mode: per crossing one frame (3 in flight), or K frames
+    // chosen for 0.95 of the bound from the alternation floor and the stage times measured
+    // above (2 in flight). Throughput untraced; then latency from a traced run of the same
+    // configuration; then the latest frames checked by data.
+    let floor = alternation_floor(vk, cu, QueueId::Main(0), 200)?;
+    let frame_gpu = {
+        let map = samples.lock().unwrap_or_else(|p| p.into_inner());
+        let m = |k: &str| {
+            map.get(&format!("{label}/{k}"))
+                .map(|v| median(v))
+                .unwrap_or(0.0)
+        };
+        Duration::from_secs_f64(m("render_alone") + m("tonemap_alone"))
+    };
+    let plan = choose_batch(&BatchGoal {
+        floor: floor.switch_pair(),
+        frame_gpu,
+        target_efficiency: TARGET,
+        latency_budget: Duration::from_millis(20),
+    })?;
+    println!(
+        "{label}: switch pair {:.1} us (alternation p50 {:.1} us), frame alone {:.1} us -> {} frames per crossing (efficiency {:.3}, latency {} frames / {:.2} ms)",
+        floor.switch_pair().as_secs_f64() * 1e6,
+        floor.alternating.p50.as_secs_f64() * 1e6,
+        frame_gpu.as_secs_f64() * 1e6,
+        plan.frames,
+        plan.efficiency,
+        plan.latency_frames,
+        plan.latency.as_secs_f64() * 1e3
+    );
+    let k = plan.frames as usize;
+    for (name, low_latency, batch, in_flight) in [
+        ("per_frame", false, 1, 3),
+        ("per_frame_low_latency", true, 1, 3),
+        ("batched", false, k, 2),
+        ("batched_low_latency", true, k, 2),
+    ] {
+        let o = options(width, height, low_latency, batch, in_flight);
+        let mut pipeline = Pipeline::new(&o, false, vk, cu)?;
+        let step = (batch * in_flight) as u32;
+        pipeline.run(0..step)?;
+        pipeline.finish()?;
+        let mut next = step;
+        g.bench_function(BenchmarkId::new(name, label), |b| {
+            b.iter_custom(|iters| {
+                let n = u32::try_from(iters).expect("iteration count fits u32");
+                let t0 = Instant::now();
+                pipeline.run(next..next + n).expect("pipeline frames");
+                pipeline.finish().expect("pipeline finish");
+                let t = t0.elapsed();
+                next += n;
+                record(samples, &format!("{label}/{name}"), t, iters);
+                t
+            })
+        });
+        let checked = pipeline.check_images(4)?;
+        drop(pipeline);
+        let mut traced = Pipeline::new(
+            &Options {
+                trace: Some(std::env::temp_dir().join("unused.json")),
+                ..o
+            },
+            false,
+            vk,
+            cu,
+        )?;
+        traced.run(0..step * 20)?;
+        let t = traced.take_trace()?.expect("traced");
+        if let Some(dir) = std::env::var_os("VKCUDA_TRACE_DIR") {
+            t.trace.write_json(
+                std::path::Path::new(&dir).join(format!("frames-{label}-{name}.json")),
+            )?;
+        }
+        let (p50, p99) = percentiles(&t.latencies);
+        let mut map = samples.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(format!("{label}/{name}/latency"), vec![p50, p99]);
+        map.insert(
+            format!("{label}/{name}/k"),
+            vec![batch as f64, checked as f64],
+        );
+    }
+
     // Staged: the frame crosses through host memory both ways, the kernel runs on a native
     // CUDA array of the same shape.
     let native = MipmappedArray::new(cu, shared.cuda().desc())?;
@@ -189,32 +258,52 @@ fn bench_size(
 fn print_table(samples: &Samples) {
     let map = samples.lock().unwrap_or_else(|p| p.into_inner());
     let get = |k: String| map.get(&k).map(|v| median(v));
-    println!("\n| size | zero-copy fps (semaphores / low-latency) | staged fps | render alone | tone map alone | GPU-busy bound fps | zero-copy / bound | zero-copy / staged |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("\n| size | mode | frames per crossing | in flight | fps | crossing latency p50 / p99 | ratio to the GPU-busy bound | vs staged | frames checked |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (label, _, _) in SIZES {
-        let (Some(z), Some(l), Some(s), Some(r), Some(k)) = (
-            get(format!("{label}/zero_copy")),
-            get(format!("{label}/zero_copy_low_latency")),
-            get(format!("{label}/staged")),
+        let (Some(r), Some(k), Some(s)) = (
             get(format!("{label}/render_alone")),
             get(format!("{label}/tonemap_alone")),
+            get(format!("{label}/staged")),
         ) else {
             continue;
         };
         let bound = r + k;
         println!(
-            "| {label} | {:.0} / {:.0} | {:.1} | {:.1} us | {:.1} us | {:.0} | {:.2} / {:.2} | {:.0}x / {:.0}x |",
-            1.0 / z,
-            1.0 / l,
-            1.0 / s,
+            "| {label} | GPU-busy bound (render alone {:.1} us + tone map alone {:.1} us) | - | - | {:.0} | - | 1 | - | - |",
             r * 1e6,
             k * 1e6,
-            1.0 / bound,
-            bound / z,
-            bound / l,
-            s / z,
-            s / l
+            1.0 / bound
         );
+        println!(
+            "| {label} | staged through the host | 1 | 1 | {:.1} | - | {:.3} | 1x | - |",
+            1.0 / s,
+            bound / s
+        );
+        for (name, in_flight) in [
+            ("per_frame", 3),
+            ("per_frame_low_latency", 3),
+            ("batched", 2),
+            ("batched_low_latency", 2),
+        ] {
+            let (Some(t), Some(lat), Some(kc)) = (
+                get(format!("{label}/{name}")),
+                map.get(&format!("{label}/{name}/latency")),
+                map.get(&format!("{label}/{name}/k")),
+            ) else {
+                continue;
+            };
+            println!(
+                "| {label} | {name} | {} | {in_flight} | {:.0} | {:.2} / {:.2} ms | {:.3} | {:.0}x | {} |",
+                kc[0],
+                1.0 / t,
+                lat[0] * 1e3,
+                lat[1] * 1e3,
+                bound / t,
+                s / t,
+                kc[1]
+            );
+        }
     }
 }
 

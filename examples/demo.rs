@@ -34,6 +34,7 @@ fn parse() -> Result<Options> {
         low_latency: false,
         batch: 1,
         readback: true,
+        trace: None,
         out: PathBuf::from("demo-out"),
     };
     let mut args = std::env::args().skip(1);
@@ -45,6 +46,7 @@ fn parse() -> Result<Options> {
             "--in-flight" => o.in_flight = value()?.parse().context("--in-flight")?,
             "--low-latency" => o.low_latency = true,
             "--batch" => o.batch = value()?.parse().context("--batch")?,
+            "--trace" => o.trace = Some(PathBuf::from(value()?)),
             "--no-readback" => o.readback = false,
             "--out" => o.out = PathBuf::from(value()?),
             // cargo test / bundle runners pass these to every executable.

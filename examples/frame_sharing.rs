@@ -42,7 +42,7 @@ use common::{png, scene};
 use vkcuda::ash::vk;
 use vkcuda::external::{MemoryHandle, MemoryImport, SemaphoreHandle};
 use vkcuda::interop::cuda_array_desc;
-use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::util::{Commands, ComputeTarget, OneShot};
 use vkcuda::vulkan::{ExternalImage, ImageDesc, Semaphore};
 use vkcuda::{cuda, ipc, vulkan, Error};
 
@@ -185,7 +185,7 @@ fn producer(o: &Options) -> Result<()> {
         Mode::Vulkan => o.frames.min(o.images as u32),
     };
     let desc = ImageDesc::d2(o.width, o.height, vk::Format::R8G8B8A8_UNORM);
-    let pass = ComputePass::new(&vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(&vk)?;
     let mut images = Vec::with_capacity(o.images);
     let mut targets = Vec::with_capacity(o.images);
     let mut cmds = Vec::with_capacity(o.images);

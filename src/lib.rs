@@ -7,14 +7,19 @@
 //! ```text
 //! examples/, benches/          anyhow; unsafe only for CUDA kernel launches
 //! interop/                     SharedBuffer, SharedImage, SharedSemaphore: a Vulkan resource
-//!                              + its CUDA import; FrameSync: N frames in flight across both
+//!                              + its CUDA import (or CUDA VMM memory + its Vulkan import:
+//!                              SharedBuffer::from_cuda); SharedPool: a pool's blocks imported
+//!                              once each; FrameSync: N frames in flight across both
 //!    |          \
-//! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash
+//! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash;
+//!                              vulkan/ExportPool sub-allocates exported blocks,
+//!                              cuda/VmmAllocation is exportable memory CUDA owns
 //!    \          /
 //! external                     neutral vocabulary: handle types, owned handles, imports
 //! error                        one typed error for the library
 //! ipc                          exported fds + a payload to another process (SCM_RIGHTS)
 //! util                         helpers beside the core: Commands, ComputePass, OneShot copies
+//! trace                        frame timelines (host clock, GPU clock mapping, Perfetto JSON)
 //! ```
 //!
 //! ```no_run
@@ -58,8 +63,8 @@
 //!
 //! * [`vulkan::Context`] and [`cuda::Context`] are cheap clones of one shared device; all
 //!   their methods take `&self`. Vulkan queue access is serialised by one lock per queue
-//!   ([`vulkan::Context::queue_at`]): hold that guard only for your own `vkQueue*` calls,
-//!   never while calling back into vkcuda (it would lock the queue again).
+//!   ([`vulkan::Context::queue_at`]): hold that guard only for your own `vkQueue*` calls;
+//!   a vkcuda call that needs the same queue on the same thread then returns an error.
 //! * [`vulkan::ExternalImage`] tracks its owner and layout behind a lock; concurrent users
 //!   of one image see the state of the last recorded transition.
 //! * Timeline signals ([`vulkan::Semaphore::signal`], [`vulkan::Context::submit_to`],
@@ -68,21 +73,8 @@
 //! * [`interop::FrameSync`] and [`util::Commands`] take `&mut self` for everything that
 //!   submits: one thread drives each, and they may move between threads.
 //!
-//! Locks inside vkcuda, in the order they are taken (a thread holding one never waits for an
-//! earlier one in this list):
-//!
-//! 1. the image-state locks of [`vulkan::ExternalImage`]s (several at once in address
-//!    order, by [`util::Commands::submit`]);
-//! 2. the timeline locks of the semaphores a batch signals (several at once in address
-//!    order);
-//! 3. the context's one-shot transfer lock ([`util::OneShot`] copies, fills, dispatches);
-//! 4. a queue lock ([`vulkan::Context::queue_at`]), held only for the `vkQueueSubmit`.
-//!
-//! Leaf locks (nothing else is taken while holding them): the allocator's, a CUDA
-//! semaphore's list of in-flight events, a CUDA import's shared mapping, the NVRTC module
-//! cache, the low-latency relay's state, and the validation message counts. The
-//! one-shot dispatch path still takes the transfer lock before a target's image-state lock
-//! (issue 10, row 4, being fixed to follow the order above).
+//! The locks inside vkcuda and the one order they are taken in are listed on
+//! [`vulkan::Context`](vulkan::Context#locks-and-their-order).
 //!
 //! # Logging
 //! The library never prints. What it cannot return as an error (a failure inside a `Drop`,
@@ -103,6 +95,7 @@ pub mod interop;
 #[cfg(unix)]
 pub mod ipc;
 mod timeline;
+pub mod trace;
 pub mod util;
 pub mod vulkan;
 

@@ -217,7 +217,7 @@ fn drop_waits_for_pending_cudarc_work((vk, cu): &Env) -> anyhow::Result<()> {
         "memset done",
     )?;
     stream.synchronize()?;
-    let queue = vk.queue();
+    let queue = vk.queue()?;
     // SAFETY: the queue is locked for the call.
     unsafe { vk.device().queue_wait_idle(*queue) }?;
     drop(queue);

@@ -14,7 +14,7 @@ use anyhow::ensure;
 use ash::vk;
 use demo::pipeline::{gpu_pipeline, vulkan_only, Options};
 use demo::scene;
-use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::util::{Commands, ComputeTarget, OneShot};
 use vkcuda::vulkan::{
     BufferDesc, Context, ContextDesc, ExternalBuffer, ExternalImage, ImageDesc, ImageOwner,
     Semaphore, SemaphoreKind,
@@ -26,7 +26,7 @@ use vkcuda::Error;
 /// the image's tracked state unchanged.
 fn commands_record_at_submit(vk: &Context) -> anyhow::Result<()> {
     let (w, h) = (40, 24);
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(vk)?;
     let image = Arc::new(ExternalImage::new(
         vk,
         &ImageDesc::d2(w, h, vk::Format::R8G8B8A8_UNORM),
@@ -86,6 +86,7 @@ fn options(frames: u32, in_flight: usize, low_latency: bool) -> Options {
         low_latency,
         batch: 1,
         readback: true,
+        trace: None,
         out: std::env::temp_dir().join(format!("vkcuda-demo-test-{}", std::process::id())),
     }
 }
@@ -96,7 +97,7 @@ fn options(frames: u32, in_flight: usize, low_latency: bool) -> Options {
 fn another_contexts_compute_is_refused(a: &Context) -> anyhow::Result<()> {
     let b = Context::new(&ContextDesc::default())?;
     let desc = ImageDesc::d2(16, 16, vk::Format::R8G8B8A8_UNORM);
-    let their_pass = ComputePass::new(&b, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let their_pass = scene::render_pass(&b)?;
     let mine = Arc::new(ExternalImage::new(a, &desc)?);
     common::expect_invalid_arg(ComputeTarget::new(&their_pass, mine), "image")?;
     let their_target = Arc::new(ComputeTarget::new(
@@ -105,7 +106,7 @@ fn another_contexts_compute_is_refused(a: &Context) -> anyhow::Result<()> {
     )?);
     let push = scene::push_constants(1, 16, 16);
     common::expect_invalid_arg(a.dispatch(&their_pass, &their_target, &push), "pass")?;
-    let my_pass = ComputePass::new(a, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let my_pass = scene::render_pass(a)?;
     common::expect_invalid_arg(a.dispatch(&my_pass, &their_target, &push), "target")?;
     let mut cmds = Commands::new(a)?;
     common::expect_invalid_arg(cmds.dispatch(&their_target, &push), "image")?;

@@ -27,6 +27,8 @@ pub struct Options {
     pub batch: usize,
     /// Copy each frame back and check it (the demo); off: throughput only.
     pub readback: bool,
+    /// Record FrameSync's timeline and write it here (Perfetto JSON).
+    pub trace: Option<PathBuf>,
     pub out: PathBuf,
 }
 
@@ -45,7 +47,7 @@ fn render_target(
 
 /// Vulkan alone (lavapipe): render, read back, check, PNG; host-paced.
 pub fn vulkan_only(o: &Options, vk: &vulkan::Context) -> Result<()> {
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(vk)?;
     let target = render_target(vk, &pass, o)?;
     let image = target.image().clone();
 
@@ -135,7 +137,7 @@ impl Pipeline {
         vk: &vulkan::Context,
         cu: &cuda::Context,
     ) -> Result<Self> {
-        let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+        let pass = scene::render_pass(vk)?;
         let tonemap = cu
             .compile("postprocess.cu", scene::POSTPROCESS_CU)?
             .load_function("tonemap")?;
@@ -185,7 +187,14 @@ impl Pipeline {
                 shared_mem_bytes: 0,
             },
             slots,
-            sync: FrameSync::new(vk, cu, &FrameSyncDesc::new(o.in_flight).mode(mode))?,
+            sync: FrameSync::new(
+                vk,
+                cu,
+                &FrameSyncDesc::new(o.in_flight)
+                    .mode(mode)
+                    .frames_per_crossing(o.batch.max(1))
+                    .trace(o.trace.is_some()),
+            )?,
             vk: vk.clone(),
         })
     }
@@ -194,7 +203,7 @@ impl Pipeline {
     /// waits only when a slot is reused.
     pub fn run(&mut self, frames: std::ops::Range<u32>) -> Result<()> {
         let (width, height) = (self.width, self.height);
-        let batch = self.slots[0].images.len() as u32;
+        let batch = self.sync.frames_per_crossing() as u32;
         let mut first = frames.start;
         while first < frames.end {
             let count = batch.min(frames.end - first);
@@ -249,6 +258,11 @@ impl Pipeline {
         Ok(self.sync.wait_idle(std::time::Duration::from_secs(10))?)
     }
 
+    /// FrameSync's timeline so far (with `Options::trace`), after every frame finished.
+    pub fn take_trace(&mut self) -> Result<Option<vkcuda::interop::FrameTrace>> {
+        Ok(self.sync.take_trace(std::time::Duration::from_secs(10))?)
+    }
+
     /// Checks the last frame of every slot against render + tone curve on the CPU (needs
     /// `readback` and [`Pipeline::finish`]); returns the latest frame and its texels.
     pub fn check(&self) -> Result<(u32, Vec<u8>)> {
@@ -269,6 +283,39 @@ impl Pipeline {
         }
         Ok(last)
     }
+
+    /// Checks the `n` latest frames in the images themselves (read back with a one-shot
+    /// copy, after [`Pipeline::finish`]) against render + tone curve on the CPU: the check
+    /// of a pipeline that copies nothing back. Returns how many were checked.
+    pub fn check_images(&self, n: usize) -> Result<usize> {
+        let mut images: Vec<_> = self
+            .slots
+            .iter()
+            .flat_map(|s| &s.images)
+            .filter_map(|i| Some((i.frame?, i)))
+            .collect();
+        images.sort_by_key(|(frame, _)| std::cmp::Reverse(*frame));
+        for (frame, image) in images.iter().take(n) {
+            let got = self.vk.read_image(image.shared.vulkan(), 0, 0..1)?;
+            check(
+                &got,
+                &scene::processed_reference(*frame, self.width, self.height),
+                *frame,
+            )?;
+        }
+        Ok(images.len().min(n))
+    }
+}
+
+/// p50 and p99 of `v`, in seconds (0 when empty).
+pub fn percentiles(v: &[std::time::Duration]) -> (f64, f64) {
+    let mut v: Vec<f64> = v.iter().map(|d| d.as_secs_f64()).collect();
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
 }
 
 /// The demo's GPU path: runs `o.frames` frames, checks every slot's last frame, writes it
@@ -283,11 +330,25 @@ pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Re
     pipeline.run(0..o.frames)?;
     pipeline.finish()?;
     let elapsed = start.elapsed();
-    let path = o.out.join("(no readback)");
+    let mut path = o.out.join("(no readback)");
     if o.readback {
         let (frame, texels) = pipeline.check()?;
-        let path = o.out.join(format!("frame-{frame:04}.png"));
+        path = o.out.join(format!("frame-{frame:04}.png"));
         png::write(&path, o.width, o.height, &texels)?;
+    }
+    if let Some(file) = &o.trace {
+        if let Some(t) = pipeline.take_trace()? {
+            t.trace.write_json(file)?;
+            let (p50, p99) = percentiles(&t.latencies);
+            println!(
+                "trace: {} crossings written to {}; crossing latency (submit of the render -> last result back in Vulkan) p50 {:.3} ms, p99 {:.3} ms{}",
+                t.latencies.len(),
+                file.display(),
+                p50 * 1e3,
+                p99 * 1e3,
+                t.error.map(|e| format!(" (tracing stopped early: {e})")).unwrap_or_default()
+            );
+        }
     }
     let per_frame = elapsed.as_secs_f64() / f64::from(o.frames);
     println!(

@@ -12,6 +12,10 @@
 //!   whole mip chain).
 //! * [`ExternalSemaphore`] is an imported binary or timeline semaphore, signalled and
 //!   waited on from streams, one at a time or batched in one driver call.
+//! * [`CudaTimer`] times spans of a stream with events, read back as host times (for
+//!   [`crate::trace`]).
+//! * [`VmmAllocation`] (in `vmm.rs`) is memory CUDA allocates and owns (`cuMemCreate`),
+//!   mapped read-write for CUDA and exported as a POSIX fd for Vulkan to import.
 //! * [`Context::compile`] builds `.cu` sources with NVRTC, once per process and device.
 //!
 //! cudarc's own safe layer is used for contexts, streams, events, modules and launches;
@@ -38,9 +42,14 @@ mod memory;
 mod module;
 mod raw;
 mod semaphore;
+mod timing;
+mod vmm;
 
 pub(crate) use array::HostCopyGate;
 pub use array::{ArrayDesc, ArrayLevel, MipmappedArray, SurfaceObject, TextureDesc, TextureObject};
 pub use context::{is_driver_present, Context};
+pub(crate) use memory::WeakExternalMemory;
 pub use memory::{ExternalMemory, MappedBuffer, MAP_OFFSET_ALIGNMENT};
 pub use semaphore::ExternalSemaphore;
+pub use timing::{CudaTimer, MAX_CUDA_TIMER_SLOTS};
+pub use vmm::{vmm_granularity, VmmAllocation};

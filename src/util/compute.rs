@@ -73,10 +73,24 @@ impl ComputePass {
     /// Builds the pipeline from `spirv` (entry point `main`), whose workgroup size is
     /// `workgroup` (x, y), with `push_size` bytes of push constants.
     ///
+    /// Only the SPIR-V header is checked: vkcuda does not reflect the module (that would
+    /// make a SPIR-V parser a dependency of every user), so its interface is the caller's
+    /// promise.
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] for bytes that are not SPIR-V, a zero workgroup size, or
     /// `push_size` above the device's `maxPushConstantsSize`; driver errors.
-    pub fn new(
+    ///
+    /// # Safety
+    /// 1. `spirv` is a valid SPIR-V module (VUID-VkShaderModuleCreateInfo-pCode-08737) with a
+    ///    `GLCompute` entry point named `main`.
+    /// 2. The entry point uses no resource other than one storage image (a 2D image whose
+    ///    format the shader's declaration matches, or an unknown-format image where the
+    ///    device allows it) at descriptor set 0, binding 0.
+    /// 3. Its push-constant block, if any, fits within `push_size` bytes at offset 0.
+    /// 4. Its declared local size is `workgroup` in x and y and 1 in z (the dispatch is
+    ///    sized from it).
+    pub unsafe fn new(
         ctx: &Context,
         spirv: &[u8],
         workgroup: [u32; 2],
@@ -129,7 +143,7 @@ impl ComputePass {
         pass.layout = unsafe { d.create_pipeline_layout(&info, None) }
             .map_err(|r| Error::vk("vkCreatePipelineLayout", r))?;
         let module_info = vk::ShaderModuleCreateInfo::default().code(&words);
-        // SAFETY: `words` is a SPIR-V module (magic checked); the driver validates the rest.
+        // SAFETY: `words` is a valid SPIR-V module (magic checked; precondition 1).
         let module = unsafe { d.create_shader_module(&module_info, None) }
             .map_err(|r| Error::vk("vkCreateShaderModule", r))?;
         let stage = vk::PipelineShaderStageCreateInfo::default()
@@ -139,7 +153,8 @@ impl ComputePass {
         let create = [vk::ComputePipelineCreateInfo::default()
             .stage(stage)
             .layout(pass.layout)];
-        // SAFETY: valid device; `create` points at a live module and layout.
+        // SAFETY: valid device; `create` points at a live module and layout; the module's
+        // entry point and interface match the layout (preconditions 1-3).
         let made = unsafe { d.create_compute_pipelines(vk::PipelineCache::null(), &create, None) };
         // SAFETY: the module is no longer needed once the pipeline is created (or not).
         unsafe { d.destroy_shader_module(module, None) };

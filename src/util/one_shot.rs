@@ -7,12 +7,11 @@
 use std::ops::Range;
 
 use ash::vk;
-use gpu_allocator::MemoryLocation as GpuLocation;
 
 use super::{ComputePass, ComputeTarget};
 use crate::error::{Error, Result};
 use crate::vulkan::{
-    level_bytes, Context, ExternalBuffer, ExternalImage, ImageDesc, Staging, Step,
+    level_bytes, Context, Direction, ExternalBuffer, ExternalImage, ImageDesc, OneShotLock, Step,
 };
 
 /// One-shot operations on a [`vulkan::Context`](Context): each records one command buffer,
@@ -109,16 +108,20 @@ impl OneShot for Context {
         buffer.check_range("range", &range)?;
         buffer.check_usage(vk::BufferUsageFlags::TRANSFER_SRC)?;
         let len = range.end - range.start;
-        let mut staging = Staging::new(self, len, GpuLocation::GpuToCpu)?;
-        self.submit_and_wait(|cmd| {
+        let mut lock = self.one_shot_lock();
+        let staging = lock.staging(len, Direction::Download)?.buffer;
+        lock.submit(|cmd| {
             let region = vk::BufferCopy::default().src_offset(range.start).size(len);
-            // SAFETY: both buffers are alive for the submission; the region was checked.
+            // SAFETY: both buffers are alive for the submission (the staging one until it
+            // is seen complete); the region was checked.
             unsafe {
                 self.device()
-                    .cmd_copy_buffer(cmd, buffer.raw(), staging.buffer, &[region])
+                    .cmd_copy_buffer(cmd, buffer.raw(), staging, &[region])
             };
+            record_host_visibility(self, cmd);
         })?;
-        Ok(staging.bytes()?.to_vec())
+        lock.finish()?;
+        staged_bytes(&mut lock, len, Direction::Download)
     }
 
     fn write_buffer(&self, buffer: &ExternalBuffer, offset: u64, data: &[u8]) -> Result<()> {
@@ -126,18 +129,21 @@ impl OneShot for Context {
         let range = offset..offset.saturating_add(data.len() as u64);
         buffer.check_range("data", &range)?;
         buffer.check_usage(vk::BufferUsageFlags::TRANSFER_DST)?;
-        let mut staging = Staging::new(self, data.len() as u64, GpuLocation::CpuToGpu)?;
-        staging.bytes()?.copy_from_slice(data);
-        self.submit_and_wait(|cmd| {
-            let region = vk::BufferCopy::default()
-                .dst_offset(offset)
-                .size(data.len() as u64);
-            // SAFETY: both buffers are alive for the submission; the region was checked.
+        let len = data.len() as u64;
+        let mut lock = self.one_shot_lock();
+        let staging = lock.staging(len, Direction::Upload)?;
+        staging.bytes(len)?.copy_from_slice(data);
+        let staging = staging.buffer;
+        lock.submit(|cmd| {
+            let region = vk::BufferCopy::default().dst_offset(offset).size(len);
+            // SAFETY: both buffers are alive for the submission (the staging one until it
+            // is seen complete); the region was checked.
             unsafe {
                 self.device()
-                    .cmd_copy_buffer(cmd, staging.buffer, buffer.raw(), &[region])
+                    .cmd_copy_buffer(cmd, staging, buffer.raw(), &[region])
             };
-        })
+        })?;
+        lock.finish()
     }
 
     fn fill_buffer(&self, buffer: &ExternalBuffer, range: Range<u64>, value: u32) -> Result<()> {
@@ -151,7 +157,8 @@ impl OneShot for Context {
                 "start and length multiples of 4 (vkCmdFillBuffer)",
             ));
         }
-        self.submit_and_wait(|cmd| {
+        let mut lock = self.one_shot_lock();
+        lock.submit(|cmd| {
             // SAFETY: the buffer is alive for the submission; the range was checked.
             unsafe {
                 self.device().cmd_fill_buffer(
@@ -162,7 +169,8 @@ impl OneShot for Context {
                     value,
                 )
             };
-        })
+        })?;
+        lock.finish()
     }
 
     fn release_image(&self, image: &ExternalImage) -> Result<()> {
@@ -181,22 +189,29 @@ impl OneShot for Context {
             &layers,
             vk::ImageUsageFlags::TRANSFER_SRC,
         )?;
-        let mut staging = Staging::new(self, len, GpuLocation::GpuToCpu)?;
-        copy_image(self, image, vk::ImageLayout::TRANSFER_SRC_OPTIMAL, |cmd| {
-            let region = copy_region(image.desc(), level, &layers);
-            // SAFETY: image and staging buffer are alive for the submission; the region was
-            // checked against the image and the buffer was sized for it.
-            unsafe {
-                self.device().cmd_copy_image_to_buffer(
-                    cmd,
-                    image.raw(),
-                    vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
-                    staging.buffer,
-                    &[region],
-                )
-            };
-        })?;
-        Ok(staging.bytes()?.to_vec())
+        let mut lock = self.one_shot_lock();
+        let staging = lock.staging(len, Direction::Download)?.buffer;
+        copy_image(
+            self,
+            &mut lock,
+            image,
+            vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+            |cmd| {
+                let region = copy_region(image.desc(), level, &layers);
+                // SAFETY: image and staging buffer are alive for the submission; the region
+                // was checked against the image and the buffer was sized for it.
+                unsafe {
+                    self.device().cmd_copy_image_to_buffer(
+                        cmd,
+                        image.raw(),
+                        vk::ImageLayout::TRANSFER_SRC_OPTIMAL,
+                        staging,
+                        &[region],
+                    )
+                };
+            },
+        )?;
+        staged_bytes(&mut lock, len, Direction::Download)
     }
 
     fn write_image(
@@ -227,50 +242,107 @@ impl OneShot for Context {
                 ),
             ));
         }
-        let mut staging = Staging::new(self, len, GpuLocation::CpuToGpu)?;
-        staging.bytes()?.copy_from_slice(data);
-        copy_image(self, image, vk::ImageLayout::TRANSFER_DST_OPTIMAL, |cmd| {
-            let region = copy_region(image.desc(), level, &layers);
-            // SAFETY: image and staging buffer are alive for the submission; the region was
-            // checked against the image and the buffer was sized for it.
-            unsafe {
-                self.device().cmd_copy_buffer_to_image(
-                    cmd,
-                    staging.buffer,
-                    image.raw(),
-                    vk::ImageLayout::TRANSFER_DST_OPTIMAL,
-                    &[region],
-                )
-            };
-        })
+        let mut lock = self.one_shot_lock();
+        let staging = lock.staging(len, Direction::Upload)?;
+        staging.bytes(len)?.copy_from_slice(data);
+        let staging = staging.buffer;
+        copy_image(
+            self,
+            &mut lock,
+            image,
+            vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+            |cmd| {
+                let region = copy_region(image.desc(), level, &layers);
+                // SAFETY: image and staging buffer are alive for the submission; the region
+                // was checked against the image and the buffer was sized for it.
+                unsafe {
+                    self.device().cmd_copy_buffer_to_image(
+                        cmd,
+                        staging,
+                        image.raw(),
+                        vk::ImageLayout::TRANSFER_DST_OPTIMAL,
+                        &[region],
+                    )
+                };
+            },
+        )
     }
 
     fn dispatch(&self, pass: &ComputePass, target: &ComputeTarget, push: &[u8]) -> Result<()> {
         self.check_owns("pass", pass.context())?;
-        self.check_owns("target", target.image().context())?;
+        let image = target.image();
+        self.check_owns("target", image.context())?;
+        pass.check_push(push)?;
+        // Lock order: the one-shot state, then the image's state (see `Context`).
+        let mut lock = self.one_shot_lock();
+        let mut state = image.lock_state();
+        let (barrier, next) = image.plan(*state, Step::Transition(vk::ImageLayout::GENERAL))?;
         let mut recorded = Ok(());
-        self.submit_and_wait(|cmd| {
-            // SAFETY: `cmd` is the context's recording transfer command buffer, for this
-            // queue family; `submit_and_wait` waits, so `target` outlives the execution;
-            // it is submitted once, right after recording.
-            recorded = unsafe { pass.record(cmd, target, push) };
+        lock.submit(|cmd| {
+            if let Some(b) = barrier {
+                // SAFETY: `cmd` is the context's recording one-shot command buffer.
+                unsafe { image.record_barrier(cmd, &b) };
+            }
+            // SAFETY: `cmd` is recording, for this queue family; the transfer stays
+            // pending (so `target` must outlive it, as `finish` waits below, and on a
+            // timeout the caller still holds it); the image is in GENERAL at this point.
+            recorded = unsafe { pass.record_dispatch(cmd, target, push) };
         })?;
+        // Submitted: the barrier will run, so the tracked state follows it.
+        *state = next;
+        drop(state);
+        lock.finish()?;
         recorded
     }
 }
 
+/// Makes transfer writes visible to the host (for readbacks).
+fn record_host_visibility(ctx: &Context, cmd: vk::CommandBuffer) {
+    let to_host = vk::MemoryBarrier::default()
+        .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+        .dst_access_mask(vk::AccessFlags::HOST_READ);
+    // SAFETY: `cmd` is recording on this device.
+    unsafe {
+        ctx.device().cmd_pipeline_barrier(
+            cmd,
+            vk::PipelineStageFlags::TRANSFER,
+            vk::PipelineStageFlags::HOST,
+            vk::DependencyFlags::empty(),
+            &[to_host],
+            &[],
+            &[],
+        )
+    };
+}
+
+/// The first `len` bytes of the staging buffer a completed readback filled.
+fn staged_bytes(lock: &mut OneShotLock<'_>, len: u64, direction: Direction) -> Result<Vec<u8>> {
+    let staging = lock
+        .staged(len, direction)
+        .ok_or_else(|| Error::Unsupported {
+            what: "reading back a staged copy".into(),
+            reason: "its staging buffer is gone".into(),
+        })?;
+    Ok(staging.bytes(len)?.to_vec())
+}
+
 fn one_shot(ctx: &Context, image: &ExternalImage, step: Step) -> Result<()> {
     ctx.check_owns("image", image.context())?;
+    // Lock order: the one-shot state, then the image's state (see `Context`).
+    let mut lock = ctx.one_shot_lock();
     let mut state = image.lock_state();
     let (barrier, next) = image.plan(*state, step)?;
     if let Some(b) = barrier {
-        ctx.submit_and_wait(|cmd| {
-            // SAFETY: `cmd` is the context's recording transfer command buffer.
+        lock.submit(|cmd| {
+            // SAFETY: `cmd` is the context's recording one-shot command buffer.
             unsafe { image.record_barrier(cmd, &b) };
         })?;
     }
+    // Submitted (or nothing to do): the barrier will run, so the tracked state follows it
+    // even if the wait below times out. The image lock is not held across that wait.
     *state = next;
-    Ok(())
+    drop(state);
+    lock.finish()
 }
 
 /// Checks a staged copy and returns its size in bytes.
@@ -323,9 +395,11 @@ fn check_copy(
 
 /// Moves the image to `layout` (`TRANSFER_SRC_OPTIMAL` or `TRANSFER_DST_OPTIMAL`),
 /// records `copy` in it, moves the image to `GENERAL` (making the copy's writes visible
-/// to later commands) and the transfer's writes visible to the host; submits and waits.
+/// to later commands) and the transfer's writes visible to the host; submits, commits the
+/// image's state and waits.
 fn copy_image(
     ctx: &Context,
+    lock: &mut OneShotLock<'_>,
     image: &ExternalImage,
     layout: vk::ImageLayout,
     copy: impl FnOnce(vk::CommandBuffer),
@@ -347,9 +421,9 @@ fn copy_image(
         b.src_stage = vk::PipelineStageFlags::TRANSFER;
         b.src_access = copy_access & vk::AccessFlags::TRANSFER_WRITE;
     }
-    ctx.submit_and_wait(|cmd| {
+    lock.submit(|cmd| {
         if let Some(b) = before {
-            // SAFETY: `cmd` is the context's recording transfer command buffer.
+            // SAFETY: `cmd` is the context's recording one-shot command buffer.
             unsafe { image.record_barrier(cmd, &b) };
         }
         copy(cmd);
@@ -357,24 +431,13 @@ fn copy_image(
             // SAFETY: as above.
             unsafe { image.record_barrier(cmd, &b) };
         }
-        let to_host = vk::MemoryBarrier::default()
-            .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-            .dst_access_mask(vk::AccessFlags::HOST_READ);
-        // SAFETY: `cmd` is recording on this device.
-        unsafe {
-            ctx.device().cmd_pipeline_barrier(
-                cmd,
-                vk::PipelineStageFlags::TRANSFER,
-                vk::PipelineStageFlags::HOST,
-                vk::DependencyFlags::empty(),
-                &[to_host],
-                &[],
-                &[],
-            )
-        };
+        record_host_visibility(ctx, cmd);
     })?;
+    // Submitted: the barriers will run, so the tracked state follows them even if the
+    // wait below times out. The image lock is not held across that wait.
     *state = next;
-    Ok(())
+    drop(state);
+    lock.finish()
 }
 
 /// The whole of mip `level` of `layers`, from offset 0 of a tightly packed buffer.

@@ -1,11 +1,13 @@
-//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`.
+//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`, or at a slot
+//! of an exportable pool block.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use ash::vk;
 
-use super::capabilities::memory_handle_flags;
-use super::memory::{check_import_type, export_flags, import_fd, unsupported_type, Bound, Unbound};
+use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
+use super::pool::{PoolBlock, PoolSlot};
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
@@ -48,8 +50,9 @@ impl BufferDesc {
 
 /// A `VkBuffer` bound to a dedicated `VkDeviceMemory` that was allocated exportable
 /// ([`ExternalBuffer::new`]) or imported from an external handle
-/// ([`ExternalBuffer::import`]). Destroys the buffer and frees the memory on drop; GPU work
-/// that uses it must have finished by then.
+/// ([`ExternalBuffer::import`]), or bound at a slot of an exportable pool block
+/// ([`ExportPool::allocate`](super::ExportPool::allocate)). Destroys the buffer and frees the
+/// memory (or returns the slot) on drop; GPU work that uses it must have finished by then.
 pub struct ExternalBuffer {
     bound: Bound<vk::Buffer>,
     size: u64,
@@ -74,22 +77,17 @@ impl ExternalBuffer {
     /// # Errors
     /// * [`Error::InvalidArgument`]: `desc.size` is 0 or above `maxMemoryAllocationSize`.
     /// * [`Error::Unsupported`]: the handle type cannot be exported here (Vulkan has no
-    ///   such type, its extension is not enabled, the driver refuses it for this usage,
-    ///   or it is a Win32 type on a non-Windows platform).
+    ///   such type, the driver refuses it for this usage, or it is a Win32 type on a
+    ///   non-Windows platform).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`.
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &BufferDesc) -> Result<Self> {
         check_size(ctx, desc.size)?;
-        let t = desc.handle_type;
-        let flags = export_flags(ctx, t)?;
-        ctx.buffer_support(desc.usage, t)?.require_export(|| {
-            format!(
-                "export of {t} memory for a buffer with usage {:?}",
-                desc.usage
-            )
-        })?;
+        check_usage_flags(desc.usage)?;
+        let flags = exportable_flags(ctx, desc)?;
         let buffer = create_buffer(ctx.device(), desc, flags)?;
         // SAFETY: the buffer was created from `ctx`'s device with `flags`.
-        let bound = unsafe { Bound::allocate(ctx, buffer, flags, t) }?;
+        let bound = unsafe { Bound::allocate(ctx, buffer, flags, desc.handle_type) }?;
         Ok(Self::with(bound, desc))
     }
 
@@ -102,6 +100,7 @@ impl ExternalBuffer {
     ///   `desc.handle_type` differs from the handle's type.
     /// * [`Error::InvalidExternalHandle`]: the driver rejected the handle.
     /// * [`Error::Unsupported`]: non-fd handle types (vkcuda imports fds only).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`.
     ///
     /// On success the fd belongs to Vulkan; on failure vkcuda has closed it.
     ///
@@ -115,16 +114,35 @@ impl ExternalBuffer {
     ///    safe loopback.
     pub unsafe fn import(ctx: &Context, desc: &BufferDesc, import: MemoryImport) -> Result<Self> {
         check_size(ctx, desc.size)?;
+        check_usage_flags(desc.usage)?;
         check_import_type(desc.handle_type, &import)?;
         let t = desc.handle_type;
         let fd = import_fd(import.handle)?;
-        let flags = memory_handle_flags(t).ok_or_else(|| unsupported_type(t))?;
+        // The same platform and extension checks as `new` (DmaBufFd needs its extension).
+        let flags = export_flags(ctx, t)?;
         let buffer = create_buffer(ctx.device(), desc, flags)?;
         let what = || format!("a {}-byte buffer", desc.size);
         // SAFETY: the buffer was created from `ctx`'s device with `flags` for this handle
         // type; the payload fits it (precondition 1).
         let bound =
             unsafe { Bound::import(ctx, buffer, fd, t, import.size, import.dedicated, what) }?;
+        Ok(Self::with(bound, desc))
+    }
+
+    /// A buffer of `desc` bound at `slot` of a pool block.
+    ///
+    /// # Safety
+    /// 1. `buffer` was created from `ctx`'s device by [`create_buffer`] with `desc`'s handle
+    ///    type, which is the block's; its requirements allow the block's memory type and
+    ///    `slot` covers their size and alignment.
+    pub(super) unsafe fn pooled(
+        ctx: &Context,
+        buffer: Unbound<'_, vk::Buffer>,
+        slot: PoolSlot,
+        desc: &BufferDesc,
+    ) -> Result<Self> {
+        // SAFETY: precondition 1.
+        let bound = unsafe { Bound::pooled(ctx, buffer, slot, desc.handle_type) }?;
         Ok(Self::with(bound, desc))
     }
 
@@ -141,7 +159,8 @@ impl ExternalBuffer {
     ///
     /// # Errors
     /// [`Error::Unsupported`] when the buffer was imported rather than allocated
-    /// exportable; [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
+    /// exportable, or is bound at a pool slot (export its block,
+    /// [`ExternalBuffer::pool_slot`]); [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
     pub fn export(&self) -> Result<MemoryImport> {
         self.bound.export()
     }
@@ -167,9 +186,15 @@ impl ExternalBuffer {
         self.bound.raw()
     }
 
-    /// The raw memory. Valid while `self` lives.
+    /// The raw memory (a pool block's, for a pooled buffer). Valid while `self` lives.
     pub fn memory(&self) -> vk::DeviceMemory {
         self.bound.memory()
+    }
+
+    /// For a buffer from an [`ExportPool`](super::ExportPool): its block and the byte
+    /// offset it is bound at. `None` for a buffer with its own allocation.
+    pub fn pool_slot(&self) -> Option<(&Arc<PoolBlock>, u64)> {
+        self.bound.pool_slot()
     }
 
     /// Size the buffer was created with.
@@ -177,7 +202,8 @@ impl ExternalBuffer {
         self.size
     }
 
-    /// Size of its allocation (`VkMemoryRequirements::size`), what CUDA imports.
+    /// Size of its allocation (`VkMemoryRequirements::size`), what CUDA imports; for a
+    /// pooled buffer, the size of its slot.
     pub fn allocation_size(&self) -> u64 {
         self.bound.allocation_size()
     }
@@ -224,7 +250,22 @@ impl ExternalBuffer {
     }
 }
 
-fn check_size(ctx: &Context, size: u64) -> Result<()> {
+/// Refuses an empty usage (VUID-VkBufferCreateInfo-usage-requiredbitmask) and bits
+/// outside Vulkan 1.0's (TRANSFER_SRC ..= INDIRECT_BUFFER; the others need extensions or
+/// features vkcuda does not enable).
+fn check_usage_flags(usage: vk::BufferUsageFlags) -> Result<()> {
+    let known = vk::BufferUsageFlags::from_raw(0x1ff);
+    if usage.is_empty() || !known.contains(usage) {
+        return Err(Error::invalid(
+            "desc.usage",
+            format!("{usage:?}"),
+            "at least one core VkBufferUsageFlags bit (TRANSFER_SRC ..= INDIRECT_BUFFER)",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_size(ctx: &Context, size: u64) -> Result<()> {
     if size == 0 {
         return Err(Error::invalid("desc.size", "0 bytes", "at least 1 byte"));
     }
@@ -239,7 +280,23 @@ fn check_size(ctx: &Context, size: u64) -> Result<()> {
     Ok(())
 }
 
-fn create_buffer<'a>(
+/// The Vulkan flag for an exportable buffer of `desc`, after every capability check.
+pub(super) fn exportable_flags(
+    ctx: &Context,
+    desc: &BufferDesc,
+) -> Result<vk::ExternalMemoryHandleTypeFlags> {
+    let t = desc.handle_type;
+    let flags = export_flags(ctx, t)?;
+    ctx.buffer_support(desc.usage, t)?.require_export(|| {
+        format!(
+            "export of {t} memory for a buffer with usage {:?}",
+            desc.usage
+        )
+    })?;
+    Ok(flags)
+}
+
+pub(super) fn create_buffer<'a>(
     device: &'a ash::Device,
     desc: &BufferDesc,
     flags: vk::ExternalMemoryHandleTypeFlags,

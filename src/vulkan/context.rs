@@ -2,13 +2,17 @@
 
 use std::ffi::{c_char, CStr};
 use std::mem::ManuallyDrop;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::debug::Messenger;
-use super::transfer::FencedCommandBuffer;
+use super::queues::transfer_only_family;
+use super::timestamps::Calibrator;
+use super::transfer::{OneShotLock, OneShotState};
 use crate::error::{Error, Result};
 use crate::external::{DeviceIdentity, Uuid};
 
@@ -37,6 +41,12 @@ pub struct ContextDesc {
     pub validation: bool,
     /// Which physical device to open.
     pub device: DeviceSelection,
+    /// Also create one queue of a transfer-only family (a copy engine on NVIDIA) where the
+    /// device has one: [`Context::transfer_family`] says which, and
+    /// [`QueueId::Transfer`](super::QueueId::Transfer) names it. Work that is only copies,
+    /// fills or timestamp writes can run there without switching the GPU's
+    /// graphics/compute engine away from CUDA. Off by default; lavapipe has no such family.
+    pub transfer_queue: bool,
 }
 
 /// The caller's existing Vulkan objects, for [`Context::wrap`].
@@ -70,6 +80,8 @@ struct Parts {
     queue_family_index: u32,
     /// Queue 0 first; never empty.
     queues: Vec<vk::Queue>,
+    /// The transfer-only family and its one queue, when asked for and present.
+    transfer: Option<(u32, vk::Queue)>,
     enabled: Enabled,
     /// `VK_EXT_debug_utils` is enabled on the instance and validation is active.
     debug_utils: bool,
@@ -81,6 +93,10 @@ struct Parts {
 pub(crate) struct Enabled {
     pub(crate) semaphore_fd: bool,
     pub(crate) dma_buf: bool,
+    /// The Vulkan 1.2 `hostQueryReset` feature.
+    pub(crate) host_query_reset: bool,
+    /// The calibrated-timestamps extension enabled, if any.
+    pub(crate) calibrated: Option<&'static CStr>,
 }
 
 /// A Vulkan device and its queues with the external-memory extensions enabled. Cheap to
@@ -93,6 +109,37 @@ pub(crate) struct Enabled {
 /// semaphores without blocking one another: a batch waiting on a semaphore holds up every
 /// later batch of its queue. Queue 0 ([`Context::queue`]) is the one vkcuda's own transfers
 /// use. A wrapped context ([`Context::wrap`]) has exactly the caller's one queue.
+/// With [`ContextDesc::transfer_queue`] the context also has one queue of a transfer-only
+/// family ([`Context::transfer_family`], [`super::QueueId::Transfer`]).
+///
+/// # Locks and their order
+/// A context is `Send + Sync`; its mutable state is behind these locks, always taken in
+/// this order (a thread holding a later one never waits for an earlier one):
+/// 1. the **one-shot transfer state** (command buffer, fence, staging buffers) of
+///    [`OneShot`](crate::util::OneShot), held for one one-shot, including its bounded
+///    fence wait;
+/// 2. the **tracked state of images** ([`ExternalImage`](super::ExternalImage)), several
+///    at once in address order ([`Commands`](crate::util::Commands)), held while barriers
+///    are planned, recorded and submitted, never across a fence wait;
+/// 3. the **high-water marks of timelines** a batch signals (one per semaphore payload,
+///    shared by its Vulkan semaphore and CUDA imports), several at once in address order,
+///    held while the signal values are checked and the batch submitted
+///    ([`Context::submit_to`], [`Semaphore::signal`](super::Semaphore::signal),
+///    [`ExternalSemaphore::signal_many`](crate::cuda::ExternalSemaphore::signal_many)),
+///    never across a wait;
+/// 4. a **queue** ([`Context::queue_at`]), held for one `vkQueueSubmit` (or by the caller's
+///    [`QueueGuard`]);
+/// 5. the staging allocator, a leaf held only inside one allocation or free.
+///
+/// The other locks are leaves, held briefly with nothing else taken under them: a CUDA
+/// semaphore's in-flight events, a CUDA import's shared mapping, the NVRTC module cache,
+/// the low-latency relay's state, FrameSync's tracer, the validation message counts, and
+/// the pools' (an [`ExportPool`](super::ExportPool)'s size classes, then a block's free
+/// slots; a [`SharedPool`](crate::interop::SharedPool)'s imports).
+///
+/// Waiting for a queue is bounded ([`Context::QUEUE_LOCK_TIMEOUT`]), and a thread that
+/// holds a [`QueueGuard`] and calls into vkcuda gets an error for that queue, not a
+/// deadlock.
 #[derive(Clone)]
 pub struct Context {
     shared: Arc<Shared>,
@@ -102,18 +149,23 @@ struct Shared {
     // Field order is drop order for the Rust-owned parts; Vulkan objects are destroyed in
     // `Drop for Shared` below.
     allocator: ManuallyDrop<Mutex<Allocator>>,
-    transfer: ManuallyDrop<Mutex<FencedCommandBuffer>>,
+    transfer: ManuallyDrop<Mutex<OneShotState>>,
+    /// How long a one-shot waits for its submission, in nanoseconds.
+    one_shot_timeout_ns: AtomicU64,
     messenger: Option<Messenger>,
     memory_fd: ash::khr::external_memory_fd::Device,
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
+    calibrator: Option<Calibrator>,
     enabled: Enabled,
     identity: DeviceIdentity,
     properties: vk::PhysicalDeviceProperties,
     memory_properties: vk::PhysicalDeviceMemoryProperties,
     max_allocation_size: u64,
     /// Queue 0 first; never empty.
-    queues: Vec<Mutex<vk::Queue>>,
+    queues: Vec<QueueSlot>,
     queue_family_index: u32,
+    /// The transfer-only family and its queue.
+    transfer_queue: Option<(u32, QueueSlot)>,
     device: ash::Device,
     physical_device: vk::PhysicalDevice,
     instance: ash::Instance,
@@ -134,20 +186,23 @@ impl std::fmt::Debug for Context {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        // A panic while holding a lock leaves nothing half-destroyed: take poisoned ones over.
+        let allocator = self.allocator.get_mut().unwrap_or_else(|p| p.into_inner());
+        let transfer = self.transfer.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Waits (bounded) for a pending one-shot; if it is still running, its pool, fence
+        // and staging memory are leaked, and so is the allocator that holds that memory.
+        let freed = transfer.teardown(&self.device, allocator);
         // SAFETY: every resource made from this context holds an Arc of it, so none is
-        // alive; the allocator and transfer objects are dropped exactly once, here, before
-        // the device they were made from.
-        unsafe {
-            ManuallyDrop::drop(&mut self.allocator);
-        }
-        if let Ok(t) = self.transfer.get_mut() {
-            // SAFETY: one-shot transfers wait for their submission, so nothing is pending;
-            // destroyed once, here.
-            unsafe { t.destroy(&self.device) };
-        }
-        // SAFETY: as above; `transfer`'s Vulkan objects were destroyed just now.
+        // alive; the transfer state's Vulkan objects are gone (or leaked); both are dropped
+        // exactly once, here, before the device they were made from.
         unsafe {
             ManuallyDrop::drop(&mut self.transfer);
+        }
+        if freed {
+            // SAFETY: as above; no staging memory is in use.
+            unsafe {
+                ManuallyDrop::drop(&mut self.allocator);
+            }
         }
         if self.owned {
             // SAFETY: vkcuda created the device; nothing made from it is alive (see above).
@@ -224,12 +279,97 @@ fn describe(name: &str, why: &str) -> String {
     format!("{name:?}: {why}")
 }
 
-/// Locks a queue. A panic while holding the lock cannot leave a `vk::Queue` half-updated,
-/// so a poisoned lock is taken over.
-fn lock_queue(queue: &Mutex<vk::Queue>) -> MutexGuard<'_, vk::Queue> {
-    queue
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A duration in nanoseconds, saturating.
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One queue and the thread holding its lock (0: none).
+pub(super) struct QueueSlot {
+    queue: Mutex<vk::Queue>,
+    holder: AtomicU64,
+}
+
+/// A nonzero tag for the calling thread, to tell a re-entrant lock from a contended one.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|t| *t)
+}
+
+/// A locked queue of the context ([`Context::queue_at`]): dereferences to the
+/// `vk::Queue`; other submissions to it wait until it is dropped.
+pub struct QueueGuard<'a> {
+    queue: MutexGuard<'a, vk::Queue>,
+    holder: &'a AtomicU64,
+}
+
+impl std::fmt::Debug for QueueGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QueueGuard").field(&*self.queue).finish()
+    }
+}
+
+impl std::ops::Deref for QueueGuard<'_> {
+    type Target = vk::Queue;
+    fn deref(&self) -> &vk::Queue {
+        &self.queue
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        // Cleared while the mutex is still held (the guard field drops after this).
+        self.holder.store(0, Ordering::Release);
+    }
+}
+
+impl QueueSlot {
+    fn new(queue: vk::Queue) -> Self {
+        Self {
+            queue: Mutex::new(queue),
+            holder: AtomicU64::new(0),
+        }
+    }
+
+    /// Locks the queue: an error when this thread already holds it, a timeout when another
+    /// thread holds it longer than `timeout`. A panic while holding the lock cannot leave
+    /// a `vk::Queue` half-updated, so a poisoned lock is taken over.
+    pub(super) fn lock(&self, index: usize, timeout: Duration) -> Result<QueueGuard<'_>> {
+        let me = thread_tag();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(Error::invalid(
+                "queue",
+                format!("queue {index} is already locked by this thread (a QueueGuard is alive)"),
+                "drop the QueueGuard from Context::queue/queue_at before calling into vkcuda",
+            ));
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        let queue = loop {
+            match self.queue.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Timeout {
+                        what: format!("locking queue {index} (another thread holds it)"),
+                        waited: timeout,
+                    })
+                }
+            }
+        };
+        self.holder.store(me, Ordering::Release);
+        Ok(QueueGuard {
+            queue,
+            holder: &self.holder,
+        })
+    }
 }
 
 impl Context {
@@ -251,8 +391,8 @@ impl Context {
         })?;
         let (instance, debug_utils) = create_instance(&entry, desc.validation)?;
         // From here on an error must destroy what was created.
-        let (physical, device, (family, queue_count), enabled) =
-            match open_device(&instance, &desc.device) {
+        let (physical, device, (family, queue_count), transfer, enabled) =
+            match open_device(&instance, desc) {
                 Ok(opened) => opened,
                 Err(e) => {
                     // SAFETY: nothing was created from the instance.
@@ -266,6 +406,10 @@ impl Context {
                 unsafe { device.get_device_queue(family, i) }
             })
             .collect();
+        let transfer = transfer.map(|family| {
+            // SAFETY: one queue of `family` was requested at device creation.
+            (family, unsafe { device.get_device_queue(family, 0) })
+        });
         let parts = Parts {
             entry,
             instance: instance.clone(),
@@ -273,6 +417,7 @@ impl Context {
             device: device.clone(),
             queue_family_index: family,
             queues,
+            transfer,
             enabled,
             debug_utils,
             owned: true,
@@ -318,9 +463,13 @@ impl Context {
             device,
             queue_family_index,
             queues: vec![queue],
+            transfer: None,
             enabled: Enabled {
                 semaphore_fd: semaphore_fd_enabled,
                 dma_buf: dma_buf_enabled,
+                // The caller's device may have neither.
+                host_query_reset: false,
+                calibrated: None,
             },
             // The caller's instance may not have VK_EXT_debug_utils enabled.
             debug_utils: false,
@@ -336,6 +485,7 @@ impl Context {
             device,
             queue_family_index,
             queues,
+            transfer: transfer_queue,
             enabled,
             debug_utils,
             owned,
@@ -362,25 +512,35 @@ impl Context {
             what: "gpu-allocator for staging memory".into(),
             reason: e.to_string(),
         })?;
-        let transfer = FencedCommandBuffer::new(&device, queue_family_index)?;
+        let transfer = OneShotState::new(&device, queue_family_index)?;
         let memory_fd = ash::khr::external_memory_fd::Device::new(&instance, &device);
         let semaphore_fd = enabled
             .semaphore_fd
             .then(|| ash::khr::external_semaphore_fd::Device::new(&instance, &device));
+        let calibrator = Calibrator::load(
+            &entry,
+            &instance,
+            physical_device,
+            &device,
+            enabled.calibrated,
+        );
         Ok(Self {
             shared: Arc::new(Shared {
                 allocator: ManuallyDrop::new(Mutex::new(allocator)),
                 transfer: ManuallyDrop::new(Mutex::new(transfer)),
+                one_shot_timeout_ns: AtomicU64::new(duration_ns(Self::DEFAULT_ONE_SHOT_TIMEOUT)),
                 messenger,
                 memory_fd,
                 semaphore_fd,
+                calibrator,
                 enabled,
                 identity,
                 properties,
                 memory_properties,
                 max_allocation_size,
-                queues: queues.into_iter().map(Mutex::new).collect(),
+                queues: queues.into_iter().map(QueueSlot::new).collect(),
                 queue_family_index,
+                transfer_queue: transfer_queue.map(|(family, q)| (family, QueueSlot::new(q))),
                 device,
                 physical_device,
                 instance,
@@ -420,9 +580,13 @@ impl Context {
         self.shared.queue_family_index
     }
 
-    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission.
-    pub fn queue(&self) -> MutexGuard<'_, vk::Queue> {
-        lock_queue(&self.shared.queues[0])
+    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission:
+    /// [`Context::queue_at`]`(0)`.
+    ///
+    /// # Errors
+    /// As [`Context::queue_at`].
+    pub fn queue(&self) -> Result<QueueGuard<'_>> {
+        self.queue_at(0)
     }
 
     /// How many queues the context has (at least 1, at most [`Context::MAX_QUEUES`]; 1 for a
@@ -431,24 +595,29 @@ impl Context {
         self.shared.queues.len()
     }
 
+    /// How long taking a queue's lock waits for another thread before
+    /// [`Error::Timeout`].
+    pub const QUEUE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// Queue `index` (index 0 is [`Context::queue`]), locked for the caller's submission.
+    /// Every vkcuda submission takes the same lock, so drop the guard before calling into
+    /// vkcuda from this thread (such a call is refused rather than deadlocking).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`queue`) when `index` is not below
-    /// [`Context::queue_count`].
-    pub fn queue_at(&self, index: usize) -> Result<MutexGuard<'_, vk::Queue>> {
+    /// [`Context::queue_count`], or this thread already holds that queue's guard;
+    /// [`Error::Timeout`] when another thread holds it longer than
+    /// [`Context::QUEUE_LOCK_TIMEOUT`].
+    pub fn queue_at(&self, index: usize) -> Result<QueueGuard<'_>> {
         let count = self.queue_count();
-        self.shared
-            .queues
-            .get(index)
-            .map(lock_queue)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "queue",
-                    format!("queue index {index}"),
-                    format!("an index below queue_count() = {count}"),
-                )
-            })
+        let slot = self.shared.queues.get(index).ok_or_else(|| {
+            Error::invalid(
+                "queue",
+                format!("queue index {index}"),
+                format!("an index below queue_count() = {count}"),
+            )
+        })?;
+        slot.lock(index, Self::QUEUE_LOCK_TIMEOUT)
     }
 
     /// Largest single allocation (`maxMemoryAllocationSize`, Vulkan 1.1).
@@ -506,6 +675,21 @@ impl Context {
         self.shared.semaphore_fd.as_ref()
     }
 
+    pub(crate) fn calibrator(&self) -> Option<&Calibrator> {
+        self.shared.calibrator.as_ref()
+    }
+
+    pub(crate) fn host_query_reset(&self) -> bool {
+        self.shared.enabled.host_query_reset
+    }
+
+    pub(super) fn transfer_queue_slot(&self) -> Option<(u32, &QueueSlot)> {
+        self.shared
+            .transfer_queue
+            .as_ref()
+            .map(|(family, q)| (*family, q))
+    }
+
     pub(crate) fn memory_properties(&self) -> &vk::PhysicalDeviceMemoryProperties {
         &self.shared.memory_properties
     }
@@ -518,11 +702,34 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn transfer(&self) -> MutexGuard<'_, FencedCommandBuffer> {
+    /// How long a one-shot ([`OneShot`](crate::util::OneShot)) waits for its submission
+    /// (and for an earlier one still running) before [`Error::Timeout`], unless changed
+    /// with [`Context::set_one_shot_timeout`].
+    pub const DEFAULT_ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Sets how long one-shots wait for their submission. A one-shot that times out stays
+    /// pending: what it uses is kept alive, and the next one-shot waits for it first.
+    pub fn set_one_shot_timeout(&self, timeout: Duration) {
         self.shared
+            .one_shot_timeout_ns
+            .store(duration_ns(timeout), Ordering::Relaxed);
+    }
+
+    /// The current one-shot timeout ([`Context::set_one_shot_timeout`]).
+    pub fn one_shot_timeout(&self) -> Duration {
+        Duration::from_nanos(self.shared.one_shot_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// Locks the one-shot transfer state: the first lock of the order (see [`Context`]).
+    /// A panic while it was held (e.g. in a recording closure) leaves it consistent: a
+    /// submission made is marked pending before anything else runs.
+    pub(crate) fn one_shot_lock(&self) -> OneShotLock<'_> {
+        let state = self
+            .shared
             .transfer
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        OneShotLock::new(self, state)
     }
 }
 
@@ -658,11 +865,20 @@ fn type_rank(t: vk::PhysicalDeviceType) -> u32 {
     }
 }
 
-/// Chooses a physical device and creates the logical device.
+/// Chooses a physical device and creates the logical device; returns the main family and
+/// its queue count, and the transfer-only family given one queue.
+#[allow(clippy::type_complexity)]
 fn open_device(
     instance: &ash::Instance,
-    selection: &DeviceSelection,
-) -> Result<(vk::PhysicalDevice, ash::Device, (u32, u32), Enabled)> {
+    desc: &ContextDesc,
+) -> Result<(
+    vk::PhysicalDevice,
+    ash::Device,
+    (u32, u32),
+    Option<u32>,
+    Enabled,
+)> {
+    let selection = &desc.device;
     // SAFETY: valid instance.
     let physicals = unsafe { instance.enumerate_physical_devices() }
         .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r))?;
@@ -702,9 +918,22 @@ fn open_device(
         });
     };
 
+    let mut v12_supported = vk::PhysicalDeviceVulkan12Features::default();
+    let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut v12_supported);
+    // SAFETY: valid physical device of this instance; the pNext chain points at a live struct.
+    unsafe { instance.get_physical_device_features2(physical, &mut features) };
     let enabled = Enabled {
         semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
         dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
+        host_query_reset: v12_supported.host_query_reset == vk::TRUE,
+        calibrated: Calibrator::extension(&exts),
+    };
+    let transfer = if desc.transfer_queue {
+        // SAFETY: valid physical device of this instance.
+        let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
+        transfer_only_family(&families)
+    } else {
+        None
     };
     let mut names = vec![ash::khr::external_memory_fd::NAME.as_ptr()];
     if enabled.semaphore_fd {
@@ -713,11 +942,23 @@ fn open_device(
     if enabled.dma_buf {
         names.push(ash::ext::external_memory_dma_buf::NAME.as_ptr());
     }
+    if let Some(name) = enabled.calibrated {
+        names.push(name.as_ptr());
+    }
     let priorities = vec![1.0f32; queue_count as usize];
-    let queues = [vk::DeviceQueueCreateInfo::default()
+    let mut queues = vec![vk::DeviceQueueCreateInfo::default()
         .queue_family_index(family)
         .queue_priorities(&priorities)];
-    let mut v12 = vk::PhysicalDeviceVulkan12Features::default().timeline_semaphore(true);
+    if let Some(transfer) = transfer {
+        queues.push(
+            vk::DeviceQueueCreateInfo::default()
+                .queue_family_index(transfer)
+                .queue_priorities(&priorities[..1]),
+        );
+    }
+    let mut v12 = vk::PhysicalDeviceVulkan12Features::default()
+        .timeline_semaphore(true)
+        .host_query_reset(enabled.host_query_reset);
     let info = vk::DeviceCreateInfo::default()
         .queue_create_infos(&queues)
         .enabled_extension_names(&names)
@@ -726,5 +967,5 @@ fn open_device(
     // the call; the extensions were checked to be supported.
     let device = unsafe { instance.create_device(physical, &info, None) }
         .map_err(|r| Error::vk("vkCreateDevice", r))?;
-    Ok((physical, device, (family, queue_count), enabled))
+    Ok((physical, device, (family, queue_count), transfer, enabled))
 }

@@ -1,7 +1,8 @@
-//! Dedicated, external-capable `VkDeviceMemory`, the core that buffers and images share:
-//! [`Bound`] owns a resource and its own memory (allocated for export, or imported from a
-//! handle), exports it as an owned handle, and destroys the resource, then frees the memory,
-//! on drop. [`ExternalBuffer`](super::ExternalBuffer) and
+//! External-capable `VkDeviceMemory`, the core that buffers and images share: [`Bound`]
+//! owns a resource and its memory (its own allocation, made for export or imported from a
+//! handle, or a slot of an [`ExportPool`](super::ExportPool) block), exports a dedicated
+//! allocation as an owned handle, and destroys the resource, then frees the memory (or
+//! returns the slot), on drop. [`ExternalBuffer`](super::ExternalBuffer) and
 //! [`ExternalImage`](super::ExternalImage) add their description on top.
 
 #[cfg(unix)]
@@ -10,6 +11,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use ash::vk;
 
 use super::capabilities::memory_handle_flags;
+use super::pool::{PoolBlock, PoolSlot};
 use super::Context;
 use crate::error::{Error, Result};
 #[cfg(unix)]
@@ -32,12 +34,14 @@ pub(crate) trait Resource: Copy {
     /// 1. The resource was created from `device` and is alive.
     unsafe fn requirements(self, device: &ash::Device) -> vk::MemoryRequirements;
 
-    /// `vkBind{Buffer,Image}Memory` at offset 0.
+    /// `vkBind{Buffer,Image}Memory` at `offset`.
     ///
     /// # Safety
-    /// 1. The resource was created from `device`, is alive and unbound; `memory` is at least
-    ///    its `VkMemoryRequirements::size` long, of an allowed type.
-    unsafe fn bind(self, device: &ash::Device, memory: vk::DeviceMemory) -> Result<()>;
+    /// 1. The resource was created from `device`, is alive and unbound; `memory` holds its
+    ///    `VkMemoryRequirements::size` bytes from `offset`, is of an allowed type, and
+    ///    `offset` is a multiple of its `alignment`.
+    unsafe fn bind(self, device: &ash::Device, memory: vk::DeviceMemory, offset: u64)
+        -> Result<()>;
 
     /// `vkDestroy{Buffer,Image}`.
     ///
@@ -59,9 +63,14 @@ impl Resource for vk::Buffer {
         unsafe { device.get_buffer_memory_requirements(self) }
     }
 
-    unsafe fn bind(self, device: &ash::Device, memory: vk::DeviceMemory) -> Result<()> {
+    unsafe fn bind(
+        self,
+        device: &ash::Device,
+        memory: vk::DeviceMemory,
+        offset: u64,
+    ) -> Result<()> {
         // SAFETY: precondition 1.
-        unsafe { device.bind_buffer_memory(self, memory, 0) }
+        unsafe { device.bind_buffer_memory(self, memory, offset) }
             .map_err(|r| Error::vk("vkBindBufferMemory", r))
     }
 
@@ -84,9 +93,14 @@ impl Resource for vk::Image {
         unsafe { device.get_image_memory_requirements(self) }
     }
 
-    unsafe fn bind(self, device: &ash::Device, memory: vk::DeviceMemory) -> Result<()> {
+    unsafe fn bind(
+        self,
+        device: &ash::Device,
+        memory: vk::DeviceMemory,
+        offset: u64,
+    ) -> Result<()> {
         // SAFETY: precondition 1.
-        unsafe { device.bind_image_memory(self, memory, 0) }
+        unsafe { device.bind_image_memory(self, memory, offset) }
             .map_err(|r| Error::vk("vkBindImageMemory", r))
     }
 
@@ -132,25 +146,39 @@ impl<R: Resource> Drop for Unbound<'_, R> {
 }
 
 /// A buffer or image bound to its own dedicated `VkDeviceMemory`, allocated exportable
-/// ([`Bound::allocate`]) or imported from a handle ([`Bound::import`]). Drop destroys the
-/// resource, then frees the memory; GPU work that uses it must have finished by then.
+/// ([`Bound::allocate`]) or imported from a handle ([`Bound::import`]), or bound at a slot
+/// of a pool block ([`Bound::pooled`]). Drop destroys the resource, then frees the memory
+/// (or returns the slot); GPU work that uses it must have finished by then.
 pub(crate) struct Bound<R: Resource> {
     ctx: Context,
     raw: R,
-    memory: vk::DeviceMemory,
+    /// Released in `Drop`, after the resource is destroyed.
+    backing: Backing,
     allocation_size: u64,
     handle_type: MemoryHandleType,
     exportable: bool,
+}
+
+/// The memory a [`Bound`] resource is bound to.
+enum Backing {
+    /// Its own allocation, freed with the resource.
+    Dedicated(vk::DeviceMemory),
+    /// A slot of an [`ExportPool`](super::ExportPool) block, returned when dropped.
+    Pooled(PoolSlot),
 }
 
 impl<R: Resource> Drop for Bound<R> {
     fn drop(&mut self) {
         let device = self.ctx.device();
         // SAFETY: the resource and memory were made from this device and are destroyed once;
-        // every CUDA import of the memory holds the owner of this value alive until then.
+        // every CUDA import of the memory holds the owner of this value (or its pool block)
+        // alive until then.
         unsafe { self.raw.destroy(device) };
-        // SAFETY: as above; the resource bound to the memory is gone.
-        unsafe { device.free_memory(self.memory, None) };
+        if let Backing::Dedicated(memory) = self.backing {
+            // SAFETY: as above; the resource bound to the memory is gone.
+            unsafe { device.free_memory(memory, None) };
+        }
+        // A pooled slot returns its range when `backing` drops, after the resource is gone.
     }
 }
 
@@ -208,6 +236,37 @@ impl<R: Resource> Bound<R> {
         Self::bind(ctx, resource, memory, size, handle_type, false)
     }
 
+    /// Binds the resource at `slot` of a pool block whose memory is exportable as
+    /// `handle_type`. The result cannot be exported on its own (its block can).
+    ///
+    /// # Safety
+    /// 1. `resource` was created from `ctx.device()` with `VkExternalMemory{Buffer,Image}
+    ///    CreateInfo` naming `handle_type`'s flag; its memory requirements allow the block's
+    ///    memory type, and `slot` is at least their `size` long at an offset that is a
+    ///    multiple of their `alignment`.
+    pub(crate) unsafe fn pooled(
+        ctx: &Context,
+        resource: Unbound<'_, R>,
+        slot: PoolSlot,
+        handle_type: MemoryHandleType,
+    ) -> Result<Self> {
+        // SAFETY: precondition 1; the slot lies in the block's live memory; the resource is
+        // unbound. On error `resource` destroys it and `slot` returns its range.
+        unsafe {
+            resource
+                .raw
+                .bind(ctx.device(), slot.block().memory(), slot.offset())
+        }?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            raw: resource.release(),
+            allocation_size: slot.len(),
+            backing: Backing::Pooled(slot),
+            handle_type,
+            exportable: false,
+        })
+    }
+
     /// Binds `memory` to the resource and assembles the result; frees both on error.
     fn bind(
         ctx: &Context,
@@ -219,7 +278,7 @@ impl<R: Resource> Bound<R> {
     ) -> Result<Self> {
         // SAFETY: memory was allocated for this resource (dedicated, or an import at least
         // `requirements.size` long); bound once.
-        if let Err(e) = unsafe { resource.raw.bind(ctx.device(), memory) } {
+        if let Err(e) = unsafe { resource.raw.bind(ctx.device(), memory, 0) } {
             // SAFETY: the memory is unbound and unused.
             unsafe { ctx.device().free_memory(memory, None) };
             return Err(e);
@@ -227,7 +286,7 @@ impl<R: Resource> Bound<R> {
         Ok(Self {
             ctx: ctx.clone(),
             raw: resource.release(),
-            memory,
+            backing: Backing::Dedicated(memory),
             allocation_size,
             handle_type,
             exportable,
@@ -238,9 +297,19 @@ impl<R: Resource> Bound<R> {
     /// importer takes exactly this allocation: size from `VkMemoryRequirements`, dedicated.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when the memory was imported rather than allocated exportable;
-    /// [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
+    /// [`Error::Unsupported`] when the memory was imported rather than allocated exportable,
+    /// or is a slot of a pool block; [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
     pub(crate) fn export(&self) -> Result<MemoryImport> {
+        if let Backing::Pooled(_) = self.backing {
+            return Err(Error::Unsupported {
+                what: format!("export of a pooled {} on its own", R::NAME),
+                reason: format!(
+                    "it is a range of a pool block: export the block ({}::pool_slot) and \
+                     carry the offset",
+                    R::OWNER
+                ),
+            });
+        }
         if !self.exportable {
             return Err(Error::Unsupported {
                 what: format!("export of an imported {}", R::NAME),
@@ -252,7 +321,7 @@ impl<R: Resource> Bound<R> {
             });
         }
         Ok(MemoryImport {
-            handle: export_handle(&self.ctx, self.memory, self.handle_type)?,
+            handle: export_handle(&self.ctx, self.memory(), self.handle_type)?,
             size: self.allocation_size,
             dedicated: true,
         })
@@ -263,12 +332,23 @@ impl<R: Resource> Bound<R> {
         self.raw
     }
 
-    /// The raw memory.
+    /// The raw memory (a pool block's, for a pooled resource).
     pub(crate) fn memory(&self) -> vk::DeviceMemory {
-        self.memory
+        match &self.backing {
+            Backing::Dedicated(memory) => *memory,
+            Backing::Pooled(slot) => slot.block().memory(),
+        }
     }
 
-    /// `VkMemoryRequirements::size` (allocated) or the imported size.
+    /// For a pooled resource: its block and the byte offset it is bound at.
+    pub(crate) fn pool_slot(&self) -> Option<(&std::sync::Arc<PoolBlock>, u64)> {
+        match &self.backing {
+            Backing::Dedicated(_) => None,
+            Backing::Pooled(slot) => Some((slot.block(), slot.offset())),
+        }
+    }
+
+    /// `VkMemoryRequirements::size` (allocated), the imported size, or the pool slot's size.
     pub(crate) fn allocation_size(&self) -> u64 {
         self.allocation_size
     }
@@ -298,10 +378,10 @@ pub(crate) fn export_flags(
         return Err(unsupported_type(t));
     }
     if t == MemoryHandleType::DmaBufFd && !ctx.can_export_dma_buf() {
-        return Err(Error::Unsupported {
-            what: "DmaBufFd memory from Vulkan".into(),
-            reason: "the device does not have VK_EXT_external_memory_dma_buf".into(),
-        });
+        return Err(Error::missing_extension(
+            "VK_EXT_external_memory_dma_buf",
+            "DmaBufFd memory in Vulkan",
+        ));
     }
     memory_handle_flags(t).ok_or_else(|| unsupported_type(t))
 }
@@ -345,6 +425,24 @@ unsafe fn allocate_exportable(
         .map_err(|r| Error::vk_sized("vkAllocateMemory", r, requirements.size))
 }
 
+/// Allocates `size` bytes of `memory_type`, exportable as `flags`, for no resource in
+/// particular (a pool block that buffers are bound into at offsets).
+pub(crate) fn allocate_exportable_block(
+    ctx: &Context,
+    size: u64,
+    memory_type: u32,
+    flags: vk::ExternalMemoryHandleTypeFlags,
+) -> Result<vk::DeviceMemory> {
+    let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(flags);
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(size)
+        .memory_type_index(memory_type)
+        .push_next(&mut export);
+    // SAFETY: `info`'s chain points at a live struct; no resource is named.
+    unsafe { ctx.device().allocate_memory(&info, None) }
+        .map_err(|r| Error::vk_sized("vkAllocateMemory", r, size))
+}
+
 /// Allocates `size` bytes from the imported `fd` of `handle_type`, restricted to the memory
 /// types in `allowed` (the resource's `memoryTypeBits`), dedicated to `dedicated` if given.
 ///
@@ -362,6 +460,7 @@ unsafe fn import_memory(
     dedicated: Option<impl Resource>,
 ) -> Result<vk::DeviceMemory> {
     let flags = memory_handle_flags(handle_type).ok_or_else(|| unsupported_type(handle_type))?;
+    let fd = check_memory_fd(fd, handle_type)?;
     let allowed = if handle_type == MemoryHandleType::OpaqueFd {
         // Opaque fds must use the exporter's memory type (not queryable): the same
         // choice the exporting constructor makes for the same description.
@@ -409,7 +508,7 @@ pub(crate) fn unsupported_type(t: MemoryHandleType) -> Error {
 }
 
 /// The first `DEVICE_LOCAL` type in `allowed`, else the first allowed type.
-fn choose_memory_type(ctx: &Context, allowed: u32) -> Result<u32> {
+pub(crate) fn choose_memory_type(ctx: &Context, allowed: u32) -> Result<u32> {
     let props = ctx.memory_properties();
     let types = &props.memory_types[..props.memory_type_count as usize];
     let pick = |want: vk::MemoryPropertyFlags| {
@@ -439,6 +538,87 @@ fn invalid_handle(call: &'static str, t: MemoryHandleType, r: vk::Result) -> Err
 /// An fd being imported (uninhabited where vkcuda imports no fds).
 #[cfg(unix)]
 pub(crate) type ImportFd = OwnedFd;
+
+/// Non-memory anonymous inodes, as `/proc/self/fd` names them.
+#[cfg(unix)]
+const NOT_MEMORY: [&str; 8] = [
+    "[eventfd]",
+    "[eventpoll]",
+    "[signalfd]",
+    "[timerfd]",
+    "inotify",
+    "[pidfd]",
+    "[io_uring]",
+    "[userfaultfd]",
+];
+
+/// Refuses, before the driver sees it, an fd that cannot be a memory object: lavapipe
+/// `read()`s from a pipe or socket passed as memory and blocks for ever, and NVIDIA reports
+/// such fds as out of memory. Refused: a closed fd, pipes, sockets, directories, block
+/// devices, symlinks, regular files that are not shared memory (memfd, tmpfs), character
+/// devices other than GPU ones (`/dev/nvidia*`, `/dev/dri/*`), and non-memory anonymous
+/// inodes (eventfd, epoll, timerfd, ...). What passes may still be refused by the driver.
+///
+/// # Errors
+/// [`Error::InvalidExternalHandle`] naming what the fd is. A closed fd is forgotten, not
+/// closed (its number may belong to someone else by now); any other refused fd is closed.
+#[cfg(unix)]
+fn check_memory_fd(fd: OwnedFd, handle_type: MemoryHandleType) -> Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let refuse = |detail: String| Error::InvalidExternalHandle {
+        call: "vkcuda fd check (fstat)",
+        handle_type: handle_type.into(),
+        detail,
+    };
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer; fstat only inspects the fd.
+    if unsafe { libc::fstat(raw, &mut st) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EBADF) {
+            // Not open: closing the number could close an fd someone else opened since.
+            std::mem::forget(fd);
+            return Err(refuse(format!("fd {raw} is not open (EBADF)")));
+        }
+        return Err(refuse(format!("fstat of fd {raw} failed: {e}")));
+    }
+    let target = std::fs::read_link(format!("/proc/self/fd/{raw}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = st.st_mode & libc::S_IFMT;
+    let what = match kind {
+        libc::S_IFIFO => Some("a pipe"),
+        libc::S_IFSOCK => Some("a socket"),
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFBLK => Some("a block device"),
+        libc::S_IFLNK => Some("a symbolic link"),
+        libc::S_IFCHR => {
+            let gpu = target.starts_with("/dev/nvidia") || target.starts_with("/dev/dri/");
+            (!gpu).then_some("a character device that is not a GPU (/dev/nvidia*, /dev/dri/*)")
+        }
+        libc::S_IFREG => {
+            // SAFETY: F_GET_SEALS only reads the fd's seals; it fails on non-shmem files.
+            let shmem = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) } >= 0;
+            (!shmem).then_some("a regular file (not shared memory)")
+        }
+        _ => NOT_MEMORY
+            .iter()
+            .any(|n| target.contains(n))
+            .then_some("an anonymous inode that is not memory"),
+    };
+    match what {
+        Some(what) => Err(refuse(format!(
+            "fd {raw} is {what} ({target}), not a memory object"
+        ))),
+        None => Ok(fd),
+    }
+}
+
+#[cfg(not(unix))]
+fn check_memory_fd(fd: ImportFd, _: MemoryHandleType) -> Result<ImportFd> {
+    match fd {}
+}
 
 /// Takes the fd out of an fd handle; other handle types are [`unsupported_type`].
 #[cfg(unix)]
@@ -477,7 +657,7 @@ pub(crate) fn lend_fd<T>(fd: ImportFd, _import: impl FnOnce(i32) -> Result<T>) -
 
 /// `vkGetMemoryFdKHR`, wrapped into an owned handle at once.
 #[cfg(unix)]
-fn export_handle(
+pub(crate) fn export_handle(
     ctx: &Context,
     memory: vk::DeviceMemory,
     t: MemoryHandleType,
@@ -499,7 +679,7 @@ fn export_handle(
 
 /// `vkGetMemoryFdKHR`, wrapped into an owned handle at once.
 #[cfg(not(unix))]
-fn export_handle(
+pub(crate) fn export_handle(
     _ctx: &Context,
     _memory: vk::DeviceMemory,
     t: MemoryHandleType,

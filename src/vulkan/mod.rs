@@ -6,6 +6,8 @@
 //!   caller's ([`Context::wrap`]).
 //! * [`ExternalBuffer`] is a buffer bound to its own dedicated `VkDeviceMemory` that can be
 //!   exported ([`ExternalBuffer::export`]) or was imported from a handle.
+//! * [`ExportPool`]: many exportable buffers bound at offsets of a few exported blocks
+//!   ([`PoolBlock`]), one block per size class, so one export serves many buffers.
 //! * [`ExternalImage`] is the same for optimally (or linearly) tiled images, with the
 //!   queue-family release/acquire to and from `VK_QUEUE_FAMILY_EXTERNAL` tracked for you.
 //! * [`Semaphore`]: timeline and binary semaphores, exportable as fds or local to Vulkan,
@@ -15,6 +17,9 @@
 //!
 //! Command recording, compute passes and one-shot staged copies are helpers beside this
 //! core, in [`crate::util`].
+//! * [`GpuTimer`]: timestamp brackets around batches, read back as host times (for
+//!   [`crate::trace`]); [`QueueId`] names the main queues and the optional transfer-only
+//!   queue ([`ContextDesc::transfer_queue`]).
 
 mod buffer;
 mod capabilities;
@@ -23,8 +28,11 @@ mod debug;
 mod format;
 mod image;
 mod memory;
+mod pool;
+pub(crate) mod queues;
 mod semaphore;
 mod submit;
+mod timestamps;
 mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};
@@ -32,12 +40,16 @@ pub use capabilities::{
     memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
 pub use context::{
-    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, WrapDesc,
+    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, QueueGuard,
+    WrapDesc,
 };
 pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
 pub(crate) use image::Step;
 pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
+pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
+pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
-pub(crate) use transfer::{FencedCommandBuffer, Staging};
+pub use timestamps::{Bracket, ClockSource, GpuTimer, MAX_TIMER_SLOTS};
+pub(crate) use transfer::{Direction, FencedCommandBuffer, OneShotLock};

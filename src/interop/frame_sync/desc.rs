@@ -52,6 +52,19 @@ pub struct FrameSyncDesc {
     /// `s % streams`), `1..=frames_in_flight`; `None`: the mode's default
     /// ([`FrameSyncDesc::layout`]).
     pub streams: Option<usize>,
+    /// Frames each [`Frame`](super::Frame) carries across, `1..=MAX_FRAMES_PER_CROSSING`
+    /// (default 1): the caller records this many frames' work into each batch and launches
+    /// this many frames' kernels between [`cuda_wait`](super::Frame::cuda_wait) and
+    /// [`cuda_signal`](super::Frame::cuda_signal), so the GPU switches between the APIs once
+    /// per K frames instead of once per frame. [`choose_batch`](crate::interop::choose_batch)
+    /// picks K for a target efficiency within a latency budget
+    /// ([`FrameSyncDesc::batch`]).
+    pub frames_per_crossing: usize,
+    /// Records a timeline of every crossing (GPU timestamps of the Vulkan batches, CUDA
+    /// events around the CUDA work, the host's steps), read with
+    /// [`FrameSync::take_trace`](super::FrameSync::take_trace). Off by default; off, it
+    /// costs nothing.
+    pub trace: bool,
 }
 
 impl FrameSyncDesc {
@@ -64,7 +77,29 @@ impl FrameSyncDesc {
             timeout: Duration::from_secs(5),
             queues: None,
             streams: None,
+            frames_per_crossing: 1,
+            trace: false,
         }
+    }
+
+    /// Carries `plan.frames` frames per crossing: the K that
+    /// [`choose_batch`](crate::interop::choose_batch) chose for a target efficiency within
+    /// a latency budget, which `plan` states (frames and time).
+    pub fn batch(self, plan: &crate::interop::BatchPlan) -> Self {
+        self.frames_per_crossing(plan.frames as usize)
+    }
+
+    /// Turns the timeline on or off ([`FrameSyncDesc::trace`]).
+    pub fn trace(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
+    /// Sets the frames each [`Frame`](super::Frame) carries across
+    /// ([`FrameSyncDesc::frames_per_crossing`]).
+    pub fn frames_per_crossing(mut self, frames: usize) -> Self {
+        self.frames_per_crossing = frames;
+        self
     }
 
     /// Replaces the mode.
@@ -114,8 +149,22 @@ const DEFAULT_ONE_QUEUE: (QueueLayout, usize) = (QueueLayout::Single, 1);
 /// Most frames in flight (re-exported as `FrameSync::MAX_FRAMES_IN_FLIGHT`).
 pub(super) const MAX_FRAMES_IN_FLIGHT: usize = 8;
 
-/// Checks `desc.frames_in_flight` and the stream count in effect.
-pub(super) fn check_counts(frames_in_flight: usize, streams: usize) -> Result<()> {
+/// Most frames per crossing (re-exported as `FrameSync::MAX_FRAMES_PER_CROSSING`).
+pub(super) const MAX_FRAMES_PER_CROSSING: usize = 1024;
+
+/// Checks `desc.frames_in_flight`, the stream count in effect and the frames per crossing.
+pub(super) fn check_counts(
+    frames_in_flight: usize,
+    streams: usize,
+    frames_per_crossing: usize,
+) -> Result<()> {
+    if !(1..=MAX_FRAMES_PER_CROSSING).contains(&frames_per_crossing) {
+        return Err(Error::invalid(
+            "desc.frames_per_crossing",
+            format!("{frames_per_crossing} frames per crossing"),
+            format!("1..={MAX_FRAMES_PER_CROSSING}"),
+        ));
+    }
     if !(1..=MAX_FRAMES_IN_FLIGHT).contains(&frames_in_flight) {
         return Err(Error::invalid(
             "desc.frames_in_flight",
@@ -169,10 +218,10 @@ mod tests {
     fn frames_in_flight_and_streams_are_bounded() {
         for n in 1..=MAX_FRAMES_IN_FLIGHT {
             for streams in 1..=n {
-                assert!(check_counts(n, streams).is_ok());
+                assert!(check_counts(n, streams, 1).is_ok());
             }
             for streams in [0, n + 1] {
-                let e = check_counts(n, streams).unwrap_err();
+                let e = check_counts(n, streams, 1).unwrap_err();
                 assert!(
                     matches!(
                         e,
@@ -186,7 +235,7 @@ mod tests {
             }
         }
         for n in [0, MAX_FRAMES_IN_FLIGHT + 1] {
-            let e = check_counts(n, 1).unwrap_err();
+            let e = check_counts(n, 1, 1).unwrap_err();
             assert!(
                 matches!(
                     e,
@@ -198,6 +247,27 @@ mod tests {
                 "{e}"
             );
             assert!(e.to_string().contains("1..=8"), "{e}");
+        }
+    }
+
+    #[test]
+    fn frames_per_crossing_are_bounded() {
+        for k in [1, 2, 64, MAX_FRAMES_PER_CROSSING] {
+            assert!(check_counts(2, 1, k).is_ok());
+        }
+        for k in [0, MAX_FRAMES_PER_CROSSING + 1, usize::MAX] {
+            let e = check_counts(2, 1, k).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidArgument {
+                        arg: "desc.frames_per_crossing",
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("1..=1024"), "{e}");
         }
     }
 

@@ -114,6 +114,14 @@ impl Frame<'_> {
         self.ticket.value
     }
 
+    /// The frame numbers it carries across: `index * K .. (index + 1) * K` with K the
+    /// frames per crossing ([`FrameSyncDesc::frames_per_crossing`](super::FrameSyncDesc::frames_per_crossing); K = 1 by default).
+    pub fn frames(&self) -> std::ops::Range<u64> {
+        let k = self.sync.frames_per_crossing as u64;
+        let first = self.ticket.index.saturating_mul(k);
+        first..first.saturating_add(k)
+    }
+
     /// Its slot, `index % frames_in_flight`: index per-slot resources with it.
     pub fn slot(&self) -> usize {
         self.ticket.slot

@@ -12,8 +12,9 @@ mod desc;
 mod frame;
 mod ledger;
 mod relay;
+mod trace;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ash::vk;
@@ -29,6 +30,8 @@ pub use desc::{FrameSyncDesc, QueueLayout, SyncMode};
 pub use frame::Frame;
 use frame::Step;
 use ledger::{Ledger, Ticket};
+pub use trace::FrameTrace;
+use trace::{bracketed, Tracer};
 
 /// One frame slot.
 struct Slot {
@@ -177,6 +180,10 @@ pub struct FrameSync {
     /// Queue layout and stream count in effect.
     layout: (QueueLayout, usize),
     timeout: Duration,
+    /// Frames each [`Frame`] carries across ([`FrameSyncDesc::frames_per_crossing`]).
+    frames_per_crossing: usize,
+    /// The timeline, when [`FrameSyncDesc::trace`] is on.
+    tracer: Option<Mutex<Tracer>>,
     /// Signalled by the empty batch that drains each queue on drop.
     drain_fence: vk::Fence,
     /// The frame begun last and its next step, while unfinished: set by `begin`, kept up
@@ -203,6 +210,9 @@ impl FrameSync {
     /// Most frames in flight.
     pub const MAX_FRAMES_IN_FLIGHT: usize = desc::MAX_FRAMES_IN_FLIGHT;
 
+    /// Most frames per crossing ([`FrameSyncDesc::frames_per_crossing`]).
+    pub const MAX_FRAMES_PER_CROSSING: usize = desc::MAX_FRAMES_PER_CROSSING;
+
     /// Creates the streams ([`FrameSyncDesc::layout`]) and the slots: per slot a producing
     /// and a consuming queue index, a Vulkan-only completion timeline, and the crossing
     /// objects of `desc.mode` (two shared timelines; or a command buffer, a mailbox word and
@@ -220,7 +230,11 @@ impl FrameSync {
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &FrameSyncDesc) -> Result<Self> {
         check_same_device(vk, cu)?;
         let (layout, stream_count) = desc.layout();
-        check_counts(desc.frames_in_flight, stream_count)?;
+        check_counts(
+            desc.frames_in_flight,
+            stream_count,
+            desc.frames_per_crossing,
+        )?;
         check_mode(desc.mode, vk.can_export_semaphore_fds(), || {
             cu.check_stream_memops()
         })?;
@@ -238,6 +252,8 @@ impl FrameSync {
             ledger: Ledger::new(n),
             layout: (layout, stream_count),
             timeout: desc.timeout,
+            frames_per_crossing: desc.frames_per_crossing,
+            tracer: None,
             drain_fence,
             open: None,
             stuck: None,
@@ -246,6 +262,9 @@ impl FrameSync {
         let streams = (0..stream_count)
             .map(|_| cu.new_stream())
             .collect::<Result<Vec<_>>>()?;
+        if desc.trace {
+            sync.tracer = Some(Mutex::new(Tracer::new(vk, cu, &streams, n)?));
+        }
         for slot in 0..n {
             let (produce_queue, consume_queue) = slot_queues(layout, slot, vk.queue_count());
             let produced = (produce_queue != consume_queue)
@@ -287,6 +306,7 @@ impl FrameSync {
             });
         }
         self.crossing.take_error()?;
+        let started = crate::trace::now_ns();
         let ticket = self.ledger.peek()?;
         if let Some(previous) = ticket.reuses {
             let slot = &self.slots[ticket.slot];
@@ -310,6 +330,13 @@ impl FrameSync {
                     },
                     other => other,
                 })?;
+        }
+        if let Some(mut tracer) = self.tracer() {
+            // Every crossing up to the one this slot last carried has finished.
+            if let Some(done) = ticket.index.checked_sub(self.ledger.n()) {
+                tracer.harvest(done, self.timeout);
+            }
+            tracer.host_step("begin (wait for the slot)", started, ticket.index);
         }
         self.ledger.commit(&ticket);
         self.open = Some((ticket, Step::SubmitVulkan));
@@ -353,6 +380,11 @@ impl FrameSync {
         self.ledger.frames_in_flight
     }
 
+    /// Frames each [`Frame`] carries across ([`FrameSyncDesc::frames_per_crossing`]).
+    pub fn frames_per_crossing(&self) -> usize {
+        self.frames_per_crossing
+    }
+
     /// The crossing mode.
     pub fn mode(&self) -> SyncMode {
         self.crossing.mode()
@@ -366,6 +398,32 @@ impl FrameSync {
     /// The queue layout and stream count in effect ([`FrameSyncDesc::layout`]).
     pub fn layout(&self) -> (QueueLayout, usize) {
         self.layout
+    }
+
+    /// The timeline recorded so far ([`FrameSyncDesc::trace`]), after waiting (at most
+    /// `timeout`) for every frame begun to finish; `None` when tracing is off. Tracing
+    /// ends with this call.
+    ///
+    /// # Errors
+    /// As [`FrameSync::wait_idle`].
+    pub fn take_trace(&mut self, timeout: Duration) -> Result<Option<FrameTrace>> {
+        if self.tracer.is_none() {
+            return Ok(None);
+        }
+        self.wait_idle(timeout)?;
+        let Some(tracer) = self.tracer.take() else {
+            return Ok(None);
+        };
+        let mut tracer = tracer.into_inner().unwrap_or_else(|p| p.into_inner());
+        tracer.harvest(u64::MAX, timeout);
+        Ok(Some(tracer.finish()))
+    }
+
+    /// The tracer, locked, when tracing is on.
+    fn tracer(&self) -> Option<MutexGuard<'_, Tracer>> {
+        self.tracer
+            .as_ref()
+            .map(|t| t.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Finishes the chain of frame `t` from `step` with empty work (a frame dropped
@@ -402,20 +460,48 @@ impl FrameSync {
         let slot = &self.slots[t.slot];
         // SAFETY: the slot's previous frame finished (`begin` waited for it).
         let extra = unsafe { self.crossing.produce(t.slot, t.value) }?;
-        let mut all = Vec::with_capacity(command_buffers.len() + 1);
-        all.extend_from_slice(command_buffers);
-        all.extend(extra.command_buffer);
+        let started = crate::trace::now_ns();
+        let k = self.frames_per_crossing as u64;
+        let frames = t.index.saturating_mul(k)..t.index.saturating_add(1).saturating_mul(k);
+        let bracket = self
+            .tracer()
+            .and_then(|mut tr| tr.produce(t.index, frames, slot.produce_queue));
+        let all = bracketed(
+            bracket,
+            command_buffers.iter().copied().chain(extra.command_buffer),
+        );
         let mut all_signals = Vec::with_capacity(signals.len() + 2);
         all_signals.extend(extra.signal.map(|s| (s, t.value)));
         all_signals.extend(slot.produced.iter().map(|p| (p, t.value)));
         all_signals.extend_from_slice(signals);
         // SAFETY: the caller's preconditions cover its command buffers, waits, signals and
-        // fence; the crossing's command buffer was recorded for this family, and it and the
-        // slot's semaphores live as long as `self`, whose drop drains the queue first.
-        unsafe {
+        // fence; the crossing's command buffer and the timer's brackets were recorded for
+        // this family, and they and the slot's semaphores live as long as `self`, whose
+        // drop drains the queue first.
+        let r = unsafe {
             self.vk
                 .submit_to(slot.produce_queue, &all, waits, &all_signals, fence)
+        };
+        self.traced(r, bracket, "submit produce", started, t.index)
+    }
+
+    /// Ends a traced submission: takes the bracket back if it failed, and records the host
+    /// step.
+    fn traced(
+        &self,
+        r: Result<()>,
+        bracket: Option<vulkan::Bracket>,
+        step: &str,
+        started: u64,
+        index: u64,
+    ) -> Result<()> {
+        if let Some(mut tracer) = self.tracer() {
+            if r.is_err() {
+                tracer.unsubmitted(bracket);
+            }
+            tracer.host_step(step, started, index);
         }
+        r
     }
 
     /// Step 2 of `t`: the slot's stream waits for step 1's crossing.
@@ -424,12 +510,18 @@ impl FrameSync {
         // SAFETY: step 1 was submitted (checked by the frame); `self` synchronises the
         // streams in its drop before the crossing goes.
         unsafe { self.crossing.wait(t.slot, &slot.stream, t.value) }?;
+        if let Some(mut tracer) = self.tracer() {
+            tracer.cuda_begin(t.index, t.slot % self.layout.1);
+        }
         Ok(slot.stream.clone())
     }
 
     /// Step 3 of `t`: the crossing back to Vulkan, after the stream's work.
     fn enqueue_cuda_signal(&self, t: &Ticket) -> Result<()> {
         let slot = &self.slots[t.slot];
+        if let Some(mut tracer) = self.tracer() {
+            tracer.cuda_end(t.index);
+        }
         // SAFETY: as in `enqueue_cuda_wait`.
         unsafe { self.crossing.signal(t.slot, &slot.stream, t.value) }
     }
@@ -454,18 +546,19 @@ impl FrameSync {
         let mut all_signals = Vec::with_capacity(signals.len() + 1);
         all_signals.push((&slot.done, t.value));
         all_signals.extend_from_slice(signals);
+        let started = crate::trace::now_ns();
+        let bracket = self
+            .tracer()
+            .and_then(|mut tr| tr.consume(t.index, slot.consume_queue));
+        let all = bracketed(bracket, command_buffers.iter().copied());
         // SAFETY: the caller's preconditions cover its part; the crossing value is
         // signalled by step 3, already enqueued (checked by the frame); the slot's
         // semaphores live until the drop has drained the queue.
-        unsafe {
-            self.vk.submit_to(
-                slot.consume_queue,
-                command_buffers,
-                &all_waits,
-                &all_signals,
-                fence,
-            )
-        }
+        let r = unsafe {
+            self.vk
+                .submit_to(slot.consume_queue, &all, &all_waits, &all_signals, fence)
+        };
+        self.traced(r, bracket, "submit consume", started, t.index)
     }
 
     /// Runs the steps of `t` from `from` on with empty work, so the chain is complete

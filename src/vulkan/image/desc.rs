@@ -235,7 +235,7 @@ fn extent(width: u32, height: u32, depth: u32) -> vk::Extent3D {
 }
 
 /// The aspects a whole-image barrier names for `format`.
-fn aspect_of(format: vk::Format) -> vk::ImageAspectFlags {
+pub(super) fn aspect_of(format: vk::Format) -> vk::ImageAspectFlags {
     use vk::Format as F;
     match format {
         F::D16_UNORM | F::X8_D24_UNORM_PACK32 | F::D32_SFLOAT => vk::ImageAspectFlags::DEPTH,
@@ -245,6 +245,29 @@ fn aspect_of(format: vk::Format) -> vk::ImageAspectFlags {
         }
         _ => vk::ImageAspectFlags::COLOR,
     }
+}
+
+/// Checks that `format` is a `VkFormat` value the device may be asked about: a core 1.0
+/// format, a Y'CbCr format (core in 1.1), or a 1.3 core format on a 1.3 device. Anything
+/// else (e.g. `Format::from_raw(123456)`, or an extension's format) would be invalid usage
+/// at the first query (VUID-VkPhysicalDeviceImageFormatInfo2-format-parameter).
+fn check_format_value(ctx: &Context, format: vk::Format) -> Result<()> {
+    let raw = format.as_raw();
+    let v13 = ctx.properties().api_version >= vk::API_VERSION_1_3;
+    let known = (1..=184).contains(&raw)
+        || (1_000_156_000..=1_000_156_033).contains(&raw)
+        || (v13
+            && ((1_000_066_000..=1_000_066_013).contains(&raw)
+                || (1_000_330_000..=1_000_330_003).contains(&raw)
+                || (1_000_340_000..=1_000_340_001).contains(&raw)));
+    if known {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "desc.format",
+        format!("VkFormat {raw} ({format:?})"),
+        "a core VkFormat (1.0, the 1.1 Y'CbCr formats, or 1.3 formats on a 1.3 device)",
+    ))
 }
 
 /// Checks `desc` against the rules and device limits that need no format query.
@@ -263,10 +286,10 @@ pub(super) fn check_desc(ctx: &Context, desc: &ImageDesc) -> Result<()> {
         desc.format,
         vk::Format::A8_UNORM_KHR | vk::Format::A1B5G5R5_UNORM_PACK16_KHR
     ) {
-        return Err(Error::Unsupported {
-            what: format!("VkFormat {:?}", desc.format),
-            reason: "it needs VK_KHR_maintenance5, which the context does not enable".into(),
-        });
+        return Err(Error::missing_extension(
+            "VK_KHR_maintenance5",
+            format!("VkFormat {:?}", desc.format),
+        ));
     }
     // Formats that need a sampler Y'CbCr conversion have one mip level
     // (VUID-VkImageCreateInfo-format-06410).
@@ -277,11 +300,22 @@ pub(super) fn check_desc(ctx: &Context, desc: &ImageDesc) -> Result<()> {
             "1: formats that need a sampler Y'CbCr conversion have no mip chain",
         ));
     }
+    check_format_value(ctx, desc.format)?;
     if desc.usage.is_empty() {
         return Err(Error::invalid(
             "desc.usage",
             "no usage flags",
             "at least one VkImageUsageFlags bit",
+        ));
+    }
+    // The Vulkan 1.0 bits (TRANSFER_SRC ..= INPUT_ATTACHMENT); the others need extensions
+    // vkcuda does not enable.
+    let known = vk::ImageUsageFlags::from_raw(0xff);
+    if !known.contains(desc.usage) {
+        return Err(Error::invalid(
+            "desc.usage",
+            format!("{:?} has bits outside {known:?}", desc.usage),
+            "core VkImageUsageFlags bits (TRANSFER_SRC ..= INPUT_ATTACHMENT)",
         ));
     }
     if !matches!(

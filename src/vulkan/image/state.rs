@@ -226,23 +226,40 @@ impl ExternalImage {
         }
     }
 
-    /// A layout the image can be moved to, given its usage.
+    /// A layout the image can be moved to, given its format and usage: `GENERAL`, or one
+    /// of the `*_OPTIMAL` layouts below whose usage the image has. Anything else (another
+    /// layout needing a feature or extension vkcuda does not enable, or a value that is no
+    /// layout at all) is refused before the driver sees it.
     fn check_target(&self, layout: vk::ImageLayout) -> Result<()> {
         use vk::ImageLayout as L;
         use vk::ImageUsageFlags as U;
+        let aspect = super::desc::aspect_of(self.desc.format);
+        let colour = aspect == vk::ImageAspectFlags::COLOR;
         let needs = match layout {
-            L::UNDEFINED | L::PREINITIALIZED => {
-                return Err(Error::invalid(
-                    "layout",
-                    format!("{layout:?}"),
-                    "a layout images can be transitioned to (GENERAL, *_OPTIMAL, ...)",
-                ))
-            }
+            L::GENERAL => return Ok(()),
             L::TRANSFER_SRC_OPTIMAL => U::TRANSFER_SRC,
             L::TRANSFER_DST_OPTIMAL => U::TRANSFER_DST,
             L::SHADER_READ_ONLY_OPTIMAL => U::SAMPLED | U::INPUT_ATTACHMENT,
-            L::COLOR_ATTACHMENT_OPTIMAL => U::COLOR_ATTACHMENT,
-            _ => return Ok(()),
+            L::COLOR_ATTACHMENT_OPTIMAL if colour => U::COLOR_ATTACHMENT,
+            L::DEPTH_STENCIL_ATTACHMENT_OPTIMAL if !colour => U::DEPTH_STENCIL_ATTACHMENT,
+            L::DEPTH_STENCIL_READ_ONLY_OPTIMAL if !colour => {
+                U::DEPTH_STENCIL_ATTACHMENT | U::SAMPLED | U::INPUT_ATTACHMENT
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "layout",
+                    format!(
+                        "{layout:?} for a {:?} image ({aspect:?} aspect)",
+                        self.desc.format
+                    ),
+                    if colour {
+                        "GENERAL, TRANSFER_SRC/TRANSFER_DST/SHADER_READ_ONLY/COLOR_ATTACHMENT_OPTIMAL"
+                    } else {
+                        "GENERAL, TRANSFER_SRC/TRANSFER_DST/SHADER_READ_ONLY/\
+                         DEPTH_STENCIL_ATTACHMENT/DEPTH_STENCIL_READ_ONLY_OPTIMAL"
+                    },
+                ))
+            }
         };
         if self.desc.usage.intersects(needs) {
             Ok(())
