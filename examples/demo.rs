@@ -14,8 +14,13 @@
 //! CPU reference of render + tone curve.
 //!
 //! Options: `--frames N` (default 240), `--size WxH` (default 640x360), `--in-flight N`
-//! (default 3), `--low-latency` (FrameSync's low-latency mode), `--out DIR` (default
-//! `demo-out`).
+//! (default 3), `--low-latency` (FrameSync's low-latency mode), `--batch K` (frames per
+//! Vulkan <-> CUDA crossing), `--no-readback`, `--trace FILE` (FrameSync's timeline),
+//! `--out DIR` (default `demo-out`).
+//!
+//! `--window` (feature `window`) runs the same pipeline live in a window and presents each
+//! frame (`examples/common/window.rs`, which lists its own options; one frame per crossing,
+//! no trace).
 
 mod common;
 
@@ -25,7 +30,7 @@ use anyhow::{bail, Context as _, Result};
 use common::pipeline::{gpu_pipeline, vulkan_only, Options};
 use vkcuda::{cuda, vulkan, Error};
 
-fn parse() -> Result<Options> {
+fn parse(args: Vec<String>) -> Result<Options> {
     let mut o = Options {
         frames: 240,
         width: 640,
@@ -37,7 +42,7 @@ fn parse() -> Result<Options> {
         trace: None,
         out: PathBuf::from("demo-out"),
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -52,7 +57,7 @@ fn parse() -> Result<Options> {
             // cargo test / bundle runners pass these to every executable.
             "--bench" | "--nocapture" => {}
             other => bail!(
-                "unknown option {other}; use --frames N, --size WxH, --in-flight N, --low-latency, --out DIR"
+                "unknown option {other}; use --frames N, --size WxH, --in-flight N, --low-latency, --batch K, --no-readback, --trace FILE, --out DIR, --window"
             ),
         }
     }
@@ -63,7 +68,16 @@ fn parse() -> Result<Options> {
 }
 
 fn main() -> Result<()> {
-    let o = parse()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    #[cfg(feature = "window")]
+    if let Some((rest, window)) = common::window::Args::take(&args)? {
+        return common::window::run(parse(rest)?, window);
+    }
+    #[cfg(not(feature = "window"))]
+    if args.iter().any(|a| a == "--window") {
+        bail!("--window needs the window feature: cargo run --release --features window --example demo -- --window");
+    }
+    let o = parse(args)?;
     let vk = vulkan::Context::new(&vulkan::ContextDesc::default()).context(
         "no usable Vulkan device (Debian: apt-get install mesa-vulkan-drivers libvulkan1)",
     )?;

@@ -84,6 +84,12 @@
 //! `vkcuda::validation` (errors at `error`, warnings at `warn`). Install any logger
 //! (`env_logger`, `tracing-log`, ...) to see them.
 //!
+//! # Presenting (feature `window`)
+//! `vulkan::Presenter` shows an image in a window: a surface from any raw window handle (or
+//! `VK_EXT_headless_surface`), a swapchain recreated on resize, `SUBOPTIMAL` and
+//! `OUT_OF_DATE`, and per present one submission (copy or blit, barriers planned by the
+//! image's tracker) and `vkQueuePresentKHR`, after the frame's last Vulkan batch.
+//!
 //! # Platforms
 //! Tested on Linux with opaque fds. Every handle type CUDA accepts is modelled in
 //! [`external`] and compiles everywhere; the Windows and NvSci ones are untested.

@@ -1,6 +1,6 @@
 //! The Vulkan instance/device context: created by vkcuda or wrapped from the caller's.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -10,6 +10,7 @@ use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::debug::Messenger;
+use super::headless;
 use super::queues::transfer_only_family;
 use super::timestamps::Calibrator;
 use super::transfer::{OneShotLock, OneShotState};
@@ -41,6 +42,13 @@ pub struct ContextDesc {
     pub validation: bool,
     /// Which physical device to open.
     pub device: DeviceSelection,
+    /// Where a [`Presenter`](super::Presenter) made on this context will present (feature
+    /// `window`): the instance gets the surface extensions that target needs
+    /// ([`PresentTarget`](super::PresentTarget); an error if one is missing), and the device
+    /// `VK_KHR_swapchain` when it has it. `None` (the default): no surface extensions, and
+    /// no presenter can be made on the context.
+    #[cfg(feature = "window")]
+    pub present: Option<super::PresentTarget>,
     /// Also create one queue of a transfer-only family (a copy engine on NVIDIA) where the
     /// device has one: [`Context::transfer_family`] says which, and
     /// [`QueueId::Transfer`](super::QueueId::Transfer) names it. Work that is only copies,
@@ -83,6 +91,8 @@ struct Parts {
     /// The transfer-only family and its one queue, when asked for and present.
     transfer: Option<(u32, vk::Queue)>,
     enabled: Enabled,
+    /// Instance extensions vkcuda enabled (empty for a wrapped context).
+    instance_extensions: Vec<CString>,
     /// `VK_EXT_debug_utils` is enabled on the instance and validation is active.
     debug_utils: bool,
     owned: bool,
@@ -97,6 +107,8 @@ pub(crate) struct Enabled {
     pub(crate) host_query_reset: bool,
     /// The calibrated-timestamps extension enabled, if any.
     pub(crate) calibrated: Option<&'static CStr>,
+    /// `VK_KHR_swapchain` (asked for through [`ContextDesc`]'s `present`).
+    pub(crate) swapchain: bool,
 }
 
 /// A Vulkan device and its queues with the external-memory extensions enabled. Cheap to
@@ -157,6 +169,9 @@ struct Shared {
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
     calibrator: Option<Calibrator>,
     enabled: Enabled,
+    /// Read by the presenter (feature `window`).
+    #[cfg_attr(not(feature = "window"), allow(dead_code))]
+    instance_extensions: Vec<CString>,
     identity: DeviceIdentity,
     properties: vk::PhysicalDeviceProperties,
     memory_properties: vk::PhysicalDeviceMemoryProperties,
@@ -233,6 +248,11 @@ pub struct PhysicalDeviceInfo {
     pub semaphore_fd: bool,
     /// `VK_EXT_external_memory_dma_buf` is available.
     pub dma_buf: bool,
+    /// `VK_KHR_swapchain` is available (needed to present).
+    pub swapchain: bool,
+    /// A queue family of the device can present to a `VK_EXT_headless_surface` surface
+    /// (presenting without a display); `false` also when no driver offers the extension.
+    pub headless_present: bool,
 }
 
 /// Lists every Vulkan physical device with what vkcuda needs from it, through a temporary
@@ -246,15 +266,29 @@ pub fn enumerate_devices() -> Result<Vec<PhysicalDeviceInfo>> {
         library: "Vulkan loader",
         reason: e.to_string(),
     })?;
-    let (instance, _) = create_instance(&entry, false)?;
+    let headless = headless::INSTANCE_EXTENSIONS
+        .iter()
+        .all(|e| has_instance_extension(&entry, e));
+    let extra: &[&CStr] = if headless {
+        &headless::INSTANCE_EXTENSIONS
+    } else {
+        &[]
+    };
+    let (instance, _) = create_instance(&entry, false, extra)?;
     // SAFETY: valid instance.
     let physicals = unsafe { instance.enumerate_physical_devices() }
         .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r));
     let list = physicals.and_then(|physicals| {
+        let can_present = if headless {
+            headless::present_support(&entry, &instance, &physicals)
+        } else {
+            vec![false; physicals.len()]
+        };
         physicals
             .into_iter()
+            .zip(can_present)
             .enumerate()
-            .map(|(index, physical)| {
+            .map(|(index, (physical, headless_present))| {
                 let (props, identity, _) = device_properties(&instance, physical);
                 let exts = device_extensions(&instance, physical)?;
                 Ok(PhysicalDeviceInfo {
@@ -265,6 +299,8 @@ pub fn enumerate_devices() -> Result<Vec<PhysicalDeviceInfo>> {
                     memory_fd: has(&exts, ash::khr::external_memory_fd::NAME),
                     semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
                     dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
+                    swapchain: has(&exts, ash::khr::swapchain::NAME),
+                    headless_present,
                 })
             })
             .collect()
@@ -389,10 +425,18 @@ impl Context {
             library: "Vulkan loader",
             reason: e.to_string(),
         })?;
-        let (instance, debug_utils) = create_instance(&entry, desc.validation)?;
+        #[cfg(feature = "window")]
+        let (surface_extensions, want_swapchain) = match desc.present {
+            Some(target) => (super::present::instance_extensions(&entry, target)?, true),
+            None => (Vec::new(), false),
+        };
+        #[cfg(not(feature = "window"))]
+        let (surface_extensions, want_swapchain) = (Vec::new(), false);
+        let (instance, debug_utils) =
+            create_instance(&entry, desc.validation, &surface_extensions)?;
         // From here on an error must destroy what was created.
         let (physical, device, (family, queue_count), transfer, enabled) =
-            match open_device(&instance, desc) {
+            match open_device(&instance, desc, want_swapchain) {
                 Ok(opened) => opened,
                 Err(e) => {
                     // SAFETY: nothing was created from the instance.
@@ -419,6 +463,7 @@ impl Context {
             queues,
             transfer,
             enabled,
+            instance_extensions: surface_extensions.iter().map(|&e| e.to_owned()).collect(),
             debug_utils,
             owned: true,
         };
@@ -467,10 +512,12 @@ impl Context {
             enabled: Enabled {
                 semaphore_fd: semaphore_fd_enabled,
                 dma_buf: dma_buf_enabled,
+                swapchain: false,
                 // The caller's device may have neither.
                 host_query_reset: false,
                 calibrated: None,
             },
+            instance_extensions: Vec::new(),
             // The caller's instance may not have VK_EXT_debug_utils enabled.
             debug_utils: false,
             owned: false,
@@ -487,6 +534,7 @@ impl Context {
             queues,
             transfer: transfer_queue,
             enabled,
+            instance_extensions,
             debug_utils,
             owned,
         } = parts;
@@ -534,6 +582,7 @@ impl Context {
                 semaphore_fd,
                 calibrator,
                 enabled,
+                instance_extensions,
                 identity,
                 properties,
                 memory_properties,
@@ -648,6 +697,24 @@ impl Context {
         self.shared.messenger.as_ref().map(Messenger::errors_by_id)
     }
 
+    #[cfg(feature = "window")]
+    /// Whether `VK_KHR_swapchain` is enabled on the device.
+    pub(crate) fn swapchain_enabled(&self) -> bool {
+        self.shared.enabled.swapchain
+    }
+
+    #[cfg(feature = "window")]
+    /// Instance extensions vkcuda enabled (empty for a wrapped context).
+    pub(crate) fn instance_extensions(&self) -> &[CString] {
+        &self.shared.instance_extensions
+    }
+
+    #[cfg(feature = "window")]
+    /// The loader the instance was created with.
+    pub(crate) fn entry(&self) -> &ash::Entry {
+        &self.shared._entry
+    }
+
     /// The one ownership check: every safe entry point that takes a Vulkan resource calls it
     /// with the resource's context. Two contexts are the same device when their `VkDevice`
     /// handles are equal; the physical device or its UUID is not enough (two contexts on one
@@ -741,14 +808,19 @@ fn validation_requested(entry: &ash::Entry) -> bool {
     from_env && has_instance_extension(entry, ash::ext::debug_utils::NAME)
 }
 
-fn has_instance_extension(entry: &ash::Entry, name: &CStr) -> bool {
+pub(super) fn has_instance_extension(entry: &ash::Entry, name: &CStr) -> bool {
     // SAFETY: plain query through a loaded entry.
     let exts = unsafe { entry.enumerate_instance_extension_properties(None) }.unwrap_or_default();
     exts.iter().any(|e| e.extension_name_as_c_str() == Ok(name))
 }
 
-/// Creates the instance; also says whether a validation messenger should be installed.
-fn create_instance(entry: &ash::Entry, validation: bool) -> Result<(ash::Instance, bool)> {
+/// Creates the instance with `extra` extensions (checked available by the caller); also
+/// says whether a validation messenger should be installed.
+fn create_instance(
+    entry: &ash::Entry,
+    validation: bool,
+    extra: &[&CStr],
+) -> Result<(ash::Instance, bool)> {
     // SAFETY: plain query through a loaded entry.
     let version = unsafe { entry.try_enumerate_instance_version() }
         .map_err(|r| Error::vk("vkEnumerateInstanceVersion", r))?
@@ -783,7 +855,7 @@ fn create_instance(entry: &ash::Entry, validation: bool) -> Result<(ash::Instanc
     }
     let debug_utils = (validation || validation_requested(entry))
         && has_instance_extension(entry, ash::ext::debug_utils::NAME);
-    let mut extensions: Vec<*const c_char> = Vec::new();
+    let mut extensions: Vec<*const c_char> = extra.iter().map(|e| e.as_ptr()).collect();
     if debug_utils {
         extensions.push(ash::ext::debug_utils::NAME.as_ptr());
     }
@@ -865,12 +937,14 @@ fn type_rank(t: vk::PhysicalDeviceType) -> u32 {
     }
 }
 
-/// Chooses a physical device and creates the logical device; returns the main family and
-/// its queue count, and the transfer-only family given one queue.
+/// Chooses a physical device and creates the logical device (with `VK_KHR_swapchain` when
+/// `want_swapchain` and the device has it); returns the main family and its queue count,
+/// and the transfer-only family given one queue.
 #[allow(clippy::type_complexity)]
 fn open_device(
     instance: &ash::Instance,
     desc: &ContextDesc,
+    want_swapchain: bool,
 ) -> Result<(
     vk::PhysicalDevice,
     ash::Device,
@@ -925,6 +999,7 @@ fn open_device(
     let enabled = Enabled {
         semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
         dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
+        swapchain: want_swapchain && has(&exts, ash::khr::swapchain::NAME),
         host_query_reset: v12_supported.host_query_reset == vk::TRUE,
         calibrated: Calibrator::extension(&exts),
     };
@@ -941,6 +1016,9 @@ fn open_device(
     }
     if enabled.dma_buf {
         names.push(ash::ext::external_memory_dma_buf::NAME.as_ptr());
+    }
+    if enabled.swapchain {
+        names.push(ash::khr::swapchain::NAME.as_ptr());
     }
     if let Some(name) = enabled.calibrated {
         names.push(name.as_ptr());

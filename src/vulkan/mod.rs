@@ -14,21 +14,26 @@
 //!   with a fast bounded host wait; [`Context::submit_to`] submits batches that wait on and
 //!   signal them.
 //! * [`texel_block`]: the one texel-block table of Vulkan formats.
-//!
-//! Command recording, compute passes and one-shot staged copies are helpers beside this
-//! core, in [`crate::util`].
 //! * [`GpuTimer`]: timestamp brackets around batches, read back as host times (for
 //!   [`crate::trace`]); [`QueueId`] names the main queues and the optional transfer-only
 //!   queue ([`ContextDesc::transfer_queue`]).
+//! * `Presenter` (feature `window`): a swapchain on a window's (or a headless) surface that
+//!   shows an [`ExternalImage`], for the last step of a frame.
+//!
+//! Command recording, compute passes and one-shot staged copies are helpers beside this
+//! core, in [`crate::util`].
 
 mod buffer;
 mod capabilities;
 mod context;
 mod debug;
 mod format;
+mod headless;
 mod image;
 mod memory;
 mod pool;
+#[cfg(feature = "window")]
+mod present;
 pub(crate) mod queues;
 mod semaphore;
 mod submit;
@@ -48,6 +53,8 @@ pub use format::{texel_block, TexelBlock};
 pub(crate) use image::Step;
 pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
 pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
+#[cfg(feature = "window")]
+pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
 pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};

@@ -15,6 +15,9 @@ use std::sync::Mutex;
 use ash::vk;
 
 pub use desc::{ImageDesc, ImageKind};
+/// For the presenter, which narrows a planned barrier to its transfer.
+#[cfg(feature = "window")]
+pub(crate) use state::Barrier;
 pub(crate) use state::Step;
 pub use state::{ImageOwner, ImageState};
 
