@@ -384,6 +384,15 @@ fn image_layouts(vk: &vulkan::Context) -> anyhow::Result<()> {
             prop_assert!(typed(&r), "release: {r:?}");
             let r = vk.acquire_image(&image, layout);
             prop_assert!(typed(&r), "acquire {layout:?}: {r:?}");
+            // What a colour image with the default usage allows (row 7); the rest refused.
+            use vk::ImageLayout as L;
+            let allowed = [
+                L::GENERAL,
+                L::TRANSFER_SRC_OPTIMAL,
+                L::TRANSFER_DST_OPTIMAL,
+                L::SHADER_READ_ONLY_OPTIMAL,
+            ];
+            prop_assert_eq!(r.is_ok(), allowed.contains(&layout), "acquire {:?}", layout);
             Ok(())
         },
     )
