@@ -1,16 +1,20 @@
-//! Frame throughput of the compute-on-render-target loop (the demo's pipeline) at 1080p and
-//! 4K, in one run:
-//! * `zero_copy`: Vulkan render -> CUDA tone map in place -> Vulkan acquire, through
-//!   FrameSync with 3 frames in flight (no readback), wall time per frame; and
-//!   `zero_copy_low_latency`, the same in FrameSync's low-latency mode.
-//! * `staged`: what zero-copy replaces: Vulkan render -> read back to the host -> copy into a
-//!   CUDA array -> tone map -> copy to the host -> upload to Vulkan, wall time per frame.
-//! * `render_alone` (Vulkan dispatches back to back, 3 command buffers in rotation, wall
-//!   time) and `tonemap_alone` (the kernel back to back, CUDA events): their sum per frame
-//!   is the GPU-busy bound the pipeline is compared with.
+//! Frame throughput and latency of the compute-on-render-target loop (the demo's pipeline:
+//! Vulkan render -> CUDA tone map in place -> Vulkan acquire) at 1080p and 4K, in one run.
+//! Every row has the render and the tone map in each frame.
+//! * `render_alone` / `tonemap_alone`: each stage back to back over 8 images in turn; their
+//!   sum per frame is the GPU-busy bound.
+//! * `staged`: what zero-copy replaces (render -> host -> CUDA array -> tone map -> host ->
+//!   upload).
+//! * The alternation floor (`alternation_floor`: Vulkan fill <-> CUDA empty kernel) measured
+//!   in the same run; `choose_batch` picks K frames per crossing from it and the stage times.
+//! * Pipeline modes, each in both FrameSync modes: `handoff` (1 in flight, 1 frame per
+//!   crossing: the latency path, compared with the floor), `per_frame` (3 in flight) and
+//!   `batched` (K frames per crossing, 2 in flight). fps from an untraced run; crossing
+//!   latency p50/p99 from a traced run of the same configuration (`FrameSyncDesc::trace`;
+//!   with `VKCUDA_TRACE_DIR` set each trace is written there); the latest frames are then
+//!   checked by data against the CPU reference.
 //!
-//! Prints criterion's report, then a table of fps and ratios. Without a GPU it registers
-//! nothing and says why.
+//! Prints criterion's report, then a table. Without a GPU it registers nothing and says why.
 
 #[path = "../examples/common/mod.rs"]
 mod demo;
@@ -50,6 +54,7 @@ fn options(width: u32, height: u32, low_latency: bool, batch: usize, in_flight: 
         batch,
         readback: false,
         trace: None,
+        auto_batch: None,
         out: std::env::temp_dir(),
     }
 }
@@ -171,7 +176,13 @@ fn bench_size(
         plan.latency.as_secs_f64() * 1e3
     );
     let k = plan.frames as usize;
+    samples.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        format!("{label}/floor"),
+        vec![floor.alternating.p50.as_secs_f64()],
+    );
     for (name, low_latency, batch, in_flight) in [
+        ("handoff", false, 1, 1),
+        ("handoff_low_latency", true, 1, 1),
         ("per_frame", false, 1, 3),
         ("per_frame_low_latency", true, 1, 3),
         ("batched", false, k, 2),
@@ -281,6 +292,8 @@ fn print_table(samples: &Samples) {
             bound / s
         );
         for (name, in_flight) in [
+            ("handoff", 1),
+            ("handoff_low_latency", 1),
             ("per_frame", 3),
             ("per_frame_low_latency", 3),
             ("batched", 2),
@@ -293,8 +306,12 @@ fn print_table(samples: &Samples) {
             ) else {
                 continue;
             };
+            let name = match get(format!("{label}/floor")) {
+                Some(f) if in_flight == 1 => format!("{name} (p50 = {:.2}x the floor)", lat[0] / f),
+                _ => name.to_owned(),
+            };
             println!(
-                "| {label} | {name} | {} | {in_flight} | {:.0} | {:.2} / {:.2} ms | {:.3} | {:.0}x | {} |",
+                "| {label} | {name} | {} | {in_flight} | {:.0} | {:.3} / {:.3} ms | {:.3} | {:.0}x | {} |",
                 kc[0],
                 1.0 / t,
                 lat[0] * 1e3,

@@ -87,6 +87,7 @@ fn options(frames: u32, in_flight: usize, low_latency: bool) -> Options {
         batch: 1,
         readback: true,
         trace: None,
+        auto_batch: None,
         out: std::env::temp_dir().join(format!("vkcuda-demo-test-{}", std::process::id())),
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use ash::vk;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use vkcuda::cuda;
@@ -17,6 +17,7 @@ use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, ExternalImage, ImageDesc}
 use super::{png, scene};
 
 /// What to run.
+#[derive(Clone)]
 pub struct Options {
     pub frames: u32,
     pub width: u32,
@@ -29,7 +30,73 @@ pub struct Options {
     pub readback: bool,
     /// Record FrameSync's timeline and write it here (Perfetto JSON).
     pub trace: Option<PathBuf>,
+    /// Choose `batch` at run time (`--batch auto`): the smallest K reaching `target` of the
+    /// GPU-busy bound within `budget`, from the alternation floor and the frame's GPU time
+    /// measured here.
+    pub auto_batch: Option<AutoBatch>,
     pub out: PathBuf,
+}
+
+/// What `--batch auto` aims for.
+#[derive(Clone, Copy)]
+pub struct AutoBatch {
+    /// Share of the GPU-busy bound, e.g. 0.9.
+    pub target: f64,
+    /// Longest batch latency (K frames of GPU time plus the floor).
+    pub budget: std::time::Duration,
+}
+
+/// Chooses K for `auto`: measures the alternation floor and, from a short traced run with
+/// one frame per crossing, the GPU time of a frame (render batch + CUDA work, p50).
+pub fn choose_frames_per_crossing(
+    o: &Options,
+    auto: AutoBatch,
+    vk: &vulkan::Context,
+    cu: &cuda::Context,
+) -> Result<vkcuda::interop::BatchPlan> {
+    use vkcuda::interop::{alternation_floor, choose_batch, BatchGoal};
+    let floor = alternation_floor(vk, cu, vkcuda::vulkan::QueueId::Main(0), 200)?;
+    let probe = Options {
+        frames: 64,
+        in_flight: 1,
+        batch: 1,
+        readback: false,
+        trace: Some(o.out.join("probe.json")),
+        auto_batch: None,
+        ..o.clone()
+    };
+    let mut pipeline = Pipeline::new(&probe, false, vk, cu)?;
+    pipeline.run(0..probe.frames)?;
+    let trace = pipeline.take_trace()?.context("the probe was traced")?;
+    let median = |prefix: &str| -> Result<f64> {
+        let mut v: Vec<f64> = trace
+            .trace
+            .spans()
+            .filter(|(_, s)| s.name.starts_with(prefix))
+            .map(|(_, s)| (s.end_ns - s.start_ns) as f64 * 1e-9)
+            .collect();
+        ensure!(!v.is_empty(), "no {prefix} spans in the probe's trace");
+        v.sort_by(f64::total_cmp);
+        Ok(v[v.len() / 2])
+    };
+    let frame_gpu = median("produce")? + median("CUDA work")?;
+    let plan = choose_batch(&BatchGoal {
+        floor: floor.switch_pair(),
+        frame_gpu: std::time::Duration::from_secs_f64(frame_gpu),
+        target_efficiency: auto.target,
+        latency_budget: auto.budget,
+    })?;
+    println!(
+        "batch auto: switch pair {:.1} us, frame on the GPU {:.1} us -> {} frames per crossing (expected {:.3} of the bound{}, latency {} frames / {:.2} ms)",
+        floor.switch_pair().as_secs_f64() * 1e6,
+        frame_gpu * 1e6,
+        plan.frames,
+        plan.efficiency,
+        if plan.reached_target { "" } else { ", capped by the latency budget" },
+        plan.latency_frames,
+        plan.latency.as_secs_f64() * 1e3
+    );
+    Ok(plan)
 }
 
 /// The render target of one frame slot.
@@ -321,6 +388,18 @@ pub fn percentiles(v: &[std::time::Duration]) -> (f64, f64) {
 /// The demo's GPU path: runs `o.frames` frames, checks every slot's last frame, writes it
 /// as a PNG and prints fps.
 pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Result<()> {
+    let chosen;
+    let o = match o.auto_batch {
+        Some(auto) => {
+            let plan = choose_frames_per_crossing(o, auto, vk, cu)?;
+            chosen = Options {
+                batch: plan.frames as usize,
+                ..o.clone()
+            };
+            &chosen
+        }
+        None => o,
+    };
     let mut pipeline = Pipeline::new(o, o.readback, vk, cu)?;
     // Warm-up (module load, first submissions) outside the timed region.
     pipeline.run(0..(o.in_flight * o.batch) as u32)?;

@@ -122,14 +122,18 @@ impl FrameSyncDesc {
     }
 
     /// The queue layout and stream count in effect: the ones set, or the mode's default
-    /// (see [`FrameSync`](super::FrameSync)(super::FrameSync)): [`QueueLayout::Split`] and one stream for
-    /// [`SyncMode::Semaphores`] with several frames in flight, so each crossing overlaps
-    /// the next frames'; otherwise [`QueueLayout::Single`] and one stream (the
-    /// low-latency mode's crossings are short and slow down when batches wait on several
-    /// queues at once, and one frame in flight has nothing to overlap).
+    /// (see [`FrameSync`](super::FrameSync)): [`QueueLayout::Split`] and one stream for
+    /// [`SyncMode::Semaphores`] with several frames in flight and one frame per crossing,
+    /// so each crossing overlaps the next frames'; otherwise [`QueueLayout::Single`] and
+    /// one stream (the low-latency mode's crossings are short and slow down when batches
+    /// wait on several queues at once; one frame in flight has nothing to overlap; and with
+    /// several frames per crossing a render on a second queue would run while CUDA works,
+    /// making the two APIs time-slice the GPU inside the batch).
     pub fn layout(&self) -> (QueueLayout, usize) {
         let (queues, streams) = match self.mode {
-            SyncMode::Semaphores if self.frames_in_flight > 1 => DEFAULT_SEMAPHORES,
+            SyncMode::Semaphores if self.frames_in_flight > 1 && self.frames_per_crossing == 1 => {
+                DEFAULT_SEMAPHORES
+            }
             SyncMode::Semaphores | SyncMode::LowLatency => DEFAULT_ONE_QUEUE,
         };
         (
@@ -308,6 +312,8 @@ mod tests {
         assert_eq!(d.timeout, Duration::from_secs(5));
         assert_eq!(d.layout(), (QueueLayout::Split, 1));
         assert_eq!(FrameSyncDesc::new(1).layout(), (QueueLayout::Single, 1));
+        let batched = FrameSyncDesc::new(2).frames_per_crossing(64);
+        assert_eq!(batched.layout(), (QueueLayout::Single, 1));
         let d = d.mode(SyncMode::LowLatency).timeout(Duration::ZERO);
         assert_eq!((d.mode, d.timeout), (SyncMode::LowLatency, Duration::ZERO));
         assert_eq!(d.layout(), (QueueLayout::Single, 1));
