@@ -163,6 +163,14 @@ fn spawn_consumer(out: &Path) -> Result<(Child, UnixStream)> {
     };
     stream.set_nonblocking(false)?;
     std::fs::remove_dir_all(&dir)?;
+    // Any local process that can reach the socket could have connected first.
+    let peer = ipc::peer_credentials(&stream)?;
+    ensure!(
+        peer.pid == child.id(),
+        "the connection came from process {}, not the consumer {} we started",
+        peer.pid,
+        child.id()
+    );
     Ok((child, stream))
 }
 
@@ -353,6 +361,14 @@ fn parse_hashes(reply: &[u8]) -> Result<Vec<u64>> {
 fn consumer(socket: &Path, out: &Path) -> Result<()> {
     let stream = UnixStream::connect(socket)
         .with_context(|| format!("connecting to {}", socket.display()))?;
+    // The imports below trust the sizes and descriptions the peer sends: make sure the
+    // peer is the producer that started us (the kernel's record, not the peer's word).
+    let peer = ipc::peer_credentials(&stream)?;
+    ensure!(
+        peer.pid == std::os::unix::process::parent_id(),
+        "the socket's listener is process {}, not our parent (the producer)",
+        peer.pid
+    );
     let (payload, fds) = ipc::recv(&stream, MAX_IMAGES + 2)?;
     let header = Header::decode(&payload)?;
     let n = header.sizes.len();
@@ -428,15 +444,18 @@ fn cuda_consumer(
     let array_desc = cuda_array_desc(&header.desc)?;
     let mut levels = Vec::with_capacity(imports.len());
     for import in imports {
-        // SAFETY: the fd is an export of a dedicated allocation of exactly `import.size`
-        // bytes (the producer's `allocation_size`) made by the device with the UUID that
+        // SAFETY: the peer was checked (SO_PEERCRED) to be our parent, the producer (this
+        // same program), so the fd is an export of a dedicated allocation of exactly
+        // `import.size` bytes (its `allocation_size`) made by the device with the UUID that
         // `cu` matched; the fd keeps the memory alive.
         let memory = unsafe { cuda::ExternalMemory::import(&cu, import) }?;
-        let array = memory.map_mipmapped_array(&array_desc)?;
+        // SAFETY: as above, the producer exported images created with `header.desc`, and
+        // `array_desc` is derived from that description as the producer's SharedImage does.
+        let array = unsafe { memory.map_mipmapped_array(&array_desc) }?;
         levels.push(array.level(0)?);
     }
     // SAFETY: both fds are exports of timeline semaphores of the device `cu` matched, made
-    // by the producer (this same program) with `Semaphore::timeline`.
+    // by the producer (our parent, checked with SO_PEERCRED) with `Semaphore::timeline`.
     let ready =
         unsafe { cuda::ExternalSemaphore::import(&cu, SemaphoreHandle::TimelineFd(ready)) }?;
     // SAFETY: as above.
@@ -478,9 +497,10 @@ fn vulkan_consumer(
     );
     let mut images = Vec::with_capacity(imports.len());
     for import in imports {
-        // SAFETY: the fd is an export of a dedicated allocation of `import.size` bytes made
-        // by the device with this context's UUID for an image created with `header.desc`,
-        // by the producer (this same program) with `ExternalImage::new`.
+        // SAFETY: the peer was checked (SO_PEERCRED) to be our parent, the producer (this
+        // same program), so the fd is an export of a dedicated allocation of `import.size`
+        // bytes made by the device with this context's UUID for an image created with
+        // `header.desc` with `ExternalImage::new`.
         images.push(unsafe { ExternalImage::import(&vk, &header.desc, import) }?);
     }
     let (go, _) = ipc::recv(stream, 0)?;

@@ -568,6 +568,74 @@ fn timeouts_and_misuse((vk, cu): &Env) -> anyhow::Result<()> {
     validation_since(vk, &before, &[])
 }
 
+/// Issue 10 row 15: a frame leaked with `mem::forget` (its drop never runs) is finished by
+/// the next `begin`, so its slot does not stay stuck (that `begin` timed out before).
+fn a_forgotten_frame_does_not_stick_its_slot((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+        let desc = FrameSyncDesc::new(1)
+            .mode(mode)
+            .timeout(Duration::from_millis(500));
+        let mut sync = FrameSync::new(vk, cu, &desc)?;
+        std::mem::forget(sync.begin()?); // before step 1
+        let mut f = sync.begin()?;
+        // SAFETY: no command buffers or semaphores.
+        unsafe { f.submit_vulkan(&[], &[], &[], vk::Fence::null()) }?;
+        f.cuda_wait()?;
+        std::mem::forget(f); // after step 2
+        let f = sync.begin().context("the slot stayed stuck")?;
+        ensure!(f.index() == 2, "{mode:?}: frame {}", f.index());
+        drop(f);
+        sync.wait_idle(TIMEOUT)?;
+        drop(sync);
+    }
+    validation_since(vk, &before, &[])
+}
+
+/// Issue 10 row 6 on the CUDA side: the two halves of a SharedSemaphore check signals
+/// against one record of the highest value, so a CUDA signal never goes below a Vulkan one,
+/// a Vulkan one never below a CUDA one, and a value is never signalled twice.
+fn cuda_signals_never_go_backwards((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    let stream = cu.new_stream()?;
+    let tl = SharedSemaphore::timeline(vk, cu, 0)?;
+    tl.cuda().signal(&stream, 5)?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 5), "ops")?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 3), "ops")?;
+    // A Vulkan queue signal below CUDA's pending 5 is refused before submitting.
+    // SAFETY: refused before vkQueueSubmit.
+    let r = unsafe { vk.submit(&[], &[], &[(tl.vulkan(), 4)], vk::Fence::null()) };
+    common::expect_invalid_arg(r, "signals")?;
+    stream.synchronize()?;
+    tl.vulkan().wait(5, TIMEOUT)?;
+    tl.vulkan().signal(6)?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 6), "ops")?;
+    tl.cuda().signal(&stream, 8)?;
+    stream.synchronize()?;
+    ensure!(tl.vulkan().value()? == 8, "value {}", tl.vulkan().value()?);
+    ensure!(tl.cuda().highest_signalled() == 8);
+    drop(tl);
+    let known: Vec<_> = common::orphaned_counter_reads(vk, 1).into_iter().collect();
+    validation_since(vk, &before, &known)
+}
+
+/// `Duration::MAX` ("wait for ever") as FrameSync's timeout and as `wait_idle`'s is no
+/// deadline: `begin` on a reused slot, `wait_idle` and the drop do not panic (issue 10 row 11).
+fn duration_max_is_no_deadline((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+        let desc = FrameSyncDesc::new(1).mode(mode).timeout(Duration::MAX);
+        let mut sync = FrameSync::new(vk, cu, &desc)?;
+        for _ in 0..3 {
+            drop(sync.begin()?); // finished with empty work; the next begin reuses the slot
+        }
+        sync.wait_idle(Duration::MAX)?;
+        sync.wait_frame(3, Duration::MAX)?;
+        drop(sync);
+    }
+    validation_since(vk, &before, &[])
+}
+
 /// 2,000 create/export/import/use/destroy cycles of a timeline and a binary semaphore:
 /// open fds and free device memory stay flat.
 fn no_leaks_2000((vk, cu): &Env) -> anyhow::Result<()> {
@@ -637,12 +705,24 @@ fn main() {
             ));
         }
     }
-    let tests: [common::Test<Env>; 6] = [
+    let tests: [common::Test<Env>; 9] = [
         ("every_queue_layout_ordered_by_data", every_layout),
         ("shared_timeline_chains_ordered_by_data", timeline_chains),
         ("shared_binary_chains_ordered_by_data", binary_chains),
         ("batched_waits_and_signals_ordered_by_data", batched_waits),
         ("timeouts_and_misuse_are_typed", timeouts_and_misuse),
+        (
+            "frame_sync_duration_max_is_no_deadline",
+            duration_max_is_no_deadline,
+        ),
+        (
+            "cuda_signals_never_go_backwards",
+            cuda_signals_never_go_backwards,
+        ),
+        (
+            "a_forgotten_frame_does_not_stick_its_slot",
+            a_forgotten_frame_does_not_stick_its_slot,
+        ),
         ("semaphore_import_destroy_2000_no_leaks", no_leaks_2000),
     ];
     trials.extend(tests.into_iter().map(|(name, f)| trial(name, &probe, f)));

@@ -48,6 +48,7 @@ mod semaphore;
 mod timing;
 mod vmm;
 
+pub(crate) use array::HostCopyGate;
 pub use array::{ArrayDesc, ArrayLevel, MipmappedArray, SurfaceObject, TextureDesc, TextureObject};
 pub use context::{is_driver_present, Context};
 pub(crate) use memory::WeakExternalMemory;

@@ -80,9 +80,7 @@ impl Drop for Commands {
         if let Err(e) = self.wait(DROP_TIMEOUT) {
             // Destroying the pool of a pending command buffer would be undefined behaviour:
             // leak it (and what it keeps alive) instead.
-            eprintln!(
-                "vkcuda: dropping Commands whose submission did not finish ({e}); leaking it"
-            );
+            log::error!("dropping Commands whose submission did not finish ({e}); leaking it");
             std::mem::forget(self.pending.take());
             std::mem::forget(std::mem::take(&mut self.pending_semaphores));
             return;

@@ -77,8 +77,9 @@ impl ExternalBuffer {
     /// # Errors
     /// * [`Error::InvalidArgument`]: `desc.size` is 0 or above `maxMemoryAllocationSize`.
     /// * [`Error::Unsupported`]: the handle type cannot be exported here (Vulkan has no
-    ///   such type, its extension is not enabled, the driver refuses it for this usage,
-    ///   or it is a Win32 type on a non-Windows platform).
+    ///   such type, the driver refuses it for this usage, or it is a Win32 type on a
+    ///   non-Windows platform).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`.
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &BufferDesc) -> Result<Self> {
         check_size(ctx, desc.size)?;
@@ -99,6 +100,7 @@ impl ExternalBuffer {
     ///   `desc.handle_type` differs from the handle's type.
     /// * [`Error::InvalidExternalHandle`]: the driver rejected the handle.
     /// * [`Error::Unsupported`]: non-fd handle types (vkcuda imports fds only).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`.
     ///
     /// On success the fd belongs to Vulkan; on failure vkcuda has closed it.
     ///

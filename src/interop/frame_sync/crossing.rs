@@ -175,6 +175,16 @@ impl Crossing {
         }
     }
 
+    /// Whether step 3 of `value` was enqueued, even if it then returned an error (a failed
+    /// `cuEventRecord` after the semaphore signal): it must not be enqueued again.
+    pub(super) fn signalled(&self, slot: usize, value: u64) -> bool {
+        match self {
+            Self::Semaphores(pairs) => pairs[slot].to_vulkan.cuda().highest_signalled() >= value,
+            // The relay is told only after the write was enqueued without error.
+            Self::LowLatency { .. } => false,
+        }
+    }
+
     /// Step 4: the Vulkan semaphore that `slot`'s consuming batch waits on.
     pub(super) fn to_vulkan(&self, slot: usize) -> &Semaphore {
         match self {

@@ -74,8 +74,9 @@ fn check_step(index: u64, expected: Option<Step>, op: Step) -> Result<()> {
 /// order, each once, and [`Frame::submit_vulkan_after_cuda`] consumes the token.
 ///
 /// A frame dropped before its last step is finished with empty work (empty Vulkan batches,
-/// an immediate CUDA wait and signal), so its slot's chain stays whole; a failure there is
-/// reported by the next [`FrameSync::begin`].
+/// an immediate CUDA wait and signal), so its slot's chain stays whole; so is a frame leaked
+/// with `mem::forget`, by the next [`FrameSync::begin`]. When finishing fails, that `begin`
+/// and every later one return [`Error::Unusable`]: rebuild the `FrameSync`.
 pub struct Frame<'a> {
     pub(super) sync: &'a mut FrameSync,
     pub(super) ticket: Ticket,
@@ -95,10 +96,9 @@ impl std::fmt::Debug for Frame<'_> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
+        self.sync.open = None;
         if let Some(step) = self.next {
-            if let Err(e) = self.sync.complete(&self.ticket, step) {
-                self.sync.defer(e);
-            }
+            self.sync.finish(&self.ticket, step);
         }
     }
 }
@@ -138,6 +138,7 @@ impl Frame<'_> {
     /// Advances to the step after `op`, which must be the next one.
     fn advance(&mut self, op: Step) {
         self.next = op.next();
+        self.sync.open = self.next.map(|s| (self.ticket, s));
     }
 
     /// Step 1, safely: submits `commands` (the Vulkan work CUDA will read, typically ending
@@ -230,12 +231,18 @@ impl Frame<'_> {
     /// frame's stream.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`frame`) out of order; CUDA errors.
+    /// [`Error::InvalidArgument`] (`frame`) out of order; CUDA errors. When the error came
+    /// after the signal was enqueued (recording its completion event failed), the step
+    /// counts as done and the next one is [`Frame::submit_vulkan_after_cuda`]: a retry would
+    /// signal the value twice.
     pub fn cuda_signal(&mut self) -> Result<()> {
         check_step(self.ticket.index, self.next, Step::CudaSignal)?;
-        self.sync.enqueue_cuda_signal(&self.ticket)?;
-        self.advance(Step::CudaSignal);
-        Ok(())
+        let enqueued = self.sync.enqueue_cuda_signal(&self.ticket);
+        let (slot, value) = (self.ticket.slot, self.ticket.value);
+        if enqueued.is_ok() || self.sync.crossing.signalled(slot, value) {
+            self.advance(Step::CudaSignal);
+        }
+        enqueued
     }
 
     /// Step 4: submits `command_buffers` (the Vulkan work that reads CUDA's results) on the

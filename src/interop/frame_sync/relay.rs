@@ -134,9 +134,9 @@ impl Relay {
         let thread = std::thread::Builder::new()
             .name("vkcuda-frame-relay".into())
             .spawn(move || worker.run())
-            .map_err(|e| Error::Unsupported {
-                what: "the FrameSync relay thread".into(),
-                reason: e.to_string(),
+            .map_err(|source| Error::Io {
+                call: "std::thread::Builder::spawn (the FrameSync relay)",
+                source,
             })?;
         Ok(Self {
             shared,
@@ -165,7 +165,7 @@ impl Relay {
         self.shared.wake.notify_one();
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
-                eprintln!("vkcuda: the FrameSync relay thread panicked");
+                log::error!("the FrameSync relay thread panicked");
             }
         }
     }

@@ -135,10 +135,13 @@ impl ExternalImage {
     /// # Errors
     /// * [`Error::InvalidArgument`] naming the field: zero or too large extent, non-square
     ///   cube, wrong layer count for the kind, 0 or too many mip levels, empty usage,
-    ///   tiling other than `OPTIMAL`/`LINEAR`, or a value above the format's limits.
+    ///   `TRANSIENT_ATTACHMENT` beside non-attachment bits (or alone), tiling other than
+    ///   `OPTIMAL`/`LINEAR`, or a value above the format's limits.
     /// * [`Error::Unsupported`]: the format cannot be used with this usage and tiling, or
     ///   the handle type cannot be exported here (Win32 types on non-Windows platforms,
-    ///   missing extension, refused by the driver).
+    ///   refused by the driver).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`,
+    ///   or a format of `VK_KHR_maintenance5` (which vkcuda does not enable).
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &ImageDesc) -> Result<Self> {
         check_desc(ctx, desc)?;

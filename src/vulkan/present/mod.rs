@@ -226,8 +226,8 @@ impl Drop for Presenter {
         match self.live.ring.idle(&self.queues, self.desc.timeout) {
             // SAFETY: dropped once, here; nothing in flight uses it any more.
             Ok(()) => unsafe { ManuallyDrop::drop(&mut self.live) },
-            Err(e) => eprintln!(
-                "vkcuda: dropping a Presenter whose presents did not finish ({e}); leaking its \
+            Err(e) => log::error!(
+                "dropping a Presenter whose presents did not finish ({e}); leaking its \
                  swapchain and surface"
             ),
         }
@@ -244,9 +244,10 @@ impl Presenter {
     /// # Errors
     /// * [`Error::Unsupported`]: `ctx` was not created with
     ///   [`PresentTarget::Display`] for the window's display (its instance lacks the surface
-    ///   extension), its device has no `VK_KHR_swapchain`, its queue family cannot present
-    ///   to the surface, the window has no handle yet, or the swapchain cannot be made as
-    ///   `desc` asks (see [`PresenterDesc`]).
+    ///   extension), its queue family cannot present to the surface, the window has no
+    ///   handle yet, or the swapchain cannot be made as `desc` asks (see [`PresenterDesc`]).
+    /// * [`Error::MissingExtension`]: its device has no `VK_KHR_swapchain` (the device
+    ///   lacks it, or the context was not created with `ContextDesc::present`).
     /// * [`Error::InvalidArgument`] (`desc.in_flight`) outside `1..=MAX_IN_FLIGHT`.
     /// * Driver errors creating the surface, swapchain or sync objects.
     pub fn new<W>(ctx: &Context, window: Arc<W>, desc: &PresenterDesc) -> Result<Self>
@@ -278,14 +279,13 @@ impl Presenter {
             ));
         }
         if !ctx.swapchain_enabled() {
-            return Err(Error::Unsupported {
-                what: "a swapchain".into(),
-                reason: format!(
-                    "VK_KHR_swapchain is not enabled on {} (the device lacks it, or the context \
-                     was not created with ContextDesc::present)",
+            return Err(Error::missing_extension(
+                "VK_KHR_swapchain",
+                format!(
+                    "a Presenter on {} (made with ContextDesc::present)",
                     ctx.identity().name
                 ),
-            });
+            ));
         }
         Ok(())
     }
