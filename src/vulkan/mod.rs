@@ -24,6 +24,7 @@
 //! core, in [`crate::util`].
 
 mod buffer;
+mod buffer_owner;
 mod capabilities;
 mod context;
 mod debug;
@@ -35,12 +36,14 @@ mod pool;
 #[cfg(feature = "window")]
 mod present;
 pub(crate) mod queues;
+mod queue_use;
 mod semaphore;
 mod submit;
 mod timestamps;
 mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};
+pub(crate) use buffer_owner::{require_owned as require_buffer_owned, BufferStep};
 pub use capabilities::{
     memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
@@ -56,6 +59,7 @@ pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 #[cfg(feature = "window")]
 pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
 pub use queues::QueueId;
+pub(crate) use queue_use::{QueueUse, Submission, Tracked};
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
 pub use timestamps::{Bracket, ClockSource, GpuTimer, MAX_TIMER_SLOTS};
