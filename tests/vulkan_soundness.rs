@@ -381,7 +381,10 @@ fn buffer_ownership_is_tracked(vk: &Context) -> anyhow::Result<()> {
     let t = Duration::from_secs(5);
     let size = 4096;
     let buffer = Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(size))?);
-    ensure!(buffer.owner() == ImageOwner::Vulkan, "a new buffer starts owned by Vulkan");
+    ensure!(
+        buffer.owner() == ImageOwner::Vulkan,
+        "a new buffer starts owned by Vulkan"
+    );
     let data = pattern_bytes(size, 7);
     vk.write_buffer(&buffer, 0, &data)?;
     vk.release_buffer(&buffer)?;
@@ -403,7 +406,11 @@ fn buffer_ownership_is_tracked(vk: &Context) -> anyhow::Result<()> {
     cmds.submit(0, &[], &[], t)?;
     cmds.wait(t)?;
     ensure!(buffer.owner() == ImageOwner::Vulkan);
-    assert_bytes(&vk.read_buffer(&buffer, 0..size)?, &data, "after release/acquire")?;
+    assert_bytes(
+        &vk.read_buffer(&buffer, 0..size)?,
+        &data,
+        "after release/acquire",
+    )?;
     expect_invalid_arg(vk.acquire_buffer(&buffer), "buffer")?;
     cmds.release_buffer(&buffer)?;
     cmds.submit(0, &[], &[], t)?;

@@ -72,7 +72,9 @@ where
 
 /// Where `r` is in `all` (from [`distinct`], so it is there).
 fn index_of<T>(all: &[&Arc<T>], r: &Arc<T>) -> usize {
-    all.iter().position(|a| Arc::ptr_eq(a, r)).unwrap_or_default()
+    all.iter()
+        .position(|a| Arc::ptr_eq(a, r))
+        .unwrap_or_default()
 }
 
 /// A primary command buffer with its own pool and fence, recorded through safe methods.

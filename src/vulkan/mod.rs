@@ -35,8 +35,8 @@ mod memory;
 mod pool;
 #[cfg(feature = "window")]
 mod present;
-pub(crate) mod queues;
 mod queue_use;
+pub(crate) mod queues;
 mod semaphore;
 mod submit;
 mod timestamps;
@@ -58,8 +58,8 @@ pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
 pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 #[cfg(feature = "window")]
 pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
-pub use queues::QueueId;
 pub(crate) use queue_use::{QueueUse, Submission, Tracked};
+pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
 pub use timestamps::{Bracket, ClockSource, GpuTimer, MAX_TIMER_SLOTS};

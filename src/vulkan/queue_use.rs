@@ -155,18 +155,13 @@ mod tests {
     #[test]
     fn a_wait_for_a_signal_of_the_last_use_orders_it() {
         let signals = [(sem(7), 5), (sem(8), 2)];
-        let at = |after: &[(vk::Semaphore, u64)]| {
-            ordered(
-                0,
-                &signals,
-                &Submission {
-                    queue: 1,
-                    after,
-                },
-            )
-        };
+        let at =
+            |after: &[(vk::Semaphore, u64)]| ordered(0, &signals, &Submission { queue: 1, after });
         assert!(at(&[(sem(7), 5)]));
-        assert!(at(&[(sem(9), 1), (sem(8), 3)]), "a later value of the timeline");
+        assert!(
+            at(&[(sem(9), 1), (sem(8), 3)]),
+            "a later value of the timeline"
+        );
         assert!(!at(&[(sem(7), 4)]), "an earlier value");
         assert!(!at(&[(sem(9), 5)]), "another semaphore");
         assert!(!at(&[]));
@@ -207,7 +202,10 @@ mod tests {
             after: &[],
         };
         t.complete(id);
-        assert!(t.check_order("buffer", &sub).is_err(), "a later use is pending");
+        assert!(
+            t.check_order("buffer", &sub).is_err(),
+            "a later use is pending"
+        );
         t.complete(later);
         t.check_order("buffer", &sub).unwrap();
     }

@@ -17,12 +17,7 @@ use crate::vulkan::{Semaphore, Submission};
 /// runs after (the previous frame of the slot, which `begin` waited for on the host, and,
 /// for step 4, step 1 of the frame, through CUDA's wait and signal); and the values it
 /// signals, by which later uses on other queues can order themselves after it.
-#[allow(clippy::type_complexity)]
-fn hand_off(
-    sync: &FrameSync,
-    t: &Ticket,
-    step: Step,
-) -> (usize, Vec<(vk::Semaphore, u64)>, Vec<(Arc<Semaphore>, u64)>) {
+fn hand_off(sync: &FrameSync, t: &Ticket, step: Step) -> HandOff {
     let slot = &sync.slots[t.slot];
     let mut after = Vec::with_capacity(3);
     if let Some(previous) = t.reuses {
@@ -31,11 +26,26 @@ fn hand_off(
     }
     if step == Step::SubmitVulkan {
         let signals = slot.produced.iter().map(|p| (p.clone(), t.value)).collect();
-        (slot.produce_queue, after, signals)
+        HandOff {
+            queue: slot.produce_queue,
+            after,
+            signals,
+        }
     } else {
         after.extend(slot.produced.iter().map(|p| (p.raw(), t.value)));
-        (slot.consume_queue, after, vec![(slot.done.clone(), t.value)])
+        HandOff {
+            queue: slot.consume_queue,
+            after,
+            signals: vec![(slot.done.clone(), t.value)],
+        }
     }
+}
+
+/// What [`hand_off`] finds.
+struct HandOff {
+    queue: usize,
+    after: Vec<(vk::Semaphore, u64)>,
+    signals: Vec<(Arc<Semaphore>, u64)>,
 }
 
 /// The steps of a frame, in the only order they may run.
@@ -194,12 +204,12 @@ impl Frame<'_> {
         check_step(self.ticket.index, self.next, step)?;
         self.sync.vk.check_owns("commands", commands.context())?;
         let (sync, ticket) = (&mut *self.sync, &self.ticket);
-        let (queue, after, signals) = hand_off(sync, ticket, step);
+        let h = hand_off(sync, ticket, step);
         let order = Submission {
-            queue,
-            after: &after,
+            queue: h.queue,
+            after: &h.after,
         };
-        commands.submit_via(sync.timeout, &order, signals, |cmds, fence| {
+        commands.submit_via(sync.timeout, &order, h.signals, |cmds, fence| {
             // `cmds` were just recorded by `Commands` for this device's family and stay
             // alive (with everything they use) until `fence`, which only they use, signals;
             // no caller semaphores are added.

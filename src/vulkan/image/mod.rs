@@ -21,8 +21,8 @@ pub(crate) use state::Barrier;
 pub(crate) use state::Step;
 pub use state::{ImageOwner, ImageState};
 
-use super::queue_use::Tracked;
 use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
+use super::queue_use::Tracked;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
