@@ -21,7 +21,7 @@ use vkcuda::cuda::{self, ExternalSemaphore, MappedBuffer};
 use vkcuda::interop::{
     FrameSync, FrameSyncDesc, QueueLayout, SharedBuffer, SharedSemaphore, SyncMode,
 };
-use vkcuda::util::OneShot;
+use vkcuda::util::{Commands, OneShot};
 use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, Semaphore, SemaphoreDesc, SemaphoreKind};
 use vkcuda::Error;
 
@@ -683,6 +683,92 @@ fn no_leaks_2000((vk, cu): &Env) -> anyhow::Result<()> {
     validation_since(vk, &before, &[])
 }
 
+/// Issue 10 rows 5 and 18, with `Commands` on FrameSync's `Split` queues (produce on queue 0,
+/// consume on queue 1): per-slot buffers are released to CUDA by the producing batch,
+/// written by CUDA, acquired by the consuming batch and read back after the frame, with
+/// CUDA's bytes (order by data); a buffer shared by two slots, whose last use (a consuming
+/// batch on queue 1) has not finished, is refused for the next slot's producing batch on
+/// queue 0, naming both queues.
+fn commands_hand_off_buffers_across_split_queues((vk, cu): &Env) -> anyhow::Result<()> {
+    ensure!(vk.queue_count() >= 2, "needs two queues for Split");
+    let before = validation_snapshot(vk);
+    let size = 4096u64;
+    let byte = |i: u64| (i as u8).wrapping_mul(37).wrapping_add(1);
+    let mut sync = FrameSync::new(
+        vk,
+        cu,
+        &FrameSyncDesc::new(2)
+            .lanes(QueueLayout::Split, 1)
+            .timeout(TIMEOUT),
+    )?;
+    let mut slots = (0..2)
+        .map(|_| -> anyhow::Result<_> {
+            let buffer = SharedBuffer::new(vk, cu, &BufferDesc::new(size))?;
+            let map = buffer.map(0..size)?;
+            Ok((buffer, map, Commands::new(vk)?, Commands::new(vk)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for i in 0..64 {
+        let mut f = sync.begin()?;
+        let (buffer, map, produce, consume) = &mut slots[f.slot()];
+        produce.release_buffer(buffer.vulkan())?;
+        f.submit_commands(produce)?;
+        let stream = f.cuda_wait()?;
+        // SAFETY: `size` bytes of the live mapping, on the frame's stream.
+        unsafe {
+            cudarc::driver::result::memset_d8_async(
+                map.cu_device_ptr(),
+                byte(i),
+                size as usize,
+                stream.cu_stream(),
+            )
+        }?;
+        f.cuda_signal()?;
+        consume.acquire_buffer(buffer.vulkan())?;
+        let v = f.submit_commands_after_cuda(consume)?;
+        sync.wait_frame(v, TIMEOUT)?;
+        // A one-shot on queue 0 after the consuming batch on queue 1: ordered by the
+        // frame's completion value, which the host has seen.
+        let got = vk.read_buffer(buffer.vulkan(), 0..size)?;
+        ensure!(
+            got.iter().all(|&b| b == byte(i)),
+            "frame {i}: Vulkan read {:#x}, expected CUDA's {:#x}",
+            got[0],
+            byte(i)
+        );
+    }
+    // One buffer for both slots, with queue 1 held up so frame 0's consume is pending.
+    let shared = Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(size))?);
+    let gate = Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?);
+    let mut stall = Commands::new(vk)?;
+    stall.submit(1, &[(&gate, 1)], &[], TIMEOUT)?;
+    let outcome = (|| -> anyhow::Result<()> {
+        for k in 0..2 {
+            let mut f = sync.begin()?;
+            let (_, _, produce, consume) = &mut slots[f.slot()];
+            produce.release_buffer(&shared)?;
+            let r = f.submit_commands(produce);
+            if k == 1 {
+                let e = common::expect_invalid_arg(r, "buffer")?;
+                ensure!(e.to_string().contains("queue 1"), "{e}");
+                return Ok(()); // the dropped frame completes with empty work
+            }
+            r?;
+            f.cuda_wait()?;
+            f.cuda_signal()?;
+            consume.acquire_buffer(&shared)?;
+            f.submit_commands_after_cuda(consume)?;
+        }
+        bail!("the second slot's use of the shared buffer was not checked")
+    })();
+    gate.signal(1)?;
+    outcome?;
+    sync.wait_idle(TIMEOUT)?;
+    stall.wait(TIMEOUT)?;
+    drop(sync);
+    validation_since(vk, &before, &[])
+}
+
 fn main() {
     let probe = common::gpu_probe();
     const FRAMES: u64 = 3000;
@@ -705,7 +791,7 @@ fn main() {
             ));
         }
     }
-    let tests: [common::Test<Env>; 9] = [
+    let tests: [common::Test<Env>; 10] = [
         ("every_queue_layout_ordered_by_data", every_layout),
         ("shared_timeline_chains_ordered_by_data", timeline_chains),
         ("shared_binary_chains_ordered_by_data", binary_chains),
@@ -724,6 +810,10 @@ fn main() {
             a_forgotten_frame_does_not_stick_its_slot,
         ),
         ("semaphore_import_destroy_2000_no_leaks", no_leaks_2000),
+        (
+            "commands_hand_off_buffers_across_split_queues",
+            commands_hand_off_buffers_across_split_queues,
+        ),
     ];
     trials.extend(tests.into_iter().map(|(name, f)| trial(name, &probe, f)));
     common::run(&probe, "CUDA device matching the Vulkan device", trials)

@@ -15,6 +15,19 @@ use crate::vulkan::{self, BufferDesc, ExternalBuffer};
 /// CUDA owns it and Vulkan imports it ([`SharedBuffer::from_cuda`]). Map ranges with
 /// [`SharedBuffer::map`] as often as needed.
 ///
+/// # Handing the memory between the APIs
+/// The spec asks for a queue-family ownership transfer on a buffer shared with another
+/// API, as on an image (see [`ExternalBuffer`]'s ownership): **release** it to
+/// `VK_QUEUE_FAMILY_EXTERNAL` before CUDA uses memory Vulkan wrote, and **acquire** it
+/// back before Vulkan reads what CUDA wrote; the releasing submission signals what CUDA
+/// waits on, the acquiring one waits on CUDA's signal. Per frame, put
+/// [`Commands::release_buffer`](crate::util::Commands::release_buffer) at the end of the
+/// producing batch and [`Commands::acquire_buffer`](crate::util::Commands::acquire_buffer)
+/// at the start of the consuming one of a [`FrameSync`](super::FrameSync) frame; for setup
+/// and tests, [`OneShot::release_buffer`](crate::util::OneShot::release_buffer) and
+/// [`OneShot::acquire_buffer`](crate::util::OneShot::acquire_buffer) (after synchronising
+/// CUDA's stream). While released, vkcuda's own Vulkan uses of the buffer are refused.
+///
 /// # Drop order
 /// * Vulkan owns: each [`MappedBuffer`] keeps the import alive, and the import keeps the
 ///   Vulkan buffer (or its pool block) alive, so `cuMemFree` → `cuDestroyExternalMemory` →

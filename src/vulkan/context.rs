@@ -130,8 +130,9 @@ pub(crate) struct Enabled {
 /// 1. the **one-shot transfer state** (command buffer, fence, staging buffers) of
 ///    [`OneShot`](crate::util::OneShot), held for one one-shot, including its bounded
 ///    fence wait;
-/// 2. the **tracked state of images** ([`ExternalImage`](super::ExternalImage)), several
-///    at once in address order ([`Commands`](crate::util::Commands)), held while barriers
+/// 2. the **tracked state of images** ([`ExternalImage`](super::ExternalImage)), then of
+///    **buffers** (their owner, [`ExternalBuffer`](super::ExternalBuffer)), several at
+///    once in address order ([`Commands`](crate::util::Commands)), held while barriers
 ///    are planned, recorded and submitted, never across a fence wait;
 /// 3. the **high-water marks of timelines** a batch signals (one per semaphore payload,
 ///    shared by its Vulkan semaphore and CUDA imports), several at once in address order,

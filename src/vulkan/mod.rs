@@ -26,6 +26,7 @@
 //! core, in [`crate::util`].
 
 mod buffer;
+mod buffer_owner;
 mod capabilities;
 mod context;
 mod debug;
@@ -36,6 +37,7 @@ mod memory;
 mod pool;
 #[cfg(feature = "window")]
 mod present;
+mod queue_use;
 pub(crate) mod queues;
 mod semaphore;
 mod submit;
@@ -43,6 +45,7 @@ mod timestamps;
 mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};
+pub(crate) use buffer_owner::{require_owned as require_buffer_owned, BufferStep};
 pub use capabilities::{
     memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
@@ -60,6 +63,7 @@ pub use image::{
 pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 #[cfg(feature = "window")]
 pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
+pub(crate) use queue_use::{QueueUse, Submission, Tracked};
 pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};

@@ -10,7 +10,43 @@ use super::ledger::Ticket;
 use super::FrameSync;
 use crate::error::{Error, Result};
 use crate::util;
-use crate::vulkan::Semaphore;
+use crate::vulkan::{Semaphore, Submission};
+
+/// What the library knows orders step 1 or 4 (`step`) of `t` with `Commands`, for the
+/// image and buffer tracking ([`Submission`]): its queue; the slot's timeline values it
+/// runs after (the previous frame of the slot, which `begin` waited for on the host, and,
+/// for step 4, step 1 of the frame, through CUDA's wait and signal); and the values it
+/// signals, by which later uses on other queues can order themselves after it.
+fn hand_off(sync: &FrameSync, t: &Ticket, step: Step) -> HandOff {
+    let slot = &sync.slots[t.slot];
+    let mut after = Vec::with_capacity(3);
+    if let Some(previous) = t.reuses {
+        after.push((slot.done.raw(), previous));
+        after.extend(slot.produced.iter().map(|p| (p.raw(), previous)));
+    }
+    if step == Step::SubmitVulkan {
+        let signals = slot.produced.iter().map(|p| (p.clone(), t.value)).collect();
+        HandOff {
+            queue: slot.produce_queue,
+            after,
+            signals,
+        }
+    } else {
+        after.extend(slot.produced.iter().map(|p| (p.raw(), t.value)));
+        HandOff {
+            queue: slot.consume_queue,
+            after,
+            signals: vec![(slot.done.clone(), t.value)],
+        }
+    }
+}
+
+/// What [`hand_off`] finds.
+struct HandOff {
+    queue: usize,
+    after: Vec<(vk::Semaphore, u64)>,
+    signals: Vec<(Arc<Semaphore>, u64)>,
+}
 
 /// The steps of a frame, in the only order they may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +205,12 @@ impl Frame<'_> {
         check_step(self.ticket.index, self.next, step)?;
         self.sync.vk.check_owns("commands", commands.context())?;
         let (sync, ticket) = (&mut *self.sync, &self.ticket);
-        commands.submit_via(sync.timeout, |cmds, fence| {
+        let h = hand_off(sync, ticket, step);
+        let order = Submission {
+            queue: h.queue,
+            after: &h.after,
+        };
+        commands.submit_via(sync.timeout, &order, h.signals, |cmds, fence| {
             // `cmds` were just recorded by `Commands` for this device's family and stay
             // alive (with everything they use) until `fence`, which only they use, signals;
             // no caller semaphores are added.

@@ -41,10 +41,11 @@ struct Slot {
     consume_queue: usize,
     stream: Arc<CudaStream>,
     /// Vulkan-only timeline, signalled with the frame value by the frame's last batch.
-    done: Semaphore,
+    /// (Shared with the tracked state of the resources the frame used: see `frame.rs`.)
+    done: Arc<Semaphore>,
     /// Vulkan-only timeline signalled by step 1 when it runs on another queue than step 4
     /// (queue order then says nothing about step 1 having finished).
-    produced: Option<Semaphore>,
+    produced: Option<Arc<Semaphore>>,
 }
 
 /// N frames in flight from Vulkan to CUDA and back.
@@ -268,13 +269,13 @@ impl FrameSync {
         for slot in 0..n {
             let (produce_queue, consume_queue) = slot_queues(layout, slot, vk.queue_count());
             let produced = (produce_queue != consume_queue)
-                .then(|| Semaphore::local(vk, SemaphoreKind::Timeline, 0))
+                .then(|| Semaphore::local(vk, SemaphoreKind::Timeline, 0).map(Arc::new))
                 .transpose()?;
             sync.slots.push(Slot {
                 produce_queue,
                 consume_queue,
                 stream: streams[slot % stream_count].clone(),
-                done: Semaphore::local(vk, SemaphoreKind::Timeline, 0)?,
+                done: Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?),
                 produced,
             });
         }
@@ -472,7 +473,7 @@ impl FrameSync {
         );
         let mut all_signals = Vec::with_capacity(signals.len() + 2);
         all_signals.extend(extra.signal.map(|s| (s, t.value)));
-        all_signals.extend(slot.produced.iter().map(|p| (p, t.value)));
+        all_signals.extend(slot.produced.iter().map(|p| (&**p, t.value)));
         all_signals.extend_from_slice(signals);
         // SAFETY: the caller's preconditions cover its command buffers, waits, signals and
         // fence; the crossing's command buffer and the timer's brackets were recorded for
@@ -544,7 +545,7 @@ impl FrameSync {
         all_waits.push((crossing, t.value, vk::PipelineStageFlags::ALL_COMMANDS));
         all_waits.extend_from_slice(waits);
         let mut all_signals = Vec::with_capacity(signals.len() + 1);
-        all_signals.push((&slot.done, t.value));
+        all_signals.push((&*slot.done, t.value));
         all_signals.extend_from_slice(signals);
         let started = crate::trace::now_ns();
         let bracket = self

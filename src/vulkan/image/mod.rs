@@ -27,6 +27,7 @@ pub(crate) use state::Step;
 pub use state::{ImageOwner, ImageState};
 
 use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
+use super::queue_use::Tracked;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
@@ -80,6 +81,22 @@ use desc::{check_desc, check_format_limits};
 /// this is what the `# Safety` sections of the `record_*` methods ask. A caller that moves
 /// the image with its own barriers says so with [`ExternalImage::assume_state`].
 ///
+/// # Queues
+/// The context may have several queues of its family ([`Context::queue_at`]). Submission
+/// order is execution order only on one queue, so vkcuda also tracks **which queue** last
+/// used the image, and its safe paths ([`crate::util::Commands`], [`crate::util::OneShot`]
+/// on queue 0, [`crate::interop::Frame::submit_commands`], the `Presenter`) accept a use
+/// on another queue only when it is ordered after that one:
+/// * the new submission waits for a timeline value the last one signals
+///   ([`Commands::submit`](crate::util::Commands::submit)'s `waits`), or
+///   [`crate::interop::FrameSync`] knows the order (a frame's consuming batch runs after
+///   its producing one through CUDA; a slot's next frame after `begin` waited for it);
+/// * or the host has seen the last use complete: a value it signals was reached,
+///   [`Commands::wait`](crate::util::Commands::wait) returned, or it was a one-shot.
+///
+/// Otherwise the submission is refused with [`Error::InvalidArgument`] naming both queues,
+/// before anything is submitted. The `record_*` methods leave this to their `# Safety`.
+///
 /// # Memory ordering with the other API
 /// * **Release** (Vulkan → CUDA): the barrier's first scope is every earlier command on the
 ///   queue (`ALL_COMMANDS`, `MEMORY_WRITE`), so their writes are made available before the
@@ -98,7 +115,7 @@ use desc::{check_desc, check_format_limits};
 pub struct ExternalImage {
     bound: Bound<vk::Image>,
     desc: ImageDesc,
-    state: Mutex<ImageState>,
+    state: Mutex<Tracked<ImageState>>,
 }
 
 impl std::fmt::Debug for ExternalImage {
@@ -258,7 +275,7 @@ impl ExternalImage {
         Self {
             bound,
             desc: desc.clone(),
-            state: Mutex::new(state),
+            state: Mutex::new(Tracked::new(state)),
         }
     }
 

@@ -17,7 +17,7 @@ use self::ring::{Pending, Ring};
 use self::surface::Surface;
 use self::swapchain::{Request, Swapchain};
 use super::image::{Barrier, Step};
-use super::{Context, ExternalImage, ImageState, Semaphore, SemaphoreKind};
+use super::{Context, ExternalImage, ImageState, QueueUse, Semaphore, SemaphoreKind, Submission};
 use crate::error::{Error, Result};
 
 pub(crate) use self::surface::instance_extensions;
@@ -184,7 +184,8 @@ struct Live {
 /// (queue 0). The image's tracker plans its barriers in submission order, which is
 /// execution order on one queue: the blit runs after the acquire barrier, and the next
 /// render of the slot after the blit. (With `Split` or `PerSlot` lanes the next frame's
-/// render, on another queue, would not wait for the blit.) `waits` adds Vulkan timeline
+/// render, on another queue, would not wait for the blit, so vkcuda refuses it: see
+/// [`ExternalImage`]'s "Queues".) `waits` adds Vulkan timeline
 /// values to wait on. The host never waits on CUDA.
 ///
 /// # Resizing and out-of-date swapchains
@@ -516,7 +517,16 @@ impl Presenter {
         let s = self.live.ring.next(timeout)?;
         // Checked before acquiring (a source CUDA owns fails here, with no swapchain image
         // taken), and planned again below under the lock held up to the submission.
-        plan_source(image, *image.lock_state())?;
+        let after: Vec<_> = waits.iter().map(|(sem, v)| (sem.raw(), *v)).collect();
+        let order = Submission {
+            queue,
+            after: &after,
+        };
+        {
+            let state = image.lock_state();
+            state.check_order("image", &order)?;
+            plan_source(image, state.now)?;
+        }
 
         let Live {
             ring, swapchain, ..
@@ -641,12 +651,18 @@ impl Presenter {
                     .submit_to(queue, &[cmd], &wait_list, &[(rendered, 0)], slot.fence)
             }
         };
-        let submitted = plan_source(image, *state).and_then(|plan| {
-            record(&plan)?;
-            Ok(plan.next)
-        });
+        let submitted = state
+            .check_order("image", &order)
+            .and_then(|()| plan_source(image, state.now))
+            .and_then(|plan| {
+                record(&plan)?;
+                Ok(plan.next)
+            });
         match submitted {
-            Ok(next) => *state = next,
+            Ok(next) => {
+                state.now = next;
+                state.used(QueueUse::new(queue, Vec::new()));
+            }
             Err(e) => {
                 // The image stays acquired and the acquire semaphore signalled with no
                 // waiter: replace both (a new swapchain, a new semaphore) before the next
