@@ -170,6 +170,7 @@ impl Crossing {
                 // (precondition 1).
                 unsafe { memops::write(stream, addr, value as u32) }?;
                 relay.expect(slot, value);
+                relay.kick_after(stream);
                 Ok(())
             }
         }

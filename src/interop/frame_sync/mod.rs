@@ -133,9 +133,11 @@ struct Slot {
 ///   to use where the spec's guarantees are required.
 /// * Needs the V2 stream memory operations (driver 11.7+, checked:
 ///   [`cuda::Context::check_stream_memops`]), but no exportable semaphores.
-/// * The relay spins one host core while frames are pending (falling back to sleeps of
-///   20 us to 1 ms after 200 us without progress, and parking when nothing is pending), so a
-///   frame whose CUDA work is long may reach Vulkan up to ~1 ms after CUDA finished.
+/// * The relay spins one host core while frames are pending, for 200 us without progress;
+///   then it sleeps until a CUDA host function (`cuLaunchHostFunc`, enqueued after each
+///   frame's write) wakes it, with timeouts of 20 us to 1 ms as a fallback should the host
+///   function not run; it parks when nothing is pending. So a frame whose CUDA work is long
+///   reaches Vulkan one host-function wake-up after CUDA finished, not up to ~1 ms later.
 /// * A Vulkan batch that never executes (device lost) leaves the CUDA stream waiting on the
 ///   mailbox for ever; the drop then reports the timeout and leaks the objects the GPU may
 ///   still use rather than freeing them.
