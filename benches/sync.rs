@@ -115,7 +115,10 @@ impl Drop for Naive {
         if let Err(e) = self.done.wait(self.value, TIMEOUT) {
             eprintln!("naive chain did not finish: {e}");
         }
-        let queue = self.vk.queue();
+        let queue = match self.vk.queue() {
+            Ok(queue) => queue,
+            Err(e) => return eprintln!("naive chain: {e}"),
+        };
         // SAFETY: the queue is locked; waiting for it lets the semaphores go.
         if let Err(e) = unsafe { self.vk.device().queue_wait_idle(*queue) } {
             eprintln!("vkQueueWaitIdle: {e}");

@@ -221,7 +221,7 @@ fn record_on_own_command_buffer(vk: &Context) -> anyhow::Result<()> {
         unsafe { device.end_command_buffer(cmd) }?;
         let cmds = [cmd];
         let submit = vk::SubmitInfo::default().command_buffers(&cmds);
-        let queue = vk.queue();
+        let queue = vk.queue()?;
         // SAFETY: the queue is locked; the command buffer is complete.
         unsafe { device.queue_submit(*queue, &[submit], vk::Fence::null()) }?;
         // SAFETY: as above.

@@ -33,7 +33,7 @@ fn plain(vk: &Context, kind: SemaphoreKind, initial: u64) -> anyhow::Result<Expo
 
 /// Waits until the context's queue has finished everything submitted to it.
 fn idle(vk: &Context) -> anyhow::Result<()> {
-    let queue = vk.queue();
+    let queue = vk.queue()?;
     // SAFETY: the queue is locked for the call.
     unsafe { vk.device().queue_wait_idle(*queue) }?;
     Ok(())

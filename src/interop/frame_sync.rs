@@ -771,12 +771,16 @@ impl FrameSync {
     /// * [`Error::InvalidArgument`]: `cu` is not on `vk`'s GPU (`cu`),
     ///   `desc.frames_in_flight` is outside `1..=MAX_FRAMES_IN_FLIGHT`, or the stream count
     ///   outside `1..=frames_in_flight` (`desc.streams`).
-    /// * [`Error::Unsupported`]: [`SyncMode::Semaphores`] on a device without
+    /// * [`Error::Unsupported`]: `vk` has no queue of its own (it shares a wgpu device's,
+    ///   [`vulkan::Context::queue_count`]); [`SyncMode::Semaphores`] on a device without
     ///   `VK_KHR_external_semaphore_fd`; [`SyncMode::LowLatency`] with a driver without the
     ///   V2 stream memory operations.
     /// * Creation failures of the semaphores, streams, buffer, host memory or thread.
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &FrameSyncDesc) -> Result<Self> {
         check_same_device(vk, cu)?;
+        if vk.queue_count() == 0 {
+            return Err(vulkan::no_queue());
+        }
         let (layout, stream_count) = desc.layout();
         check_counts(desc.frames_in_flight, stream_count)?;
         check_mode(desc.mode, vk.can_export_semaphore_fds(), || {

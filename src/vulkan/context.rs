@@ -1,5 +1,6 @@
 //! The Vulkan instance/device context: created by vkcuda or wrapped from the caller's.
 
+use std::any::Any;
 use std::ffi::{c_char, CStr};
 use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -68,12 +69,24 @@ struct Parts {
     physical_device: vk::PhysicalDevice,
     device: ash::Device,
     queue_family_index: u32,
-    /// Queue 0 first; never empty.
+    /// Queue 0 first; empty for a context that must not submit (see [`Context::queue_count`]).
     queues: Vec<vk::Queue>,
     enabled: Enabled,
     /// `VK_EXT_debug_utils` is enabled on the instance and validation is active.
     debug_utils: bool,
     owned: bool,
+    keep_alive: Option<Box<dyn Any + Send + Sync>>,
+}
+
+/// How [`Context::wrap_borrowed`] wraps a device that another library (wgpu) drives.
+pub(crate) struct Borrowed {
+    /// The device; `desc.queue_index` is used only when `own_queue` is true.
+    pub(crate) desc: WrapDesc,
+    /// `(desc.queue_family_index, desc.queue_index)` is a queue nobody else submits on;
+    /// otherwise the context has no queue and refuses to submit.
+    pub(crate) own_queue: bool,
+    /// Dropped after everything made from the context: keeps the owner's device alive.
+    pub(crate) keep_alive: Box<dyn Any + Send + Sync>,
 }
 
 /// Device extensions enabled on the context's device, as far as vkcuda uses them.
@@ -111,7 +124,7 @@ struct Shared {
     properties: vk::PhysicalDeviceProperties,
     memory_properties: vk::PhysicalDeviceMemoryProperties,
     max_allocation_size: u64,
-    /// Queue 0 first; never empty.
+    /// Queue 0 first; empty for a context that must not submit.
     queues: Vec<Mutex<vk::Queue>>,
     queue_family_index: u32,
     device: ash::Device,
@@ -120,6 +133,9 @@ struct Shared {
     _entry: ash::Entry,
     /// vkcuda created the instance and device and destroys them.
     owned: bool,
+    /// The owner of a borrowed device (a `wgpu::Device`), dropped after the Vulkan objects
+    /// above are destroyed (fields drop after `Drop::drop`, in this order).
+    _keep_alive: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -222,6 +238,16 @@ fn describe(name: &str, why: &str) -> String {
     format!("{name:?}: {why}")
 }
 
+/// The error of every submission on a context without a queue of its own.
+pub(crate) fn no_queue() -> Error {
+    Error::Unsupported {
+        what: "submitting work through vkcuda on this context".into(),
+        reason: "the context shares a wgpu device whose only queue wgpu owns; vkcuda never \
+                 submits on it (submit through wgpu, e.g. with wgpu_interop::WgpuFrameSync)"
+            .into(),
+    }
+}
+
 /// Locks a queue. A panic while holding the lock cannot leave a `vk::Queue` half-updated,
 /// so a poisoned lock is taken over.
 fn lock_queue(queue: &Mutex<vk::Queue>) -> MutexGuard<'_, vk::Queue> {
@@ -274,6 +300,7 @@ impl Context {
             enabled,
             debug_utils,
             owned: true,
+            keep_alive: None,
         };
         Self::assemble(parts).inspect_err(|_| {
             // SAFETY: `assemble` failed, so no context owns them and nothing made from them
@@ -297,6 +324,28 @@ impl Context {
     ///
     /// The wrapped context has that one queue only ([`Context::queue_count`] is 1).
     pub unsafe fn wrap(desc: WrapDesc) -> Result<Self> {
+        // SAFETY: forwarded to the caller (preconditions 1-4).
+        unsafe {
+            Self::wrap_borrowed(Borrowed {
+                desc,
+                own_queue: true,
+                keep_alive: Box::new(()),
+            })
+        }
+    }
+
+    /// [`Context::wrap`] for a device another library drives (wgpu): with no queue at all
+    /// unless `own_queue`, and holding `keep_alive` until the context is gone.
+    ///
+    /// # Safety
+    /// As [`Context::wrap`] 1-3, where `keep_alive` may be what keeps the instance and
+    /// device alive (precondition 3); 2 and 4 only when `own_queue`.
+    pub(crate) unsafe fn wrap_borrowed(borrowed: Borrowed) -> Result<Self> {
+        let Borrowed {
+            desc,
+            own_queue,
+            keep_alive,
+        } = borrowed;
         let WrapDesc {
             entry,
             instance,
@@ -307,15 +356,19 @@ impl Context {
             semaphore_fd_enabled,
             dma_buf_enabled,
         } = desc;
-        // SAFETY: precondition 2.
-        let queue = unsafe { device.get_device_queue(queue_family_index, queue_index) };
+        let queues = if own_queue {
+            // SAFETY: precondition 2.
+            vec![unsafe { device.get_device_queue(queue_family_index, queue_index) }]
+        } else {
+            Vec::new()
+        };
         Self::assemble(Parts {
             entry,
             instance,
             physical_device,
             device,
             queue_family_index,
-            queues: vec![queue],
+            queues,
             enabled: Enabled {
                 semaphore_fd: semaphore_fd_enabled,
                 dma_buf: dma_buf_enabled,
@@ -323,6 +376,7 @@ impl Context {
             // The caller's instance may not have VK_EXT_debug_utils enabled.
             debug_utils: false,
             owned: false,
+            keep_alive: Some(keep_alive),
         })
     }
 
@@ -337,6 +391,7 @@ impl Context {
             enabled,
             debug_utils,
             owned,
+            keep_alive,
         } = parts;
         let (properties, identity, max_allocation_size) =
             device_properties(&instance, physical_device);
@@ -384,6 +439,7 @@ impl Context {
                 instance,
                 _entry: entry,
                 owned,
+                _keep_alive: keep_alive,
             }),
         })
     }
@@ -419,12 +475,21 @@ impl Context {
     }
 
     /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission.
-    pub fn queue(&self) -> MutexGuard<'_, vk::Queue> {
-        lock_queue(&self.shared.queues[0])
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a context without a queue of its own (one that shares a
+    /// wgpu device's queue, see [`Context::queue_count`]).
+    pub fn queue(&self) -> Result<MutexGuard<'_, vk::Queue>> {
+        self.queue_at(0)
     }
 
-    /// How many queues the context has (at least 1, at most [`Context::MAX_QUEUES`]; 1 for a
-    /// wrapped context). They all belong to [`Context::queue_family_index`].
+    /// How many queues the context has (at most [`Context::MAX_QUEUES`]; 1 for a context
+    /// from [`Context::wrap`]). They all belong to [`Context::queue_family_index`].
+    ///
+    /// 0 for the context of a wgpu device that has no spare queue (`wgpu_interop`): wgpu
+    /// owns that device's queue and vkcuda never submits on it behind wgpu's back, so every
+    /// vkcuda call that would submit (staged copies, one-shot barriers, [`crate::interop::FrameSync`])
+    /// returns [`Error::Unsupported`] instead.
     pub fn queue_count(&self) -> usize {
         self.shared.queues.len()
     }
@@ -432,10 +497,14 @@ impl Context {
     /// Queue `index` (index 0 is [`Context::queue`]), locked for the caller's submission.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`queue`) when `index` is not below
-    /// [`Context::queue_count`].
+    /// * [`Error::Unsupported`] when the context has no queue ([`Context::queue_count`] 0).
+    /// * [`Error::InvalidArgument`] (`queue`) when `index` is not below
+    ///   [`Context::queue_count`].
     pub fn queue_at(&self, index: usize) -> Result<MutexGuard<'_, vk::Queue>> {
         let count = self.queue_count();
+        if count == 0 {
+            return Err(no_queue());
+        }
         self.shared
             .queues
             .get(index)

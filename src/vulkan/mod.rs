@@ -33,6 +33,9 @@ pub use capabilities::{
 };
 pub use commands::Commands;
 pub use compute::{ComputePass, ComputeTarget};
+pub(crate) use context::no_queue;
+#[cfg(feature = "wgpu")]
+pub(crate) use context::Borrowed;
 pub use context::{
     enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, WrapDesc,
 };

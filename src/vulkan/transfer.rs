@@ -158,6 +158,10 @@ impl Drop for Staging<'_> {
 impl Context {
     /// Records commands with `record`, submits them on the context's queue and waits.
     pub(crate) fn submit_and_wait(&self, record: impl FnOnce(vk::CommandBuffer)) -> Result<()> {
+        // Refused before `record` runs, so no tracked image state moves.
+        if self.queue_count() == 0 {
+            return Err(super::context::no_queue());
+        }
         let device = self.device();
         let t = self.transfer();
         let begin = vk::CommandBufferBeginInfo::default()
@@ -173,7 +177,7 @@ impl Context {
         let cmds = [t.cmd];
         let submit = vk::SubmitInfo::default().command_buffers(&cmds);
         {
-            let queue = self.queue();
+            let queue = self.queue()?;
             // SAFETY: the queue is locked; the fence is unsignalled (reset after each wait).
             unsafe { device.queue_submit(*queue, &[submit], t.fence) }
                 .map_err(|r| Error::vk("vkQueueSubmit", r))?;
