@@ -90,6 +90,17 @@ pub enum Error {
         /// Why not, as the driver reported it.
         reason: String,
     },
+    /// A Vulkan device that another library created (a wgpu device) was created without an
+    /// extension or feature vkcuda needs; vkcuda cannot enable it afterwards.
+    #[error("Vulkan device {device:?} was created without {extension}: {hint}")]
+    NotEnabled {
+        /// The device's name.
+        device: String,
+        /// The extension or feature, e.g. `VK_KHR_external_memory_fd`.
+        extension: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// A runtime library (Vulkan loader, `libcuda`, NVRTC) could not be loaded, or no device
     /// was found.
     #[error("{library} is not available: {reason}")]

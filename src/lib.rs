@@ -14,6 +14,8 @@
 //! external                     neutral vocabulary: handle types, owned handles, imports
 //! error                        one typed error for the library
 //! ipc                          exported fds + a payload to another process (SCM_RIGHTS)
+//! wgpu_interop (feature wgpu)  a wgpu device's textures/buffers shared with CUDA, frames
+//!                              handed between wgpu's queue and a CUDA stream
 //! ```
 //!
 //! ```no_run
@@ -49,16 +51,26 @@
 //! Tested on Linux with opaque fds. Every handle type CUDA accepts is modelled in
 //! [`external`] and compiles everywhere; the Windows and NvSci ones are untested.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod cuda;
 pub mod error;
 pub mod external;
 pub mod interop;
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod ipc;
 pub mod vulkan;
+#[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+pub mod wgpu_interop;
 
 /// The ash version vkcuda is built against, so callers name the same `vk` types.
 pub use ash;
 /// The cudarc version vkcuda is built against (streams, modules, launches).
 pub use cudarc;
 pub use error::{Error, Result};
+/// The wgpu version [`wgpu_interop`] is built against.
+#[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+pub use wgpu;
