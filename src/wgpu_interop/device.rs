@@ -32,6 +32,8 @@ pub struct WgpuContext {
     vk: vulkan::Context,
     device: wgpu::Device,
     queue: wgpu::Queue,
+    /// The physical device offers `VK_KHR_external_semaphore_fd` (enabled or not).
+    semaphore_fd_offered: bool,
 }
 
 /// What one extension check found, for [`WgpuContext::open`].
@@ -164,11 +166,12 @@ impl WgpuContext {
         Self::wrap(device, queue, spare_queue)
     }
 
-    /// Adopts a wgpu device the caller opened, after checking that it can share: on the
-    /// Vulkan backend, created with `VK_KHR_external_memory_fd` (wgpu does not enable it on
-    /// its own: open the device with [`WgpuContext::open`]) and timeline semaphores.
-    /// Semaphore export works only if `VK_KHR_external_semaphore_fd` was enabled too
-    /// ([`vulkan::Context::can_export_semaphore_fds`]). The vkcuda context has no queue.
+    /// Adopts a wgpu device the caller opened, after checking that it can share memory: on
+    /// the Vulkan backend, created with `VK_KHR_external_memory_fd` (wgpu 30 enables it
+    /// itself where the device has it) and timeline semaphores. Semaphores can be shared
+    /// only if `VK_KHR_external_semaphore_fd` was enabled too, which wgpu does not do on
+    /// its own ([`WgpuContext::check_semaphore_export`]; [`WgpuContext::open`] does). The
+    /// vkcuda context has no queue.
     ///
     /// # Errors
     /// * [`Error::Unsupported`]: not the Vulkan backend.
@@ -178,6 +181,7 @@ impl WgpuContext {
     }
 
     fn wrap(device: wgpu::Device, queue: wgpu::Queue, spare_queue: bool) -> Result<Self> {
+        let semaphore_fd_offered;
         let desc = {
             // SAFETY: the guard is only read; the handles cloned from it stay valid as long
             // as `device` lives, which the vkcuda context holds (`keep_alive` below).
@@ -192,6 +196,14 @@ impl WgpuContext {
                     hint: "open the wgpu device with vkcuda::wgpu_interop::WgpuContext::open",
                 });
             }
+            // SAFETY: valid physical device of this instance.
+            let offered = unsafe {
+                instance
+                    .raw_instance()
+                    .enumerate_device_extension_properties(hal.raw_physical_device())
+            }
+            .map_err(|r| Error::vk("vkEnumerateDeviceExtensionProperties", r))?;
+            semaphore_fd_offered = has(&offered, ash::khr::external_semaphore_fd::NAME);
             WrapDesc {
                 entry: instance.entry().clone(),
                 instance: instance.raw_instance().clone(),
@@ -215,7 +227,33 @@ impl WgpuContext {
                 keep_alive: Box::new(device.clone()),
             })
         }?;
-        Ok(Self { vk, device, queue })
+        Ok(Self {
+            vk,
+            device,
+            queue,
+            semaphore_fd_offered,
+        })
+    }
+
+    /// Checks that semaphores made on this device can be shared with CUDA
+    /// (`VK_KHR_external_semaphore_fd` enabled), as [`super::WgpuFrameSync`] needs.
+    ///
+    /// # Errors
+    /// [`Error::NotEnabled`] naming `VK_KHR_external_semaphore_fd`, saying whether the
+    /// device lacks it (lavapipe) or it was not enabled (open with [`WgpuContext::open`]).
+    pub fn check_semaphore_export(&self) -> Result<()> {
+        if self.vk.can_export_semaphore_fds() {
+            return Ok(());
+        }
+        Err(Error::NotEnabled {
+            device: self.vk.identity().name.clone(),
+            extension: "VK_KHR_external_semaphore_fd",
+            hint: if self.semaphore_fd_offered {
+                "the device has it: open the wgpu device with vkcuda::wgpu_interop::WgpuContext::open"
+            } else {
+                "the device does not offer it, so no semaphore can be shared with CUDA"
+            },
+        })
     }
 
     /// vkcuda's context on wgpu's `VkDevice`: pass it to [`crate::interop`] and

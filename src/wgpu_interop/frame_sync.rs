@@ -87,7 +87,8 @@ impl WgpuFrameSync {
     /// # Errors
     /// * [`Error::InvalidArgument`]: `frames_in_flight` outside `1..=MAX_FRAMES_IN_FLIGHT`,
     ///   or `cu` is not on `ctx`'s GPU (`cu`).
-    /// * [`Error::Unsupported`]: the device cannot export semaphore fds (lavapipe).
+    /// * [`Error::NotEnabled`]: the device cannot export semaphore fds
+    ///   ([`WgpuContext::check_semaphore_export`]).
     /// * Creation failures of the semaphores or the stream.
     pub fn new(ctx: &WgpuContext, cu: &cuda::Context, frames_in_flight: usize) -> Result<Self> {
         if !(1..=MAX_FRAMES_IN_FLIGHT).contains(&frames_in_flight) {
@@ -97,6 +98,7 @@ impl WgpuFrameSync {
                 format!("1..={MAX_FRAMES_IN_FLIGHT}"),
             ));
         }
+        ctx.check_semaphore_export()?;
         let vk = ctx.vulkan();
         let to_cuda = SharedSemaphore::timeline(vk, cu, 0)?;
         let to_wgpu = SharedSemaphore::timeline(vk, cu, 0)?;
