@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::ensure;
@@ -16,24 +15,6 @@ use vkcuda::ash::vk;
 use vkcuda::vulkan::{self, DeviceSelection, ExternalBuffer, ExternalImage, ImageOwner};
 use vkcuda::wgpu;
 use vkcuda::wgpu_interop::WgpuContext;
-
-/// Error-level log messages from wgpu (its validation-layer callback logs through `log`).
-static WGPU_ERRORS: AtomicU64 = AtomicU64::new(0);
-
-struct CountErrors;
-
-impl log::Log for CountErrors {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Error
-    }
-    fn log(&self, r: &log::Record<'_>) {
-        if r.level() == log::Level::Error && r.target().starts_with("wgpu") {
-            WGPU_ERRORS.fetch_add(1, Ordering::Relaxed);
-            eprintln!("wgpu error: {}", r.args());
-        }
-    }
-    fn flush(&self) {}
-}
 
 /// wgpu's Vulkan adapter (validation on where the layer is installed), a sharing device
 /// opened on it, and vkcuda's own context on the same physical device for the other side
@@ -44,19 +25,8 @@ struct Env {
     own: vulkan::Context,
 }
 
-fn adapter() -> Result<wgpu::Adapter, String> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends: wgpu::Backends::VULKAN,
-        flags: wgpu::InstanceFlags::VALIDATION,
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    });
-    pollster::block_on(instance.request_adapter(&Default::default()))
-        .map_err(|e| format!("no wgpu Vulkan adapter: {e}"))
-}
-
 fn probe() -> common::Probe<Env> {
-    let _ = log::set_logger(&CountErrors).map(|()| log::set_max_level(log::LevelFilter::Error));
-    let env = adapter().and_then(|adapter| {
+    let env = common::wgpu::adapter().and_then(|adapter| {
         let ctx = WgpuContext::open(&adapter, &Default::default()).map_err(|e| e.to_string())?;
         let own = vulkan::Context::new(&vulkan::ContextDesc {
             device: DeviceSelection::Uuid(ctx.vulkan().identity().uuid),
@@ -137,17 +107,11 @@ fn wgpu_write(ctx: &WgpuContext, texture: &wgpu::Texture, data: &[u8]) {
     );
 }
 
-fn no_wgpu_errors(before: u64) -> anyhow::Result<()> {
-    let after = WGPU_ERRORS.load(Ordering::Relaxed);
-    ensure!(after == before, "wgpu logged {} error(s)", after - before);
-    Ok(())
-}
-
 /// wgpu writes, the memory is exported and imported into vkcuda's own device and read
 /// there; that device writes, wgpu takes the texture back and reads it. Twice, so the
 /// second round starts from the state wgpu's tracker kept after the first.
 fn texture_roundtrip(env: &Env) -> anyhow::Result<()> {
-    let before = WGPU_ERRORS.load(Ordering::Relaxed);
+    let before = common::wgpu::errors();
     let ctx = &env.ctx;
     let usage = wgpu::TextureUsages::COPY_SRC | wgpu::TextureUsages::COPY_DST;
     let tex = ctx.create_texture(&texture_desc(usage))?;
@@ -171,12 +135,12 @@ fn texture_roundtrip(env: &Env) -> anyhow::Result<()> {
         let got = wgpu_read(ctx, tex.texture())?;
         assert_bytes(&got, &back, &format!("round {round}: Vulkan -> wgpu"))?;
     }
-    no_wgpu_errors(before)
+    common::wgpu::no_errors_since(before)
 }
 
 /// A buffer wgpu writes is read through its exported memory on vkcuda's own device.
 fn buffer_roundtrip(env: &Env) -> anyhow::Result<()> {
-    let before = WGPU_ERRORS.load(Ordering::Relaxed);
+    let before = common::wgpu::errors();
     let ctx = &env.ctx;
     let buf = ctx.create_buffer(&wgpu::BufferDescriptor {
         label: Some("shared"),
@@ -198,7 +162,7 @@ fn buffer_roundtrip(env: &Env) -> anyhow::Result<()> {
     }?;
     let got = env.own.read_buffer(&other, 0..4096)?;
     assert_bytes(&got, &written, "wgpu -> Vulkan buffer")?;
-    no_wgpu_errors(before)
+    common::wgpu::no_errors_since(before)
 }
 
 /// The opened device has what sharing needs; vkcuda never submits on wgpu's queue.
