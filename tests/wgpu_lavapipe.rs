@@ -230,7 +230,7 @@ fn bad_descriptions(env: &Env) -> anyhow::Result<()> {
 
 fn main() {
     let probe = probe();
-    let tests: [(&str, fn(&Env) -> anyhow::Result<()>); 5] = [
+    let tests: [common::Test<Env>; 5] = [
         ("open_with_callback", open_with_callback),
         (
             "texture_roundtrip_through_exported_memory",

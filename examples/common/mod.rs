@@ -6,6 +6,8 @@ pub mod pipeline;
 pub mod png;
 pub mod scene;
 pub mod sharing;
+#[cfg(feature = "wgpu")]
+pub mod wgpu_pipeline;
 
 /// Parses a `--size` value `WxH` into (width, height).
 pub fn parse_size(v: &str) -> anyhow::Result<(u32, u32)> {
