@@ -36,14 +36,6 @@ pub struct WgpuContext {
     semaphore_fd_offered: bool,
 }
 
-/// What one extension check found, for [`WgpuContext::open`].
-struct Support {
-    name: String,
-    semaphore_fd: bool,
-    dma_buf: bool,
-    spare_queue: bool,
-}
-
 fn not_vulkan(what: &str) -> Error {
     Error::Unsupported {
         what: format!("sharing memory with a wgpu {what}"),
@@ -110,25 +102,23 @@ impl WgpuContext {
         }
         // SAFETY: as above.
         let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
-        let support = Support {
-            name,
-            semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
-            dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
-            spare_queue: families
-                .get(WGPU_FAMILY as usize)
-                .is_some_and(|f| f.queue_count >= 2),
-        };
-        let (semaphore_fd, dma_buf, spare_queue) =
-            (support.semaphore_fd, support.dma_buf, support.spare_queue);
+        let semaphore_fd = has(&exts, ash::khr::external_semaphore_fd::NAME);
+        let dma_buf = has(&exts, ash::ext::external_memory_dma_buf::NAME);
+        let spare_queue = families
+            .get(WGPU_FAMILY as usize)
+            .is_some_and(|f| f.queue_count >= 2);
         let callback = Box::new(
             move |args: wgpu::hal::vulkan::CreateDeviceCallbackArgs<'_, '_, '_>| {
-                args.extensions.push(ash::khr::external_memory_fd::NAME);
-                if semaphore_fd {
-                    args.extensions.push(ash::khr::external_semaphore_fd::NAME);
-                }
-                if dma_buf {
-                    args.extensions
-                        .push(ash::ext::external_memory_dma_buf::NAME);
+                // wgpu 30 adds the memory ones itself where the device has them.
+                let wanted = [
+                    (true, ash::khr::external_memory_fd::NAME),
+                    (semaphore_fd, ash::khr::external_semaphore_fd::NAME),
+                    (dma_buf, ash::ext::external_memory_dma_buf::NAME),
+                ];
+                for (_, name) in wanted.into_iter().filter(|w| w.0) {
+                    if !args.extensions.contains(&name) {
+                        args.extensions.push(name);
+                    }
                 }
                 if spare_queue {
                     for info in args.queue_create_infos.iter_mut() {
@@ -150,10 +140,7 @@ impl WgpuContext {
             )
         }
         .map_err(|e| Error::Unsupported {
-            what: format!(
-                "opening a wgpu device on {:?} with external memory",
-                support.name
-            ),
+            what: format!("opening a wgpu device on {name:?} with external memory"),
             reason: e.to_string(),
         })?;
         drop(hal_adapter);
