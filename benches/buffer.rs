@@ -15,14 +15,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{gpu_time, median, record, Samples};
+use common::{gpu_time, launch_saxpy, load_saxpy, median, record, Samples};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream};
 use vkcuda::cuda::{self, MappedBuffer};
 use vkcuda::interop::SharedBuffer;
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, BufferDesc};
 
-const KERNELS: &str = include_str!("../shaders/buffer.cu");
 const MIB: u64 = 1 << 20;
 const SIZES: [u64; 4] = [MIB, 16 * MIB, 256 * MIB, 1024 * MIB];
 
@@ -60,21 +60,6 @@ fn buffers(
         native_src,
         native_dst,
     })
-}
-
-fn launch_saxpy(stream: &CudaStream, f: &CudaFunction, x: u64, y: u64, size: u64) {
-    let n4 = size / 16;
-    let a = 1.0001f32;
-    let cfg = LaunchConfig {
-        grid_dim: (132 * 16, 1, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let mut l = stream.launch_builder(f);
-    l.arg(&x).arg(&y).arg(&n4).arg(&a);
-    // SAFETY: saxpy4(float4*, float4*, u64, float) touches n4 float4s of two live buffers
-    // of `size` bytes each.
-    unsafe { l.launch(cfg) }.expect("launch saxpy4");
 }
 
 fn bench_size(
@@ -198,12 +183,7 @@ fn main() {
     let Some(env) = common::gpu_env("buffer") else {
         return;
     };
-    let saxpy = env
-        .1
-        .compile("buffer.cu", KERNELS)
-        .map_err(anyhow::Error::from)
-        .and_then(|m| Ok(m.load_function("saxpy4")?))
-        .expect("compile shaders/buffer.cu");
+    let saxpy = load_saxpy(&env.1);
     let samples = Samples::default();
     let mut c = common::criterion();
     for size in SIZES {

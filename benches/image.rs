@@ -25,6 +25,7 @@ use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use vkcuda::ash::vk;
 use vkcuda::cuda::{self, MipmappedArray, SurfaceObject};
 use vkcuda::interop::SharedImage;
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, ExternalImage, ImageDesc};
 
 const KERNELS: &str = concat!(

@@ -1,4 +1,5 @@
-//! Vulkan -> CUDA -> Vulkan hand-offs with empty work: the naive semaphore chain against
+//! Vulkan -> CUDA -> Vulkan hand-offs, each with a CUDA kernel in the frame (32 MiB read and
+//! written) and, labelled beside them, with empty work: the naive semaphore chain against
 //! `FrameSync` (semaphore mode and low-latency mode), in one run.
 //!
 //! * `latency`: one hand-off at a time (Vulkan batch signals, CUDA waits and signals, a
@@ -11,7 +12,7 @@
 //!   and with a stream per slot: what overlaps and what does not.
 //! * `host_wait`: a CUDA stream blocked on a host flag signals a timeline value when
 //!   released; the host releases it and at once waits for the value: `vkWaitSemaphores`
-//!   (naive) against the spinning `ExportableSemaphore::wait`, from the release until the
+//!   (naive) against the spinning `Semaphore::wait`, from the release until the
 //!   wait returns (so the wait starts before the signal, as in a real frame loop).
 //!
 //! Prints criterion's report, then a markdown table with the naive variants beside vkcuda's.
@@ -28,7 +29,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use cudarc::driver::{sys, CudaStream, LaunchConfig, PushKernelArg};
 use vkcuda::cuda;
 use vkcuda::interop::{FrameSync, FrameSyncDesc, QueueLayout, SharedSemaphore, SyncMode};
-use vkcuda::vulkan::{self, ExportableSemaphore, SemaphoreKind};
+use vkcuda::vulkan::{self, Semaphore, SemaphoreKind};
 
 const KERNELS: &str = include_str!("../shaders/sync.cu");
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,13 +59,65 @@ fn percentile(v: &[f64], p: f64) -> Option<f64> {
     Some(v[i])
 }
 
+/// What CUDA does in each frame: nothing (`empty`, labelled so), or a kernel that touches
+/// a frame's worth of memory (`kernel`; 32 MiB read and written, like a 4K RGBA8 tone map).
+#[derive(Clone, Copy)]
+enum WorkKind {
+    Kernel,
+    Empty,
+}
+
+impl WorkKind {
+    fn label(self) -> &'static str {
+        match self {
+            WorkKind::Kernel => "kernel",
+            WorkKind::Empty => "empty",
+        }
+    }
+}
+
+const WORK: [WorkKind; 2] = [WorkKind::Kernel, WorkKind::Empty];
+
+/// The frame's kernel and the memory it touches.
+struct Work {
+    touch: cudarc::driver::CudaFunction,
+    region: cudarc::driver::CudaSlice<u32>,
+}
+
+impl Work {
+    const WORDS: usize = 8 << 20;
+
+    fn new(cu: &cuda::Context) -> anyhow::Result<Self> {
+        let touch = cu.compile("sync.cu", KERNELS)?.load_function("touch")?;
+        let region = cu.cuda().default_stream().alloc_zeros::<u32>(Self::WORDS)?;
+        Ok(Self { touch, region })
+    }
+
+    /// Enqueues the frame's CUDA work of `kind` on `stream`.
+    fn run(&mut self, kind: WorkKind, stream: &Arc<CudaStream>) {
+        if let WorkKind::Kernel = kind {
+            let n = Self::WORDS as u64;
+            let mut k = stream.launch_builder(&self.touch);
+            k.arg(&mut self.region).arg(&n);
+            let cfg = LaunchConfig {
+                grid_dim: (1024, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: touch(uint*, u64) writes the first `n` words of `region`, which holds
+            // exactly `n`; the slice outlives the launch (it lives as long as the bench).
+            unsafe { k.launch(cfg) }.expect("launch touch");
+        }
+    }
+}
+
 /// The naive chain: one queue (0), one stream, one semaphore pair, and a Vulkan-only
 /// timeline the last batch signals (what the host waits on).
 struct Naive {
     vk: vulkan::Context,
     to_cuda: SharedSemaphore,
     to_vulkan: SharedSemaphore,
-    done: ExportableSemaphore,
+    done: Semaphore,
     stream: Arc<CudaStream>,
     value: u64,
 }
@@ -75,7 +128,7 @@ impl Naive {
             vk: vk.clone(),
             to_cuda: SharedSemaphore::timeline(vk, cu, 0)?,
             to_vulkan: SharedSemaphore::timeline(vk, cu, 0)?,
-            done: ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0)?,
+            done: Semaphore::local(vk, SemaphoreKind::Timeline, 0)?,
             stream: cu.new_stream()?,
             value: 0,
         })
@@ -83,7 +136,7 @@ impl Naive {
 
     /// Starts one hand-off after waiting until at most `in_flight - 1` are unfinished;
     /// returns its value.
-    fn hand_off(&mut self, in_flight: u64) -> anyhow::Result<u64> {
+    fn hand_off(&mut self, in_flight: u64, work: &mut Work, kind: WorkKind) -> anyhow::Result<u64> {
         let v = self.value + 1;
         if v > in_flight {
             self.done.wait(v - in_flight, TIMEOUT)?;
@@ -95,6 +148,7 @@ impl Naive {
                 .submit(&[], &[], &[(self.to_cuda.vulkan(), v)], vk::Fence::null())
         }?;
         self.to_cuda.cuda().wait(&self.stream, v)?;
+        work.run(kind, &self.stream);
         self.to_vulkan.cuda().signal(&self.stream, v)?;
         // SAFETY: as above; CUDA's signal of `v` is enqueued.
         unsafe {
@@ -116,8 +170,8 @@ impl Drop for Naive {
             eprintln!("naive chain did not finish: {e}");
         }
         let queue = match self.vk.queue() {
-            Ok(queue) => queue,
-            Err(e) => return eprintln!("naive chain: {e}"),
+            Ok(q) => q,
+            Err(e) => return eprintln!("locking queue 0: {e}"),
         };
         // SAFETY: the queue is locked; waiting for it lets the semaphores go.
         if let Err(e) = unsafe { self.vk.device().queue_wait_idle(*queue) } {
@@ -126,12 +180,13 @@ impl Drop for Naive {
     }
 }
 
-/// One empty frame through a FrameSync; returns its value.
-fn frame(sync: &mut FrameSync) -> anyhow::Result<u64> {
+/// One frame through a FrameSync (no Vulkan work; CUDA work of `kind`); returns its value.
+fn frame(sync: &mut FrameSync, work: &mut Work, kind: WorkKind) -> anyhow::Result<u64> {
     let mut f = sync.begin()?;
     // SAFETY: no command buffers, semaphores or fence.
     unsafe { f.submit_vulkan(&[], &[], &[], vk::Fence::null()) }?;
-    f.cuda_wait()?;
+    let stream = f.cuda_wait()?;
+    work.run(kind, &stream);
     f.cuda_signal()?;
     // SAFETY: as above.
     Ok(unsafe { f.submit_vulkan_after_cuda(&[], &[], &[], vk::Fence::null()) }?)
@@ -151,40 +206,21 @@ fn bench_latency(
 ) -> anyhow::Result<()> {
     let mut g = c.benchmark_group("latency");
     g.throughput(Throughput::Elements(1));
-    let mut naive = Naive::new(vk, cu)?;
-    g.bench_function("naive", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let t = Instant::now();
-                let v = naive.hand_off(1).expect("naive hand-off");
-                naive.done.wait(v, TIMEOUT).expect("naive wait");
-                let took = t.elapsed();
-                lock(results)
-                    .times
-                    .entry("latency/naive".into())
-                    .or_default()
-                    .push(took.as_secs_f64());
-                total += took;
-            }
-            total
-        })
-    });
-    drop(naive);
-    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
-        let name = mode_name(mode);
-        let mut sync = FrameSync::new(vk, cu, &FrameSyncDesc::new(1).mode(mode))?;
-        g.bench_function(name, |b| {
+    let mut work = Work::new(cu)?;
+    for kind in WORK {
+        let w = kind.label();
+        let mut naive = Naive::new(vk, cu)?;
+        g.bench_function(format!("{w}/naive"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let t = Instant::now();
-                    let v = frame(&mut sync).expect("frame");
-                    sync.wait_frame(v, TIMEOUT).expect("wait_frame");
+                    let v = naive.hand_off(1, &mut work, kind).expect("naive hand-off");
+                    naive.done.wait(v, TIMEOUT).expect("naive wait");
                     let took = t.elapsed();
                     lock(results)
                         .times
-                        .entry(format!("latency/{name}"))
+                        .entry(format!("latency/{w}/naive"))
                         .or_default()
                         .push(took.as_secs_f64());
                     total += took;
@@ -192,6 +228,29 @@ fn bench_latency(
                 total
             })
         });
+        drop(naive);
+        for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+            let name = mode_name(mode);
+            let mut sync = FrameSync::new(vk, cu, &FrameSyncDesc::new(1).mode(mode))?;
+            g.bench_function(format!("{w}/{name}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let v = frame(&mut sync, &mut work, kind).expect("frame");
+                        sync.wait_frame(v, TIMEOUT).expect("wait_frame");
+                        let took = t.elapsed();
+                        lock(results)
+                            .times
+                            .entry(format!("latency/{w}/{name}"))
+                            .or_default()
+                            .push(took.as_secs_f64());
+                        total += took;
+                    }
+                    total
+                })
+            });
+        }
     }
     g.finish();
     Ok(())
@@ -211,44 +270,48 @@ fn bench_throughput(
 ) -> anyhow::Result<()> {
     let mut g = c.benchmark_group("throughput");
     g.throughput(Throughput::Elements(1));
-    for n in 1..=4u64 {
-        let mut naive = Naive::new(vk, cu)?;
-        g.bench_function(BenchmarkId::new("naive-chained", n), |b| {
-            b.iter_custom(|iters| {
-                let t = Instant::now();
-                let mut last = 0;
-                for _ in 0..iters {
-                    last = naive.hand_off(n).expect("naive hand-off");
-                }
-                naive.done.wait(last, TIMEOUT).expect("naive wait");
-                let took = t.elapsed();
-                record_run(results, format!("throughput/naive/{n}"), iters, took);
-                took
-            })
-        });
-        drop(naive);
-        for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
-            let name = mode_name(mode);
-            let desc = FrameSyncDesc::new(n as usize).mode(mode);
-            let mut sync = FrameSync::new(vk, cu, &desc)?;
-            g.bench_function(BenchmarkId::new(name, n), |b| {
+    let mut work = Work::new(cu)?;
+    for kind in WORK {
+        let w = kind.label();
+        for n in 1..=4u64 {
+            let mut naive = Naive::new(vk, cu)?;
+            g.bench_function(BenchmarkId::new(format!("{w}/naive-chained"), n), |b| {
                 b.iter_custom(|iters| {
-                    let took = run_frames(&mut sync, iters);
-                    record_run(results, format!("throughput/{name}/{n}"), iters, took);
+                    let t = Instant::now();
+                    let mut last = 0;
+                    for _ in 0..iters {
+                        last = naive.hand_off(n, &mut work, kind).expect("naive hand-off");
+                    }
+                    naive.done.wait(last, TIMEOUT).expect("naive wait");
+                    let took = t.elapsed();
+                    record_run(results, format!("throughput/{w}/naive/{n}"), iters, took);
                     took
                 })
             });
+            drop(naive);
+            for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+                let name = mode_name(mode);
+                let desc = FrameSyncDesc::new(n as usize).mode(mode);
+                let mut sync = FrameSync::new(vk, cu, &desc)?;
+                g.bench_function(BenchmarkId::new(format!("{w}/{name}"), n), |b| {
+                    b.iter_custom(|iters| {
+                        let took = run_frames(&mut sync, iters, &mut work, kind);
+                        record_run(results, format!("throughput/{w}/{name}/{n}"), iters, took);
+                        took
+                    })
+                });
+            }
         }
     }
     g.finish();
     Ok(())
 }
 
-/// Runs `iters` empty frames through `sync` and waits for them: wall time.
-fn run_frames(sync: &mut FrameSync, iters: u64) -> Duration {
+/// Runs `iters` frames (CUDA work of `kind`) through `sync` and waits for them: wall time.
+fn run_frames(sync: &mut FrameSync, iters: u64, work: &mut Work, kind: WorkKind) -> Duration {
     let t = Instant::now();
     for _ in 0..iters {
-        frame(sync).expect("frame");
+        frame(sync, work, kind).expect("frame");
     }
     sync.wait_idle(TIMEOUT).expect("wait_idle");
     t.elapsed()
@@ -261,19 +324,23 @@ fn bench_layouts(
 ) -> anyhow::Result<()> {
     let mut g = c.benchmark_group("layouts");
     g.throughput(Throughput::Elements(1));
-    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
-        for layout in LAYOUTS {
-            for streams in [1, 4] {
-                let desc = FrameSyncDesc::new(4).mode(mode).lanes(layout, streams);
-                let mut sync = FrameSync::new(vk, cu, &desc)?;
-                let id = format!("{}/{layout:?}x{streams}", mode_name(mode));
-                g.bench_function(&id, |b| {
-                    b.iter_custom(|iters| {
-                        let took = run_frames(&mut sync, iters);
-                        record_run(results, format!("layouts/{id}"), iters, took);
-                        took
-                    })
-                });
+    let mut work = Work::new(cu)?;
+    for kind in WORK {
+        let w = kind.label();
+        for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+            for layout in LAYOUTS {
+                for streams in [1, 4] {
+                    let desc = FrameSyncDesc::new(4).mode(mode).lanes(layout, streams);
+                    let mut sync = FrameSync::new(vk, cu, &desc)?;
+                    let id = format!("{w}/{}/{layout:?}x{streams}", mode_name(mode));
+                    g.bench_function(&id, |b| {
+                        b.iter_custom(|iters| {
+                            let took = run_frames(&mut sync, iters, &mut work, kind);
+                            record_run(results, format!("layouts/{id}"), iters, took);
+                            took
+                        })
+                    });
+                }
             }
         }
     }
@@ -312,10 +379,10 @@ fn bench_host_wait(
         shared_mem_bytes: 0,
     };
     let mut value = 0u32;
-    type Wait = fn(&ExportableSemaphore, u64, Duration) -> vkcuda::Result<()>;
+    type Wait = fn(&Semaphore, u64, Duration) -> vkcuda::Result<()>;
     let variants: [(&str, Wait); 2] = [
-        ("vkWaitSemaphores", ExportableSemaphore::wait_blocking),
-        ("fast-wait", ExportableSemaphore::wait),
+        ("vkWaitSemaphores", Semaphore::wait_blocking),
+        ("fast-wait", Semaphore::wait),
     ];
     for (name, wait) in variants {
         g.bench_function(name, |b| {
@@ -359,58 +426,72 @@ fn print_table(results: &Shared) {
     let r = lock(results);
     let us = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{:.1} us", s * 1e6));
     let times = |k: &str| r.times.get(k).map(Vec::as_slice).unwrap_or(&[]);
-    println!("\n| measurement (empty work) | naive | FrameSync semaphores | FrameSync low-latency | goal |");
-    println!("|---|---|---|---|---|");
-    for (label, p) in [
-        ("hand-off latency p50", 0.5),
-        ("hand-off latency p99", 0.99),
-    ] {
-        println!(
-            "| {label} | {} | {} | {} | {} |",
-            us(percentile(times("latency/naive"), p)),
-            us(percentile(times("latency/framesync-semaphores"), p)),
-            us(percentile(times("latency/framesync-low-latency"), p)),
-            if p == 0.5 {
-                "<= 50 us (low-latency)"
-            } else {
-                ""
-            },
-        );
-    }
     let rate = |k: String| {
         r.runs
             .get(&k)
             .filter(|(n, s)| *n > 0 && *s > 0.0)
             .map_or("-".to_owned(), |(n, s)| format!("{:.0}/s", *n as f64 / s))
     };
-    for n in 1..=4 {
-        println!(
-            "| pipelined hand-offs, {n} in flight | {} (chained) | {} | {} | >= 10,000/s |",
-            rate(format!("throughput/naive/{n}")),
-            rate(format!("throughput/framesync-semaphores/{n}")),
-            rate(format!("throughput/framesync-low-latency/{n}")),
-        );
+    for kind in WORK {
+        let w = kind.label();
+        let what = match kind {
+            WorkKind::Kernel => "a 32 MiB CUDA kernel in every frame",
+            WorkKind::Empty => {
+                "EMPTY work: no kernel, crossings only; beside the kernel rows, not a pipeline"
+            }
+        };
+        println!("\n| hand-offs, {what} | naive | FrameSync semaphores | FrameSync low-latency |");
+        println!("|---|---|---|---|");
+        for (label, p) in [
+            ("hand-off latency p50", 0.5),
+            ("hand-off latency p99", 0.99),
+        ] {
+            println!(
+                "| {label} | {} | {} | {} |",
+                us(percentile(times(&format!("latency/{w}/naive")), p)),
+                us(percentile(
+                    times(&format!("latency/{w}/framesync-semaphores")),
+                    p
+                )),
+                us(percentile(
+                    times(&format!("latency/{w}/framesync-low-latency")),
+                    p
+                )),
+            );
+        }
+        for n in 1..=4 {
+            println!(
+                "| pipelined hand-offs, {n} in flight | {} (chained) | {} | {} |",
+                rate(format!("throughput/{w}/naive/{n}")),
+                rate(format!("throughput/{w}/framesync-semaphores/{n}")),
+                rate(format!("throughput/{w}/framesync-low-latency/{n}")),
+            );
+        }
+        println!("\n| 4 in flight, {what}: lanes (queue layout x streams) | FrameSync semaphores | FrameSync low-latency |");
+        println!("|---|---|---|");
+        for layout in LAYOUTS {
+            for streams in [1, 4] {
+                println!(
+                    "| {layout:?} x {streams} | {} | {} |",
+                    rate(format!(
+                        "layouts/{w}/framesync-semaphores/{layout:?}x{streams}"
+                    )),
+                    rate(format!(
+                        "layouts/{w}/framesync-low-latency/{layout:?}x{streams}"
+                    )),
+                );
+            }
+        }
     }
+    println!("\n| host wait on a CUDA-signalled value | vkWaitSemaphores | fast wait | goal |");
+    println!("|---|---|---|---|");
     for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
         println!(
-            "| host wait on a CUDA signal {label} | {} (vkWaitSemaphores) | {} (fast wait) | | {} |",
+            "| {label} | {} | {} | {} |",
             us(percentile(times("host_wait/vkWaitSemaphores"), p)),
             us(percentile(times("host_wait/fast-wait"), p)),
             if p == 0.5 { "<= 20 us" } else { "" },
         );
-    }
-    println!("\n| 4 in flight, lanes (queue layout x streams) | FrameSync semaphores | FrameSync low-latency |");
-    println!("|---|---|---|");
-    for layout in LAYOUTS {
-        for streams in [1, 4] {
-            println!(
-                "| {layout:?} x {streams} | {} | {} |",
-                rate(format!("layouts/framesync-semaphores/{layout:?}x{streams}")),
-                rate(format!(
-                    "layouts/framesync-low-latency/{layout:?}x{streams}"
-                )),
-            );
-        }
     }
     let counts: Vec<String> = r
         .times

@@ -79,6 +79,10 @@ fn bench_size(
         height,
         in_flight: IN_FLIGHT,
         low_latency: false,
+        batch: 1,
+        readback: false,
+        trace: None,
+        auto_batch: None,
         out: std::env::temp_dir(),
     };
     let mut native = Pipeline::new(&options, false, vk, cu)?;

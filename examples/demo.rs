@@ -14,27 +14,46 @@
 //! CPU reference of render + tone curve.
 //!
 //! Options: `--frames N` (default 240), `--size WxH` (default 640x360), `--in-flight N`
-//! (default 3), `--low-latency` (FrameSync's low-latency mode), `--out DIR` (default
-//! `demo-out`).
+//! (default 3), `--low-latency` (FrameSync's low-latency mode), `--batch K` (frames per
+//! Vulkan <-> CUDA crossing; `auto` measures the alternation floor and a frame's GPU time
+//! and picks the smallest K reaching `--target F` (default 0.9) of the GPU-busy bound
+//! within `--latency-budget-ms MS` (default 20), printing the plan), `--no-readback`,
+//! `--trace FILE` (FrameSync's timeline as Perfetto JSON, with crossing latencies),
+//! `--out DIR` (default `demo-out`).
+//!
+//! `--window` (feature `window`) runs the same pipeline live in a window and presents each
+//! frame (`examples/common/window.rs`, which lists its own options; one frame per crossing,
+//! no trace).
 
 mod common;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// `--batch auto` without `--target`/`--latency-budget-ms`: 0.9 of the bound within 20 ms.
+const AUTO: AutoBatch = AutoBatch {
+    target: 0.9,
+    budget: Duration::from_millis(20),
+};
 
 use anyhow::{bail, Context as _, Result};
-use common::pipeline::{gpu_pipeline, vulkan_only, Options};
+use common::pipeline::{gpu_pipeline, vulkan_only, AutoBatch, Options};
 use vkcuda::{cuda, vulkan, Error};
 
-fn parse() -> Result<Options> {
+fn parse(args: Vec<String>) -> Result<Options> {
     let mut o = Options {
         frames: 240,
         width: 640,
         height: 360,
         in_flight: 3,
         low_latency: false,
+        batch: 1,
+        readback: true,
+        trace: None,
+        auto_batch: None,
         out: PathBuf::from("demo-out"),
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -42,11 +61,27 @@ fn parse() -> Result<Options> {
             "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
             "--in-flight" => o.in_flight = value()?.parse().context("--in-flight")?,
             "--low-latency" => o.low_latency = true,
+            "--batch" => match value()?.as_str() {
+                "auto" => o.auto_batch = Some(o.auto_batch.unwrap_or(AUTO)),
+                k => o.batch = k.parse().context("--batch K or auto")?,
+            },
+            "--target" => {
+                let auto = o.auto_batch.get_or_insert(AUTO);
+                auto.target = value()?.parse().context("--target")?;
+            }
+            "--latency-budget-ms" => {
+                let auto = o.auto_batch.get_or_insert(AUTO);
+                auto.budget = Duration::from_secs_f64(
+                    value()?.parse::<f64>().context("--latency-budget-ms")? / 1e3,
+                );
+            }
+            "--trace" => o.trace = Some(PathBuf::from(value()?)),
+            "--no-readback" => o.readback = false,
             "--out" => o.out = PathBuf::from(value()?),
             // cargo test / bundle runners pass these to every executable.
             "--bench" | "--nocapture" => {}
             other => bail!(
-                "unknown option {other}; use --frames N, --size WxH, --in-flight N, --low-latency, --out DIR"
+                "unknown option {other}; use --frames N, --size WxH, --in-flight N, --low-latency, --batch K|auto, --target F, --latency-budget-ms MS, --no-readback, --trace FILE, --out DIR, --window"
             ),
         }
     }
@@ -57,7 +92,16 @@ fn parse() -> Result<Options> {
 }
 
 fn main() -> Result<()> {
-    let o = parse()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    #[cfg(feature = "window")]
+    if let Some((rest, window)) = common::window::Args::take(&args)? {
+        return common::window::run(parse(rest)?, window);
+    }
+    #[cfg(not(feature = "window"))]
+    if args.iter().any(|a| a == "--window") {
+        bail!("--window needs the window feature: cargo run --release --features window --example demo -- --window");
+    }
+    let o = parse(args)?;
     let vk = vulkan::Context::new(&vulkan::ContextDesc::default()).context(
         "no usable Vulkan device (Debian: apt-get install mesa-vulkan-drivers libvulkan1)",
     )?;

@@ -1,6 +1,7 @@
 //! `cargo run --example doctor`: what this machine can share between Vulkan and CUDA.
 //!
-//! Lists the Vulkan devices (type, UUID, the extensions vkcuda uses), which external memory
+//! Lists the Vulkan devices (type, UUID, the extensions vkcuda uses, whether each can
+//! present: `VK_KHR_swapchain`, and a `VK_EXT_headless_surface` with no display), which external memory
 //! and semaphore handle types each can export, whether a CUDA driver is present, the CUDA
 //! devices, and which one matches the Vulkan device vkcuda would choose. Then it proves the
 //! Vulkan half works: it exports a buffer's memory, imports it back as a second allocation
@@ -9,6 +10,7 @@
 
 use anyhow::Result;
 use vkcuda::external::{MemoryHandleType, SemaphoreHandleType};
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{
     self, BufferDesc, ContextDesc, DeviceSelection, ExternalBuffer, SemaphoreKind,
 };
@@ -98,7 +100,7 @@ fn main() -> Result<()> {
     };
     for d in &devices {
         println!(
-            "  [{}] {} ({:?}, Vulkan {})\n    UUID {}\n    external_memory_fd {}, external_semaphore_fd {}, external_memory_dma_buf {}",
+            "  [{}] {} ({:?}, Vulkan {})\n    UUID {}\n    external_memory_fd {}, external_semaphore_fd {}, external_memory_dma_buf {}\n    swapchain {}, presents to a VK_EXT_headless_surface (no display) {}",
             d.index,
             d.identity.name,
             d.device_type,
@@ -107,6 +109,8 @@ fn main() -> Result<()> {
             yes(d.memory_fd),
             yes(d.semaphore_fd),
             yes(d.dma_buf),
+            yes(d.swapchain),
+            yes(d.headless_present),
         );
         report_exports(d.index);
     }

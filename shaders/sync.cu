@@ -22,3 +22,12 @@ extern "C" __global__ void wait_flag(const volatile unsigned int *flag, unsigned
     while (*flag != value) {
     }
 }
+
+// The CUDA work of one frame in the sync bench: adds 1 to each of `n` words (a frame's worth
+// of memory traffic, like the demo's tone map), so no hand-off is measured without a kernel.
+extern "C" __global__ void touch(unsigned int *region, unsigned long long n) {
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        region[i] += 1;
+    }
+}

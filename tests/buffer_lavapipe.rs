@@ -10,7 +10,8 @@ use std::os::fd::OwnedFd;
 use anyhow::{ensure, Context as _};
 use common::{assert_bytes, assert_no_validation_errors, open_fds, pattern_bytes, trial};
 use vkcuda::external::{MemoryHandle, MemoryHandleType, MemoryImport};
-use vkcuda::vulkan::{BufferDesc, Context, ExternalBuffer};
+use vkcuda::util::OneShot;
+use vkcuda::vulkan::{BufferDesc, Context, ContextDesc, ExternalBuffer};
 use vkcuda::Error;
 
 /// [`ExternalBuffer::import`] for the trials that hand it wrong descriptions on purpose.
@@ -202,9 +203,28 @@ fn no_leaks(vk: &Context) -> anyhow::Result<()> {
     assert_no_validation_errors(vk)
 }
 
+/// A buffer of another context (a second `VkDevice` on the same GPU, so the same UUID) is
+/// refused by every transfer, naming the argument, before any driver call; its owner still
+/// uses it.
+fn another_contexts_buffer_is_refused(a: &Context) -> anyhow::Result<()> {
+    let b = Context::new(&ContextDesc::default())?;
+    let theirs = ExternalBuffer::new(&b, &BufferDesc::new(4096))?;
+    common::expect_invalid_arg(a.fill_buffer(&theirs, 0..4096, 7), "buffer")?;
+    common::expect_invalid_arg(a.write_buffer(&theirs, 0, &[1, 2, 3, 4]), "buffer")?;
+    let e = common::expect_invalid_arg(a.read_buffer(&theirs, 0..4096), "buffer")?;
+    ensure!(e.to_string().contains("another device"), "{e}");
+    b.fill_buffer(&theirs, 0..4096, 0x0101_0101)?;
+    ensure!(
+        b.read_buffer(&theirs, 0..4)? == [1, 1, 1, 1],
+        "the owner's bytes"
+    );
+    assert_no_validation_errors(a)?;
+    assert_no_validation_errors(&b)
+}
+
 fn main() {
     let probe = common::vulkan_probe();
-    let tests: [common::Test<Context>; 9] = [
+    let tests: [common::Test<Context>; 10] = [
         (
             "validation_is_counted_when_requested",
             common::validation_is_counted_when_requested,
@@ -219,6 +239,10 @@ fn main() {
         ("capabilities", capabilities),
         ("bad_input_is_typed_and_leak_free", bad_input),
         ("create_destroy_2000_no_fd_growth", no_leaks),
+        (
+            "another_contexts_buffer_is_refused",
+            another_contexts_buffer_is_refused,
+        ),
         // Last: on NVIDIA 580 a refused foreign fd leaves later vkAllocateMemory calls
         // failing with OUT_OF_DEVICE_MEMORY (seen on the H100), so nothing runs after it.
         ("foreign_fd_is_refused", foreign_fd_is_refused),

@@ -14,9 +14,10 @@ use anyhow::ensure;
 use ash::vk;
 use demo::pipeline::{gpu_pipeline, vulkan_only, Options};
 use demo::scene;
+use vkcuda::util::{Commands, ComputeTarget, OneShot};
 use vkcuda::vulkan::{
-    BufferDesc, Commands, ComputePass, ComputeTarget, Context, ExportableSemaphore, ExternalBuffer,
-    ExternalImage, ImageDesc, ImageOwner, SemaphoreKind,
+    BufferDesc, Context, ContextDesc, ExternalBuffer, ExternalImage, ImageDesc, ImageOwner,
+    Semaphore, SemaphoreKind,
 };
 use vkcuda::Error;
 
@@ -25,7 +26,7 @@ use vkcuda::Error;
 /// the image's tracked state unchanged.
 fn commands_record_at_submit(vk: &Context) -> anyhow::Result<()> {
     let (w, h) = (40, 24);
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(vk)?;
     let image = Arc::new(ExternalImage::new(
         vk,
         &ImageDesc::d2(w, h, vk::Format::R8G8B8A8_UNORM),
@@ -60,7 +61,7 @@ fn commands_record_at_submit(vk: &Context) -> anyhow::Result<()> {
         "a refused submission changed the image state"
     );
     ensure!(before.owner == ImageOwner::Vulkan, "{before:?}");
-    let binary = Arc::new(ExportableSemaphore::local(vk, SemaphoreKind::Binary, 0)?);
+    let binary = Arc::new(Semaphore::local(vk, SemaphoreKind::Binary, 0)?);
     let e = cmds
         .submit(0, &[(&binary, 0)], &[], timeout)
         .expect_err("binary wait");
@@ -83,8 +84,37 @@ fn options(frames: u32, in_flight: usize, low_latency: bool) -> Options {
         height: 64,
         in_flight,
         low_latency,
+        batch: 1,
+        readback: true,
+        trace: None,
+        auto_batch: None,
         out: std::env::temp_dir().join(format!("vkcuda-demo-test-{}", std::process::id())),
     }
+}
+
+/// A compute target or pass of another context (a second `VkDevice` on the same GPU, so the
+/// same UUID) is refused by `ComputeTarget::new`, `OneShot::dispatch` and
+/// `Commands::dispatch`, naming the argument.
+fn another_contexts_compute_is_refused(a: &Context) -> anyhow::Result<()> {
+    let b = Context::new(&ContextDesc::default())?;
+    let desc = ImageDesc::d2(16, 16, vk::Format::R8G8B8A8_UNORM);
+    let their_pass = scene::render_pass(&b)?;
+    let mine = Arc::new(ExternalImage::new(a, &desc)?);
+    common::expect_invalid_arg(ComputeTarget::new(&their_pass, mine), "image")?;
+    let their_target = Arc::new(ComputeTarget::new(
+        &their_pass,
+        Arc::new(ExternalImage::new(&b, &desc)?),
+    )?);
+    let push = scene::push_constants(1, 16, 16);
+    common::expect_invalid_arg(a.dispatch(&their_pass, &their_target, &push), "pass")?;
+    let my_pass = scene::render_pass(a)?;
+    common::expect_invalid_arg(a.dispatch(&my_pass, &their_target, &push), "target")?;
+    let mut cmds = Commands::new(a)?;
+    common::expect_invalid_arg(cmds.dispatch(&their_target, &push), "image")?;
+    b.dispatch(&their_pass, &their_target, &push)?;
+    drop(cmds);
+    common::assert_no_validation_errors(a)?;
+    common::assert_no_validation_errors(&b)
 }
 
 fn main() {
@@ -99,6 +129,11 @@ fn main() {
             "commands_record_at_submit",
             &vulkan,
             commands_record_at_submit,
+        ),
+        common::trial(
+            "another_contexts_compute_is_refused",
+            &vulkan,
+            another_contexts_compute_is_refused,
         ),
     ];
     for low_latency in [false, true] {

@@ -4,7 +4,7 @@
 //! lavapipe cannot export semaphore fds (no `VK_KHR_external_semaphore_fd`), so there the
 //! export path must fail with a clear capability error, and the host operations and the
 //! submit helper are exercised on plain (non-exportable) semaphores wrapped with
-//! `ExportableSemaphore::from_raw`. Where the device can export (NVIDIA), the same checks
+//! `Semaphore::from_raw`. Where the device can export (NVIDIA), the same checks
 //! run on exported semaphores too; on lavapipe those trials are reported as `[skipped]`.
 
 mod common;
@@ -18,7 +18,7 @@ use common::{
     open_fds, orphaned_counter_reads, trial, trial_if, validation_since, validation_snapshot,
 };
 use vkcuda::external::{SemaphoreHandle, SemaphoreHandleType};
-use vkcuda::vulkan::{Context, ExportableSemaphore, SemaphoreDesc, SemaphoreKind};
+use vkcuda::vulkan::{Context, Semaphore, SemaphoreDesc, SemaphoreKind};
 use vkcuda::Error;
 
 /// Generous bound for "returns quickly" on a loaded CI machine.
@@ -27,8 +27,8 @@ const QUICK: Duration = Duration::from_millis(100);
 const SLACK: Duration = Duration::from_millis(50);
 
 /// A plain semaphore of `kind` (not exportable).
-fn plain(vk: &Context, kind: SemaphoreKind, initial: u64) -> anyhow::Result<ExportableSemaphore> {
-    Ok(ExportableSemaphore::local(vk, kind, initial)?)
+fn plain(vk: &Context, kind: SemaphoreKind, initial: u64) -> anyhow::Result<Semaphore> {
+    Ok(Semaphore::local(vk, kind, initial)?)
 }
 
 /// Waits until the context's queue has finished everything submitted to it.
@@ -78,15 +78,19 @@ fn expect_unsupported<T>(r: vkcuda::Result<T>, mentions: &str) -> anyhow::Result
 fn export_or_capability_error(vk: &Context) -> anyhow::Result<()> {
     if !vk.can_export_semaphore_fds() {
         for desc in [SemaphoreDesc::timeline(0), SemaphoreDesc::binary()] {
-            let r = ExportableSemaphore::new(vk, &desc);
-            expect_unsupported(r, "VK_KHR_external_semaphore_fd")
-                .with_context(|| format!("{desc:?}"))?;
+            match Semaphore::new(vk, &desc) {
+                Err(Error::MissingExtension {
+                    name: "VK_KHR_external_semaphore_fd",
+                    ..
+                }) => {}
+                other => bail!("{desc:?}: expected MissingExtension, got {other:?}"),
+            }
         }
         eprintln!("export_or_capability_error: no semaphore fds here; checked the error only");
         return Ok(());
     }
     let fds = open_fds();
-    let timeline = ExportableSemaphore::timeline(vk, 10)?;
+    let timeline = Semaphore::timeline(vk, 10)?;
     ensure!(timeline.kind() == SemaphoreKind::Timeline);
     ensure!(timeline.handle_type() == Some(SemaphoreHandleType::TimelineFd));
     ensure!(
@@ -94,7 +98,7 @@ fn export_or_capability_error(vk: &Context) -> anyhow::Result<()> {
         "initial value {}",
         timeline.value()?
     );
-    let binary = ExportableSemaphore::binary(vk)?;
+    let binary = Semaphore::binary(vk)?;
     ensure!(binary.kind() == SemaphoreKind::Binary);
     for (sem, want) in [
         (&timeline, SemaphoreHandleType::TimelineFd),
@@ -152,39 +156,27 @@ fn capability_queries(vk: &Context) -> anyhow::Result<()> {
             initial_value: 0,
             handle_type: t,
         };
-        expect_unsupported(ExportableSemaphore::new(vk, &desc), "no such")?;
+        expect_unsupported(Semaphore::new(vk, &desc), "no such")?;
     }
     // Win32 types are modelled but not exported by vkcuda (untested on Windows).
     let win32 = SemaphoreDesc::timeline(0).handle_type(SemaphoreHandleType::TimelineWin32);
-    expect_unsupported(ExportableSemaphore::new(vk, &win32), "POSIX fds")?;
+    expect_unsupported(Semaphore::new(vk, &win32), "POSIX fds")?;
     let win32 = SemaphoreDesc::binary().handle_type(SemaphoreHandleType::OpaqueWin32);
-    expect_unsupported(ExportableSemaphore::new(vk, &win32), "POSIX fds")?;
+    expect_unsupported(Semaphore::new(vk, &win32), "POSIX fds")?;
     Ok(())
 }
 
 fn bad_descriptions(vk: &Context) -> anyhow::Result<()> {
     let fds = open_fds();
     let d = SemaphoreDesc::timeline(0).handle_type(SemaphoreHandleType::OpaqueFd);
-    expect_invalid(
-        ExportableSemaphore::new(vk, &d),
-        "desc.handle_type",
-        &["OpaqueFd"],
-    )?;
+    expect_invalid(Semaphore::new(vk, &d), "desc.handle_type", &["OpaqueFd"])?;
     let d = SemaphoreDesc::binary().handle_type(SemaphoreHandleType::TimelineFd);
-    expect_invalid(
-        ExportableSemaphore::new(vk, &d),
-        "desc.handle_type",
-        &["TimelineFd"],
-    )?;
+    expect_invalid(Semaphore::new(vk, &d), "desc.handle_type", &["TimelineFd"])?;
     let d = SemaphoreDesc {
         initial_value: 3,
         ..SemaphoreDesc::binary()
     };
-    expect_invalid(
-        ExportableSemaphore::new(vk, &d),
-        "desc.initial_value",
-        &["3"],
-    )?;
+    expect_invalid(Semaphore::new(vk, &d), "desc.initial_value", &["3"])?;
 
     // from_raw checks the pairing too, and leaves the semaphore to the caller on error.
     let info = vk::SemaphoreCreateInfo::default();
@@ -192,7 +184,7 @@ fn bad_descriptions(vk: &Context) -> anyhow::Result<()> {
     let raw = unsafe { vk.device().create_semaphore(&info, None) }?;
     // SAFETY: a binary semaphore of this device; the call fails before taking it.
     let r = unsafe {
-        ExportableSemaphore::from_raw(
+        Semaphore::from_raw(
             vk,
             raw,
             SemaphoreKind::Binary,
@@ -215,7 +207,7 @@ fn bad_descriptions(vk: &Context) -> anyhow::Result<()> {
 
 /// value/signal/wait/wait_blocking on a timeline semaphore whose value is `start`.
 /// Returns how many host signals reached the driver (see [`validation_since`]).
-fn host_ops(sem: &ExportableSemaphore, start: u64) -> anyhow::Result<u64> {
+fn host_ops(sem: &Semaphore, start: u64) -> anyhow::Result<u64> {
     ensure!(sem.value()? == start, "value {} != {start}", sem.value()?);
     sem.signal(start + 1)?;
     ensure!(sem.value()? == start + 1, "after signal: {}", sem.value()?);
@@ -250,8 +242,8 @@ fn host_ops(sem: &ExportableSemaphore, start: u64) -> anyhow::Result<u64> {
     let timeout = Duration::from_millis(50);
     let want = format!("timeline value {} (current {cur})", start + 2);
     for (name, wait) in [
-        ("wait", ExportableSemaphore::wait as WaitFn),
-        ("wait_blocking", ExportableSemaphore::wait_blocking),
+        ("wait", Semaphore::wait as WaitFn),
+        ("wait_blocking", Semaphore::wait_blocking),
     ] {
         let t = Instant::now();
         let r = wait(sem, start + 2, timeout);
@@ -301,7 +293,7 @@ fn host_ops_plain(vk: &Context) -> anyhow::Result<()> {
 }
 
 fn host_ops_exported(vk: &Context) -> anyhow::Result<u64> {
-    let sem = ExportableSemaphore::timeline(vk, 7)?;
+    let sem = Semaphore::timeline(vk, 7)?;
     let _fd = sem.export()?; // an exported payload behaves the same
     host_ops(&sem, 7)
 }
@@ -318,11 +310,7 @@ fn binary_has_no_counter(vk: &Context) -> anyhow::Result<()> {
 /// Queue batches that signal and wait: ordering shown by the counter's value, not by
 /// "it ran". `tl` starts at 0; `bin` is unsignalled. Returns how many host signals reached
 /// the driver (see [`validation_since`]).
-fn submit_roundtrip(
-    vk: &Context,
-    tl: &ExportableSemaphore,
-    bin: &ExportableSemaphore,
-) -> anyhow::Result<u64> {
+fn submit_roundtrip(vk: &Context, tl: &Semaphore, bin: &Semaphore) -> anyhow::Result<u64> {
     let all = vk::PipelineStageFlags::ALL_COMMANDS;
     let none = vk::Fence::null();
     // Vulkan submit signals 5; the host sees it quickly.
@@ -382,8 +370,8 @@ fn submit_plain(vk: &Context) -> anyhow::Result<()> {
 }
 
 fn submit_exported(vk: &Context) -> anyhow::Result<u64> {
-    let tl = ExportableSemaphore::timeline(vk, 0)?;
-    let bin = ExportableSemaphore::binary(vk)?;
+    let tl = Semaphore::timeline(vk, 0)?;
+    let bin = Semaphore::binary(vk)?;
     let _fds = (tl.export()?, bin.export()?);
     submit_roundtrip(vk, &tl, &bin)
 }
@@ -401,8 +389,12 @@ fn submit_rejects_bad_values(vk: &Context) -> anyhow::Result<()> {
     let r = unsafe { vk.submit(&[], &[(&bin, 1, all)], &[], none) };
     expect_invalid(r, "waits", &["entry 0", "binary"])?;
     // SAFETY: as above.
-    let r = unsafe { vk.submit(&[], &[], &[(&tl, 6), (&tl, 5)], none) };
-    expect_invalid(r, "signals", &["entry 1", "current value 5"])?;
+    let r = unsafe { vk.submit(&[], &[], &[(&tl, 6), (&tl, 7)], none) };
+    expect_invalid(r, "signals", &["entries 0 and 1", "same timeline"])?;
+    let tl2 = plain(vk, SemaphoreKind::Timeline, 0)?;
+    // SAFETY: as above.
+    let r = unsafe { vk.submit(&[], &[], &[(&tl2, 6), (&tl, 5)], none) };
+    expect_invalid(r, "signals", &["entry 1", "not above 5"])?;
     // SAFETY: as above.
     let r = unsafe { vk.submit(&[], &[(&tl, 6, vk::PipelineStageFlags::empty())], &[], none) };
     expect_invalid(r, "waits", &["stage"])?;
@@ -415,12 +407,72 @@ fn submit_rejects_bad_values(vk: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 10 row 6: timeline values never go backwards. A queue signal of 5 is pending
+/// (its batch waits on a gate): a host signal of 5 or more would be overtaken by it
+/// (VUID-VkSemaphoreSignalInfo-value-03259), and a queue signal of 5 or less would run after
+/// it; both are refused although the counter is still 0. Below the pending value the host
+/// may signal. Two threads racing host and queue signals never go backwards either.
+fn signals_never_go_backwards(vk: &Context) -> anyhow::Result<()> {
+    let all = vk::PipelineStageFlags::ALL_COMMANDS;
+    let none = vk::Fence::null();
+    let gate = plain(vk, SemaphoreKind::Timeline, 0)?;
+    let tl = plain(vk, SemaphoreKind::Timeline, 0)?;
+    // SAFETY: no command buffers; the gate is signalled below, and `idle` runs before the
+    // semaphores drop.
+    unsafe { vk.submit(&[], &[(&gate, 1, all)], &[(&tl, 5)], none) }?;
+    let checks = (|| -> anyhow::Result<()> {
+        expect_invalid(tl.signal(7), "value", &["signal of 5 is still pending"])?;
+        expect_invalid(tl.signal(5), "value", &["signal of 5 is still pending"])?;
+        // SAFETY: refused before vkQueueSubmit.
+        let r = unsafe { vk.submit(&[], &[], &[(&tl, 4)], none) };
+        expect_invalid(r, "signals", &["entry 0", "not above 5"])?;
+        tl.signal(3)?; // below the pending 5: allowed
+        ensure!(tl.value()? == 3);
+        Ok(())
+    })();
+    gate.signal(1)?;
+    idle(vk)?;
+    checks?;
+    ensure!(tl.value()? == 5, "value {}", tl.value()?);
+
+    // Host and queue signals from two threads: whatever interleaving, each accepted value
+    // is above the one before, so the counter ends at the highest accepted one.
+    let accepted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (tl, accepted) = (&tl, &accepted);
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let v = 10 + i * 2 + t;
+                    let r = if t == 0 {
+                        tl.signal(v)
+                    } else {
+                        // SAFETY: no command buffers or waits; `idle` runs before drop.
+                        unsafe { vk.submit(&[], &[], &[(tl, v)], none) }
+                    };
+                    if r.is_ok() {
+                        accepted.lock().unwrap().push(v);
+                    }
+                }
+            });
+        }
+    });
+    idle(vk)?;
+    let top = accepted.lock().unwrap().iter().copied().max().unwrap_or(5);
+    ensure!(
+        tl.value()? == top,
+        "value {} != highest accepted {top}",
+        tl.value()?
+    );
+    Ok(())
+}
+
 /// Create/export/drop 1000 times: open fds stay flat.
 fn no_fd_growth(vk: &Context) -> anyhow::Result<u64> {
     let cycle = |i: u64| -> anyhow::Result<()> {
-        let tl = ExportableSemaphore::timeline(vk, i)?;
+        let tl = Semaphore::timeline(vk, i)?;
         drop(tl.export()?);
-        let bin = ExportableSemaphore::binary(vk)?;
+        let bin = Semaphore::binary(vk)?;
         let fd = bin.export()?;
         drop((tl, bin, fd));
         Ok(())
@@ -437,11 +489,11 @@ fn no_fd_growth(vk: &Context) -> anyhow::Result<u64> {
 type Test = fn(&Context) -> anyhow::Result<()>;
 /// A test on exported semaphores; returns how many host signals it made on them.
 type ExportTest = fn(&Context) -> anyhow::Result<u64>;
-type WaitFn = fn(&ExportableSemaphore, u64, Duration) -> vkcuda::Result<()>;
+type WaitFn = fn(&Semaphore, u64, Duration) -> vkcuda::Result<()>;
 
 fn main() {
     let probe = common::vulkan_probe();
-    let always: [(&str, Test); 8] = [
+    let always: [(&str, Test); 9] = [
         (
             "validation_is_counted_when_requested",
             common::validation_is_counted_when_requested,
@@ -453,6 +505,10 @@ fn main() {
         ("binary_has_no_counter", binary_has_no_counter),
         ("submit_signal_wait_plain", submit_plain),
         ("submit_rejects_bad_values", submit_rejects_bad_values),
+        (
+            "timeline_signals_never_go_backwards",
+            signals_never_go_backwards,
+        ),
     ];
     let exporting: [(&str, ExportTest); 3] = [
         ("host_timeline_ops_exported", host_ops_exported),

@@ -143,7 +143,7 @@ fn frames(env: &Env, in_flight: usize, frames: u32) -> anyhow::Result<()> {
         let written = pattern_bytes(u64::from(W * H * 4), frame);
         let mut f = sync.begin()?;
         write(ctx, &targets[i], &written);
-        f.release_to_cuda(&[&targets[i]])?;
+        f.release_to_cuda(&[&targets[i]], &[])?;
         let stream = f.cuda_wait()?;
         let mut k = stream.launch_builder(&spin);
         let cycles: u64 = 2_000_000;
@@ -185,7 +185,7 @@ fn dropped_frame_completes(env: &Env) -> anyhow::Result<()> {
     let mut sync = WgpuFrameSync::new(ctx, &env.cu, 2)?;
     {
         let mut f = sync.begin()?;
-        f.release_to_cuda(&[&t])?;
+        f.release_to_cuda(&[&t], &[])?;
     }
     {
         let _unused = sync.begin()?;
@@ -193,7 +193,7 @@ fn dropped_frame_completes(env: &Env) -> anyhow::Result<()> {
     let written = pattern_bytes(u64::from(W * H * 4), 9);
     write(ctx, &t, &written);
     let mut f = sync.begin()?;
-    f.release_to_cuda(&[&t])?;
+    f.release_to_cuda(&[&t], &[])?;
     f.cuda_wait()?;
     f.cuda_signal()?;
     f.acquire_from_cuda()?;

@@ -1,7 +1,8 @@
 //! The Vulkan half of the wgpu integration: runs on any Vulkan device wgpu opens (lavapipe
 //! in CI). A texture and a buffer made by vkcuda on wgpu's device are written by wgpu,
 //! exported, imported into a second (vkcuda-owned) Vulkan device and read there, and the
-//! other way round with wgpu reading; the hand-overs go through wgpu's queue. The refusal
+//! other way round with wgpu reading; the hand-overs go through wgpu's queue and move
+//! vkcuda's tracked owner. The refusal
 //! paths name what is missing. wgpu's validation layer is on where installed, and any
 //! message it logs at error level fails the trial.
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use anyhow::ensure;
 use common::{assert_bytes, pattern_bytes, trial};
 use vkcuda::ash::vk;
+use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, DeviceSelection, ExternalBuffer, ExternalImage, ImageOwner};
 use vkcuda::wgpu;
 use vkcuda::wgpu_interop::WgpuContext;
@@ -122,7 +124,7 @@ fn texture_roundtrip(env: &Env) -> anyhow::Result<()> {
     for round in 0..2 {
         let written = pattern_bytes(u64::from(W * H * 4), round);
         wgpu_write(ctx, tex.texture(), &written);
-        ctx.release_textures(&[&tex])?;
+        ctx.release(&[&tex], &[])?;
         ensure!(tex.image().state().owner == ImageOwner::External);
         env.own.acquire_image(&other, vk::ImageLayout::GENERAL)?;
         let got = env.own.read_image(&other, 0, 0..1)?;
@@ -131,37 +133,72 @@ fn texture_roundtrip(env: &Env) -> anyhow::Result<()> {
         let back = pattern_bytes(u64::from(W * H * 4), 100 + round);
         env.own.write_image(&other, 0, 0..1, &back)?;
         env.own.release_image(&other)?;
-        ctx.acquire_textures(&[&tex])?;
+        ctx.acquire(&[&tex], &[])?;
         let got = wgpu_read(ctx, tex.texture())?;
         assert_bytes(&got, &back, &format!("round {round}: Vulkan -> wgpu"))?;
     }
     common::wgpu::no_errors_since(before)
 }
 
-/// A buffer wgpu writes is read through its exported memory on vkcuda's own device.
+/// Reads a buffer back through wgpu (copy into a mappable buffer).
+fn wgpu_read_buffer(ctx: &WgpuContext, buffer: &wgpu::Buffer) -> anyhow::Result<Vec<u8>> {
+    let readback = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: buffer.size(),
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &readback, 0, buffer.size());
+    ctx.queue().submit([encoder.finish()]);
+    readback
+        .slice(..)
+        .map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+    ctx.device().poll(wgpu::PollType::wait_indefinitely())?;
+    let mapped = readback.slice(..).get_mapped_range()?;
+    Ok(mapped.to_vec())
+}
+
+/// A buffer wgpu writes is released through wgpu's queue, acquired and read through its
+/// exported memory on vkcuda's own device; that device writes and releases it, wgpu
+/// acquires it and reads it. Twice.
 fn buffer_roundtrip(env: &Env) -> anyhow::Result<()> {
+    const SIZE: u64 = 4096;
     let before = common::wgpu::errors();
     let ctx = &env.ctx;
     let buf = ctx.create_buffer(&wgpu::BufferDescriptor {
         label: Some("shared"),
-        size: 4096,
+        size: SIZE,
         usage: wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     })?;
-    let written = pattern_bytes(4096, 7);
-    ctx.queue().write_buffer(buf.buffer(), 0, &written);
-    ctx.queue().submit([]);
-    ctx.device().poll(wgpu::PollType::wait_indefinitely())?;
     // SAFETY: a fresh handle of this buffer's own memory, described by its export.
     let other = unsafe {
         ExternalBuffer::import(
             &env.own,
-            &vulkan::BufferDesc::new(4096),
+            &vulkan::BufferDesc::new(SIZE),
             buf.external().export()?,
         )
     }?;
-    let got = env.own.read_buffer(&other, 0..4096)?;
-    assert_bytes(&got, &written, "wgpu -> Vulkan buffer")?;
+    // The import starts owned by its device; wgpu's side holds the memory first.
+    env.own.release_buffer(&other)?;
+    for round in 0..2 {
+        let written = pattern_bytes(SIZE, round);
+        ctx.queue().write_buffer(buf.buffer(), 0, &written);
+        ctx.release(&[], &[&buf])?;
+        ensure!(buf.external().owner() == ImageOwner::External);
+        env.own.acquire_buffer(&other)?;
+        let got = env.own.read_buffer(&other, 0..SIZE)?;
+        assert_bytes(&got, &written, &format!("round {round}: wgpu -> Vulkan"))?;
+
+        let back = pattern_bytes(SIZE, 100 + round);
+        env.own.write_buffer(&other, 0, &back)?;
+        env.own.release_buffer(&other)?;
+        ctx.acquire(&[], &[&buf])?;
+        ensure!(buf.external().owner() == ImageOwner::Vulkan);
+        let got = wgpu_read_buffer(ctx, buf.buffer())?;
+        assert_bytes(&got, &back, &format!("round {round}: Vulkan -> wgpu"))?;
+    }
     common::wgpu::no_errors_since(before)
 }
 
@@ -184,8 +221,9 @@ fn refusal_names_the_extension(env: &Env) -> anyhow::Result<()> {
     let (device, queue) = pollster::block_on(env.adapter.request_device(&Default::default()))?;
     let plain = WgpuContext::from_wgpu(&device, &queue)?;
     match plain.check_semaphore_export() {
-        Err(vkcuda::Error::NotEnabled { extension, .. }) => {
-            ensure!(extension == "VK_KHR_external_semaphore_fd", "{extension}");
+        Err(vkcuda::Error::MissingExtension { name, needed_for }) => {
+            ensure!(name == "VK_KHR_external_semaphore_fd", "{name}");
+            ensure!(needed_for.contains("sharing semaphores"), "{needed_for}");
         }
         other => {
             // A device that has the extension and an opened context must agree.
@@ -197,8 +235,11 @@ fn refusal_names_the_extension(env: &Env) -> anyhow::Result<()> {
         }
     }
     let opened = env.ctx.check_semaphore_export();
-    if let Err(vkcuda::Error::NotEnabled { hint, .. }) = &opened {
-        ensure!(hint.contains("does not offer"), "opened device: {hint}");
+    if let Err(vkcuda::Error::MissingExtension { needed_for, .. }) = &opened {
+        ensure!(
+            needed_for.contains("does not offer"),
+            "opened device: {needed_for}"
+        );
     }
     Ok(())
 }
@@ -223,8 +264,21 @@ fn bad_descriptions(env: &Env) -> anyhow::Result<()> {
     });
     common::expect_invalid_arg(mapped, "desc.usage")?;
     let tex = ctx.create_texture(&texture_desc(wgpu::TextureUsages::COPY_SRC))?;
-    common::expect_invalid_arg(ctx.release_textures(&[&tex, &tex]), "textures")?;
-    common::expect_invalid_arg(ctx.acquire_textures(&[&tex]), "image")?;
+    common::expect_invalid_arg(ctx.release(&[&tex, &tex], &[]), "textures")?;
+    common::expect_invalid_arg(ctx.acquire(&[&tex], &[]), "image")?;
+    // The tracked owner moves with each hand-over, and a second release is refused.
+    ctx.release(&[&tex], &[])?;
+    common::expect_invalid_arg(ctx.release(&[&tex], &[]), "image")?;
+    ctx.acquire(&[&tex], &[])?;
+    ensure!(tex.image().state().owner == ImageOwner::Vulkan);
+    let buf = ctx.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 256,
+        usage: wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })?;
+    common::expect_invalid_arg(ctx.acquire(&[], &[&buf]), "buffer")?;
+    common::expect_invalid_arg(ctx.release(&[], &[&buf, &buf]), "buffers")?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Shared by the benches: the GPU environment (or why there is none), criterion's settings,
-//! CUDA-event timing, and per-iteration samples for the printed ratio tables.
+//! CUDA-event timing, per-iteration samples for the printed ratio tables, and the saxpy
+//! bandwidth kernel.
 #![allow(dead_code)] // each bench uses its own subset
 
 use std::collections::BTreeMap;
@@ -8,13 +9,21 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::CudaStream;
+use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use vkcuda::{cuda, vulkan};
 
 /// The Vulkan context and the CUDA context on the same GPU, or `None` after printing why
 /// `bench` registers nothing.
 pub fn gpu_env(bench: &str) -> Option<(vulkan::Context, cuda::Context)> {
-    let env = vulkan::Context::new(&vulkan::ContextDesc::default()).and_then(|vk| {
+    gpu_env_with(bench, &vulkan::ContextDesc::default())
+}
+
+/// [`gpu_env`] with the Vulkan context made from `desc`.
+pub fn gpu_env_with(
+    bench: &str,
+    desc: &vulkan::ContextDesc,
+) -> Option<(vulkan::Context, cuda::Context)> {
+    let env = vulkan::Context::new(desc).and_then(|vk| {
         let cu = cuda::Context::matching(vk.identity())?;
         Ok((vk, cu))
     });
@@ -64,4 +73,31 @@ pub fn gpu_time(stream: &Arc<CudaStream>, iters: u64, mut work: impl FnMut()) ->
     end.synchronize().expect("synchronize end event");
     let ms = start.elapsed_ms(&end).expect("event elapsed time");
     Duration::from_secs_f64(f64::from(ms) / 1e3)
+}
+
+/// `shaders/buffer.cu`: the bandwidth-bound `saxpy4` kernel.
+const BUFFER_CU: &str = include_str!("../../shaders/buffer.cu");
+
+/// `saxpy4` (`y = a*x + y` over float4s), compiled for `cu`.
+pub fn load_saxpy(cu: &cuda::Context) -> CudaFunction {
+    cu.compile("buffer.cu", BUFFER_CU)
+        .map_err(anyhow::Error::from)
+        .and_then(|m| Ok(m.load_function("saxpy4")?))
+        .expect("compile shaders/buffer.cu")
+}
+
+/// Launches `saxpy4` over `size` bytes at device pointers `x` and `y` on `stream`.
+pub fn launch_saxpy(stream: &CudaStream, f: &CudaFunction, x: u64, y: u64, size: u64) {
+    let n4 = size / 16;
+    let a = 1.0001f32;
+    let cfg = LaunchConfig {
+        grid_dim: (132 * 16, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut l = stream.launch_builder(f);
+    l.arg(&x).arg(&y).arg(&n4).arg(&a);
+    // SAFETY: saxpy4(float4*, float4*, u64, float) touches n4 float4s of two live buffers
+    // of `size` bytes each (the caller's).
+    unsafe { l.launch(cfg) }.expect("launch saxpy4");
 }

@@ -8,6 +8,8 @@ pub mod scene;
 pub mod sharing;
 #[cfg(feature = "wgpu")]
 pub mod wgpu_pipeline;
+#[cfg(feature = "window")]
+pub mod window;
 
 /// Parses a `--size` value `WxH` into (width, height).
 pub fn parse_size(v: &str) -> anyhow::Result<(u32, u32)> {

@@ -6,26 +6,97 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use ash::vk;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use vkcuda::cuda;
 use vkcuda::interop::{FrameSync, FrameSyncDesc, SharedImage, SyncMode};
-use vkcuda::vulkan::{
-    self, BufferDesc, Commands, ComputePass, ComputeTarget, ExternalBuffer, ExternalImage,
-    ImageDesc,
-};
+use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
+use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, ExternalImage, ImageDesc};
 
 use super::{png, scene};
 
 /// What to run.
+#[derive(Clone)]
 pub struct Options {
     pub frames: u32,
     pub width: u32,
     pub height: u32,
     pub in_flight: usize,
     pub low_latency: bool,
+    /// Frames per crossing: each FrameSync frame carries this many images.
+    pub batch: usize,
+    /// Copy each frame back and check it (the demo); off: throughput only.
+    pub readback: bool,
+    /// Record FrameSync's timeline and write it here (Perfetto JSON).
+    pub trace: Option<PathBuf>,
+    /// Choose `batch` at run time (`--batch auto`): the smallest K reaching `target` of the
+    /// GPU-busy bound within `budget`, from the alternation floor and the frame's GPU time
+    /// measured here.
+    pub auto_batch: Option<AutoBatch>,
     pub out: PathBuf,
+}
+
+/// What `--batch auto` aims for.
+#[derive(Clone, Copy)]
+pub struct AutoBatch {
+    /// Share of the GPU-busy bound, e.g. 0.9.
+    pub target: f64,
+    /// Longest batch latency (K frames of GPU time plus the floor).
+    pub budget: std::time::Duration,
+}
+
+/// Chooses K for `auto`: measures the alternation floor and, from a short traced run with
+/// one frame per crossing, the GPU time of a frame (render batch + CUDA work, p50).
+pub fn choose_frames_per_crossing(
+    o: &Options,
+    auto: AutoBatch,
+    vk: &vulkan::Context,
+    cu: &cuda::Context,
+) -> Result<vkcuda::interop::BatchPlan> {
+    use vkcuda::interop::{alternation_floor, choose_batch, BatchGoal};
+    let floor = alternation_floor(vk, cu, vkcuda::vulkan::QueueId::Main(0), 200)?;
+    let probe = Options {
+        frames: 64,
+        in_flight: 1,
+        batch: 1,
+        readback: false,
+        trace: Some(o.out.join("probe.json")),
+        auto_batch: None,
+        ..o.clone()
+    };
+    let mut pipeline = Pipeline::new(&probe, false, vk, cu)?;
+    pipeline.run(0..probe.frames)?;
+    let trace = pipeline.take_trace()?.context("the probe was traced")?;
+    let median = |prefix: &str| -> Result<f64> {
+        let mut v: Vec<f64> = trace
+            .trace
+            .spans()
+            .filter(|(_, s)| s.name.starts_with(prefix))
+            .map(|(_, s)| (s.end_ns - s.start_ns) as f64 * 1e-9)
+            .collect();
+        ensure!(!v.is_empty(), "no {prefix} spans in the probe's trace");
+        v.sort_by(f64::total_cmp);
+        Ok(v[v.len() / 2])
+    };
+    let frame_gpu = median("produce")? + median("CUDA work")?;
+    let plan = choose_batch(&BatchGoal {
+        floor: floor.switch_pair(),
+        frame_gpu: std::time::Duration::from_secs_f64(frame_gpu),
+        target_efficiency: auto.target,
+        latency_budget: auto.budget,
+    })?;
+    println!(
+        "batch auto: switch pair {:.1} us, frame on the GPU {:.1} us -> {} frames per crossing (expected {:.3} of the bound{}, latency {} frames / {:.2} ms)",
+        floor.switch_pair().as_secs_f64() * 1e6,
+        frame_gpu * 1e6,
+        plan.frames,
+        plan.efficiency,
+        if plan.reached_target { "" } else { ", capped by the latency budget" },
+        plan.latency_frames,
+        plan.latency.as_secs_f64() * 1e3
+    );
+    Ok(plan)
 }
 
 /// The render target of one frame slot.
@@ -43,7 +114,7 @@ fn render_target(
 
 /// Vulkan alone (lavapipe): render, read back, check, PNG; host-paced.
 pub fn vulkan_only(o: &Options, vk: &vulkan::Context) -> Result<()> {
-    let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+    let pass = scene::render_pass(vk)?;
     let target = render_target(vk, &pass, o)?;
     let image = target.image().clone();
 
@@ -89,16 +160,21 @@ fn check(got: &[u8], want: &[u8], frame: u32) -> Result<()> {
     Ok(())
 }
 
-/// One frame slot of the GPU pipeline.
-struct Slot {
+/// One image of a frame slot.
+struct Image {
     target: Arc<ComputeTarget>,
     shared: SharedImage,
     surface: cuda::SurfaceObject,
     readback: Arc<ExternalBuffer>,
-    produce: Commands,
-    consume: Commands,
     /// The frame whose result `readback` holds.
     frame: Option<u32>,
+}
+
+/// One frame slot of the GPU pipeline: `batch` images per crossing.
+struct Slot {
+    images: Vec<Image>,
+    produce: Commands,
+    consume: Commands,
 }
 
 /// Render (Vulkan) -> tone map in place (CUDA) -> acquire (+ readback copy) (Vulkan), N
@@ -128,24 +204,35 @@ impl Pipeline {
         vk: &vulkan::Context,
         cu: &cuda::Context,
     ) -> Result<Self> {
-        let pass = ComputePass::new(vk, scene::RENDER_SPV, scene::WORKGROUP, scene::PUSH_SIZE)?;
+        let pass = scene::render_pass(vk)?;
         let tonemap = cu
             .compile("postprocess.cu", scene::POSTPROCESS_CU)?
             .load_function("tonemap")?;
         let bytes = u64::from(o.width) * u64::from(o.height) * 4;
         let slots = (0..o.in_flight)
             .map(|_| -> Result<Slot> {
-                let target = Arc::new(render_target(vk, &pass, o)?);
-                let shared = SharedImage::from_vulkan(target.image().clone(), cu)?;
-                let surface = shared.surface(0)?;
+                let images = (0..o.batch.max(1))
+                    .map(|_| -> Result<Image> {
+                        let target = Arc::new(render_target(vk, &pass, o)?);
+                        let shared = SharedImage::from_vulkan(target.image().clone(), cu)?;
+                        let surface = shared.surface(0)?;
+                        let readback = Arc::new(ExternalBuffer::new(
+                            vk,
+                            &BufferDesc::new(if readback { bytes } else { 4 }),
+                        )?);
+                        Ok(Image {
+                            target,
+                            shared,
+                            surface,
+                            readback,
+                            frame: None,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 Ok(Slot {
-                    target,
-                    shared,
-                    surface,
-                    readback: Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(bytes))?),
+                    images,
                     produce: Commands::new(vk)?,
                     consume: Commands::new(vk)?,
-                    frame: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -167,7 +254,14 @@ impl Pipeline {
                 shared_mem_bytes: 0,
             },
             slots,
-            sync: FrameSync::new(vk, cu, &FrameSyncDesc::new(o.in_flight).mode(mode))?,
+            sync: FrameSync::new(
+                vk,
+                cu,
+                &FrameSyncDesc::new(o.in_flight)
+                    .mode(mode)
+                    .frames_per_crossing(o.batch.max(1))
+                    .trace(o.trace.is_some()),
+            )?,
             vk: vk.clone(),
         })
     }
@@ -176,7 +270,10 @@ impl Pipeline {
     /// waits only when a slot is reused.
     pub fn run(&mut self, frames: std::ops::Range<u32>) -> Result<()> {
         let (width, height) = (self.width, self.height);
-        for frame in frames {
+        let batch = self.sync.frames_per_crossing() as u32;
+        let mut first = frames.start;
+        while first < frames.end {
+            let count = batch.min(frames.end - first);
             let mut clock = Instant::now();
             let mut lap = |host: &mut [std::time::Duration; 4], i: usize| {
                 let now = Instant::now();
@@ -186,30 +283,39 @@ impl Pipeline {
             let mut f = self.sync.begin()?; // waits only for the frame that last used this slot
             lap(&mut self.host, 0);
             let slot = &mut self.slots[f.slot()];
-            slot.produce
-                .dispatch(&slot.target, &scene::push_constants(frame, width, height))?;
-            slot.produce.release_image(slot.shared.vulkan())?;
+            let images = &mut slot.images[..count as usize];
+            for (i, image) in images.iter().enumerate() {
+                let frame = first + i as u32;
+                slot.produce
+                    .dispatch(&image.target, &scene::push_constants(frame, width, height))?;
+                slot.produce.release_image(image.shared.vulkan())?;
+            }
             f.submit_commands(&mut slot.produce)?;
             lap(&mut self.host, 1);
 
             let stream = f.cuda_wait()?;
-            let mut kernel = stream.launch_builder(&self.tonemap);
-            kernel.arg(&slot.surface).arg(&width).arg(&height);
-            // SAFETY: tonemap(cudaSurfaceObject_t, uint, uint) reads and writes texels
-            // inside width x height of the surface's level, alive (held by the slot).
-            unsafe { kernel.launch(self.launch) }?;
+            for image in images.iter() {
+                let mut kernel = stream.launch_builder(&self.tonemap);
+                kernel.arg(&image.surface).arg(&width).arg(&height);
+                // SAFETY: tonemap(cudaSurfaceObject_t, uint, uint) reads and writes texels
+                // inside width x height of the surface's level, alive (held by the slot).
+                unsafe { kernel.launch(self.launch) }?;
+            }
             f.cuda_signal()?;
             lap(&mut self.host, 2);
 
-            slot.consume
-                .acquire_image(slot.shared.vulkan(), vk::ImageLayout::GENERAL)?;
-            if self.readback {
+            for (i, image) in images.iter_mut().enumerate() {
                 slot.consume
-                    .copy_image_to_buffer(slot.shared.vulkan(), &slot.readback)?;
+                    .acquire_image(image.shared.vulkan(), vk::ImageLayout::GENERAL)?;
+                if self.readback {
+                    slot.consume
+                        .copy_image_to_buffer(image.shared.vulkan(), &image.readback)?;
+                }
+                image.frame = Some(first + i as u32);
             }
             f.submit_commands_after_cuda(&mut slot.consume)?;
             lap(&mut self.host, 3);
-            slot.frame = Some(frame);
+            first += count;
         }
         Ok(())
     }
@@ -219,15 +325,20 @@ impl Pipeline {
         Ok(self.sync.wait_idle(std::time::Duration::from_secs(10))?)
     }
 
+    /// FrameSync's timeline so far (with `Options::trace`), after every frame finished.
+    pub fn take_trace(&mut self) -> Result<Option<vkcuda::interop::FrameTrace>> {
+        Ok(self.sync.take_trace(std::time::Duration::from_secs(10))?)
+    }
+
     /// Checks the last frame of every slot against render + tone curve on the CPU (needs
     /// `readback` and [`Pipeline::finish`]); returns the latest frame and its texels.
     pub fn check(&self) -> Result<(u32, Vec<u8>)> {
         ensure!(self.readback, "this pipeline copies no frames back");
         let bytes = u64::from(self.width) * u64::from(self.height) * 4;
         let mut last = (0, Vec::new());
-        for slot in &self.slots {
-            let Some(frame) = slot.frame else { continue };
-            let got = self.vk.read_buffer(&slot.readback, 0..bytes)?;
+        for image in self.slots.iter().flat_map(|s| &s.images) {
+            let Some(frame) = image.frame else { continue };
+            let got = self.vk.read_buffer(&image.readback, 0..bytes)?;
             check(
                 &got,
                 &scene::processed_reference(frame, self.width, self.height),
@@ -239,23 +350,89 @@ impl Pipeline {
         }
         Ok(last)
     }
+
+    /// Checks the `n` latest frames in the images themselves (read back with a one-shot
+    /// copy, after [`Pipeline::finish`]) against render + tone curve on the CPU: the check
+    /// of a pipeline that copies nothing back. Returns how many were checked.
+    pub fn check_images(&self, n: usize) -> Result<usize> {
+        let mut images: Vec<_> = self
+            .slots
+            .iter()
+            .flat_map(|s| &s.images)
+            .filter_map(|i| Some((i.frame?, i)))
+            .collect();
+        images.sort_by_key(|(frame, _)| std::cmp::Reverse(*frame));
+        for (frame, image) in images.iter().take(n) {
+            let got = self.vk.read_image(image.shared.vulkan(), 0, 0..1)?;
+            check(
+                &got,
+                &scene::processed_reference(*frame, self.width, self.height),
+                *frame,
+            )?;
+        }
+        Ok(images.len().min(n))
+    }
+}
+
+/// p50 and p99 of `v`, in seconds (0 when empty).
+pub fn percentiles(v: &[std::time::Duration]) -> (f64, f64) {
+    let mut v: Vec<f64> = v.iter().map(|d| d.as_secs_f64()).collect();
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
 }
 
 /// The demo's GPU path: runs `o.frames` frames, checks every slot's last frame, writes it
 /// as a PNG and prints fps.
 pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Result<()> {
-    let mut pipeline = Pipeline::new(o, true, vk, cu)?;
+    let chosen;
+    let o = match o.auto_batch {
+        Some(auto) => {
+            let plan = choose_frames_per_crossing(o, auto, vk, cu)?;
+            chosen = Options {
+                batch: plan.frames as usize,
+                ..o.clone()
+            };
+            &chosen
+        }
+        None => o,
+    };
+    let mut pipeline = Pipeline::new(o, o.readback, vk, cu)?;
+    // Warm-up (module load, first submissions) outside the timed region.
+    pipeline.run(0..(o.in_flight * o.batch) as u32)?;
+    pipeline.finish()?;
+    pipeline.host = Default::default();
     let start = Instant::now();
     pipeline.run(0..o.frames)?;
     pipeline.finish()?;
     let elapsed = start.elapsed();
-    let (frame, texels) = pipeline.check()?;
-    let path = o.out.join(format!("frame-{frame:04}.png"));
-    png::write(&path, o.width, o.height, &texels)?;
+    let mut path = o.out.join("(no readback)");
+    if o.readback {
+        let (frame, texels) = pipeline.check()?;
+        path = o.out.join(format!("frame-{frame:04}.png"));
+        png::write(&path, o.width, o.height, &texels)?;
+    }
+    if let Some(file) = &o.trace {
+        if let Some(t) = pipeline.take_trace()? {
+            t.trace.write_json(file)?;
+            let (p50, p99) = percentiles(&t.latencies);
+            println!(
+                "trace: {} crossings written to {}; crossing latency (submit of the render -> last result back in Vulkan) p50 {:.3} ms, p99 {:.3} ms{}",
+                t.latencies.len(),
+                file.display(),
+                p50 * 1e3,
+                p99 * 1e3,
+                t.error.map(|e| format!(" (tracing stopped early: {e})")).unwrap_or_default()
+            );
+        }
+    }
     let per_frame = elapsed.as_secs_f64() / f64::from(o.frames);
     println!(
-        "GPU pipeline: {} frames of {}x{}, {} in flight ({:?}): Vulkan render -> CUDA tone map in place (zero copy) -> Vulkan readback",
-        o.frames, o.width, o.height, o.in_flight, pipeline.mode
+        "GPU pipeline: {} frames of {}x{}, {} in flight x {} frames per crossing ({:?}): Vulkan render -> CUDA tone map in place (zero copy) -> Vulkan readback",
+        o.frames, o.width, o.height, o.in_flight, o.batch, pipeline.mode
     );
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / f64::from(o.frames);
     let [begin, render, cuda, acquire] = pipeline.host.map(us);
@@ -263,10 +440,10 @@ pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Re
         "host time per frame: begin {begin:.1} us, render submit {render:.1} us, CUDA wait+launch+signal {cuda:.1} us, acquire+readback submit {acquire:.1} us"
     );
     println!(
-        "summary: {:.0} fps ({:.3} ms/frame); last frame of each of the {} slots equal to the CPU reference; wrote {}",
+        "summary: {:.0} fps ({:.3} ms/frame); last frame of each of the {} images equal to the CPU reference; wrote {}",
         1.0 / per_frame,
         per_frame * 1e3,
-        pipeline.slots.len(),
+        pipeline.slots.len() * o.batch,
         path.display()
     );
     Ok(())

@@ -19,6 +19,16 @@ pub fn push_constants(frame: u32, width: u32, height: u32) -> Vec<u8> {
 /// Size of [`push_constants`] in bytes.
 pub const PUSH_SIZE: u32 = 12;
 
+/// The render shader as a [`ComputePass`] on `vk`.
+pub fn render_pass(
+    vk: &vkcuda::vulkan::Context,
+) -> vkcuda::Result<std::sync::Arc<vkcuda::util::ComputePass>> {
+    // SAFETY: RENDER_SPV is naga's SPIR-V of shaders/render.wgsl: entry point `main`, one
+    // rgba8unorm storage texture at group 0 binding 0, a 12-byte immediate (push-constant) block
+    // (PUSH_SIZE) and @workgroup_size(16, 16) (WORKGROUP).
+    unsafe { vkcuda::util::ComputePass::new(vk, RENDER_SPV, WORKGROUP, PUSH_SIZE) }
+}
+
 /// The RGBA8 texels the shader writes for `frame` at `width` x `height`.
 pub fn reference(frame: u32, width: u32, height: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(width as usize * height as usize * 4);

@@ -255,7 +255,7 @@ impl WgpuPipeline {
     fn cuda_frame(&mut self, cuda: &mut Cuda, frame: u32) -> Result<()> {
         let mut f = cuda.sync.begin()?;
         let i = self.render(frame)?;
-        f.release_to_cuda(&[&self.slots[i].target])?;
+        f.release_to_cuda(&[&self.slots[i].target], &[])?;
         let stream = f.cuda_wait()?;
         let (w, h) = (self.width, self.height);
         let mut kernel = stream.launch_builder(&cuda.tonemap);

@@ -11,12 +11,14 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use cudarc::driver::{
-    sys, CudaContext, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError, LaunchArgs,
-    PushKernelArg, SyncOnDrop,
+    sys, CudaContext, CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError,
+    LaunchArgs, PushKernelArg, SyncOnDrop,
 };
 
 use super::context::bind;
+use super::vmm::VmmAllocation;
 use super::{raw, Context};
+use crate::error::HandleType;
 #[cfg(unix)]
 use crate::external::lend_fd;
 use crate::external::{MemoryHandle, MemoryHandleType, MemoryImport, Win32Handle};
@@ -35,7 +37,7 @@ pub const MAP_OFFSET_ALIGNMENT: u64 = 256;
 /// [`Error::Unsupported`].
 pub(super) fn import_error(
     call: &'static str,
-    handle_type: impl fmt::Display,
+    handle_type: impl Into<HandleType> + fmt::Display + Copy,
     err: DriverError,
 ) -> Error {
     use sys::CUresult as R;
@@ -45,7 +47,7 @@ pub(super) fn import_error(
         | R::CUDA_ERROR_OPERATING_SYSTEM
         | R::CUDA_ERROR_UNKNOWN => Error::InvalidExternalHandle {
             call,
-            handle_type: handle_type.to_string(),
+            handle_type: handle_type.into(),
             detail: format!("{:?}", err.0),
         },
         R::CUDA_ERROR_NOT_SUPPORTED => Error::Unsupported {
@@ -83,7 +85,7 @@ fn validate_import(size: u64, dedicated: bool, handle_type: MemoryHandleType) ->
 }
 
 /// Checks a [`ExternalMemory::map`] range against the import's size; returns its length.
-fn validate_map_range(range: &Range<u64>, size: u64) -> Result<usize> {
+pub(super) fn validate_map_range(range: &Range<u64>, size: u64) -> Result<usize> {
     if range.start >= range.end {
         return Err(Error::invalid(
             "range",
@@ -356,17 +358,23 @@ impl ExternalMemory {
     /// * [`Error::InvalidArgument`] for an empty range (`range`), an end past the import
     ///   (`range.end`) or a start that is not a multiple of [`MAP_OFFSET_ALIGNMENT`]
     ///   (`range.start`).
-    /// * [`Error::OutOfMemory`] or [`Error::Cuda`] when the driver mapping fails.
+    /// * [`Error::OutOfMemory`] or [`Error::Cuda`] when the driver mapping or the two
+    ///   use-tracking events fail.
     pub fn map(&self, range: Range<u64>) -> Result<MappedBuffer> {
         let len = validate_map_range(&range, self.size())?;
         let whole = self.whole_mapping()?;
-        Ok(MappedBuffer {
-            ptr: whole.ptr + range.start,
-            offset: range.start,
+        MappedBuffer::new(
+            whole.ptr + range.start,
+            range.start,
             len,
-            stream: self.context().default_stream(),
-            whole,
-        })
+            self.context(),
+            Source::Import(whole),
+        )
+    }
+
+    /// A handle that does not keep the import alive (for caches of imports).
+    pub(crate) fn downgrade(&self) -> WeakExternalMemory {
+        WeakExternalMemory(Arc::downgrade(&self.inner))
     }
 
     /// The mapping of the whole import, made if no [`MappedBuffer`] holds it.
@@ -396,6 +404,16 @@ impl ExternalMemory {
     }
 }
 
+/// An [`ExternalMemory`] that does not keep the import alive.
+pub(crate) struct WeakExternalMemory(Weak<MemoryInner>);
+
+impl WeakExternalMemory {
+    /// The import, if something still holds it.
+    pub(crate) fn upgrade(&self) -> Option<ExternalMemory> {
+        self.0.upgrade().map(|inner| ExternalMemory { inner })
+    }
+}
+
 /// A read-write mapping of a whole import (`cuExternalMemoryGetMappedBuffer`), shared by
 /// the [`MappedBuffer`]s of that import and freed with `cuMemFree` after the last of them.
 struct WholeMapping {
@@ -415,19 +433,95 @@ impl Drop for WholeMapping {
 }
 
 /// A read-write device pointer to a range of an [`ExternalMemory`]
-/// ([`ExternalMemory::map`]). It keeps the import's mapping, and so the import, alive.
+/// ([`ExternalMemory::map`]) or of a [`VmmAllocation`] ([`VmmAllocation::map`]). It keeps
+/// what it points into (the import's mapping, and so the import, or the allocation) alive.
 ///
 /// Works with cudarc's copies and memsets (`DevicePtr<u8>`, `DevicePtrMut<u8>`) and as a
-/// kernel pointer argument (`launch_builder(..).arg(&buf)`). cudarc's stream-event tracking
-/// is not used: ordering against the exporter (Vulkan) is the job of the caller's
-/// semaphores, and ordering between CUDA streams the caller's events. Dropping does not
-/// wait for GPU work that uses the range.
+/// kernel pointer argument (`launch_builder(..).arg(&buf)`).
+///
+/// # Tracking and drop
+/// cudarc's safe operations are tracked as for its own slices: each read records a `read`
+/// event after the operation and each write a `write` event (when the context manages
+/// multi-stream synchronisation, the default once a stream exists; otherwise the operation
+/// synchronises its stream instead), and a new operation first makes its stream wait for
+/// the earlier writes (and, for a write, reads). Dropping waits on the host for both events,
+/// so the range is not unmapped, and the import or allocation not freed, under a pending
+/// cudarc operation. Kernel launches (`unsafe` in cudarc) are not tracked: the launch's safety
+/// contract covers them, so synchronise their stream before dropping. Ordering against the
+/// exporter (Vulkan) is the job of the caller's semaphores.
 pub struct MappedBuffer {
     ptr: sys::CUdeviceptr,
     offset: u64,
     len: usize,
     stream: Arc<CudaStream>,
-    whole: Arc<WholeMapping>,
+    /// Recorded after each tracked read.
+    read: CudaEvent,
+    /// Recorded after each tracked write.
+    write: CudaEvent,
+    /// Declared last: the memory outlives the event waits in `Drop`.
+    source: Source,
+}
+
+/// What a [`MappedBuffer`] points into, and keeps alive.
+enum Source {
+    /// The shared mapping of an import ([`ExternalMemory::map`]).
+    Import(Arc<WholeMapping>),
+    /// Memory CUDA allocated itself ([`VmmAllocation::map`]).
+    Vmm(VmmAllocation),
+}
+
+impl Drop for MappedBuffer {
+    fn drop(&mut self) {
+        // Unrecorded events are complete, so this waits only for tracked uses.
+        let ctx = self.stream.context();
+        ctx.record_err(self.read.synchronize());
+        ctx.record_err(self.write.synchronize());
+    }
+}
+
+impl MappedBuffer {
+    /// A mapping of `len` bytes at `ptr` (`offset` into `source`), with its two tracking
+    /// events made in `ctx`.
+    fn new(
+        ptr: sys::CUdeviceptr,
+        offset: u64,
+        len: usize,
+        ctx: &Arc<CudaContext>,
+        source: Source,
+    ) -> Result<Self> {
+        let event = || {
+            ctx.new_event(None)
+                .map_err(|e| Error::cuda("cuEventCreate", e))
+        };
+        Ok(Self {
+            ptr,
+            offset,
+            len,
+            stream: ctx.default_stream(),
+            read: event()?,
+            write: event()?,
+            source,
+        })
+    }
+
+    /// What a cudarc operation on `stream` gets: waits for `after` (earlier uses it must
+    /// follow), then records `event` after itself; or synchronises `stream` when the
+    /// context does not record events (cudarc's `SyncOnDrop::Record` is then a no-op).
+    fn tracked<'a>(
+        &'a self,
+        stream: &'a CudaStream,
+        after: &[&CudaEvent],
+        event: &'a CudaEvent,
+    ) -> SyncOnDrop<'a> {
+        let ctx = stream.context();
+        if !ctx.is_managing_stream_synchronization() {
+            return SyncOnDrop::Sync(Some(stream));
+        }
+        for e in after {
+            ctx.record_err(stream.wait(e));
+        }
+        SyncOnDrop::Record(Some((event, stream)))
+    }
 }
 
 impl fmt::Debug for MappedBuffer {
@@ -436,7 +530,7 @@ impl fmt::Debug for MappedBuffer {
             .field("ptr", &format_args!("{:#x}", self.ptr))
             .field("offset", &self.offset)
             .field("len", &self.len)
-            .field("memory", &self.whole.memory)
+            .field("source", &self.source_debug())
             .finish()
     }
 }
@@ -462,9 +556,41 @@ impl MappedBuffer {
         self.offset
     }
 
-    /// The import this maps.
-    pub fn memory(&self) -> &ExternalMemory {
-        &self.whole.memory
+    /// The import this maps, or `None` for memory CUDA allocated itself
+    /// ([`MappedBuffer::vmm`]).
+    pub fn memory(&self) -> Option<&ExternalMemory> {
+        match &self.source {
+            Source::Import(whole) => Some(&whole.memory),
+            Source::Vmm(_) => None,
+        }
+    }
+
+    /// The CUDA allocation this maps, or `None` for an import ([`MappedBuffer::memory`]).
+    pub fn vmm(&self) -> Option<&VmmAllocation> {
+        match &self.source {
+            Source::Import(_) => None,
+            Source::Vmm(alloc) => Some(alloc),
+        }
+    }
+
+    /// `range` of `alloc` (see [`VmmAllocation::map`]).
+    pub(super) fn in_vmm(alloc: VmmAllocation, range: Range<u64>) -> Result<Self> {
+        let len = validate_map_range(&range, alloc.size())?;
+        let ctx = Arc::clone(alloc.context());
+        Self::new(
+            alloc.cu_device_ptr() + range.start,
+            range.start,
+            len,
+            &ctx,
+            Source::Vmm(alloc),
+        )
+    }
+
+    fn source_debug(&self) -> &dyn fmt::Debug {
+        match &self.source {
+            Source::Import(whole) => &whole.memory,
+            Source::Vmm(alloc) => alloc,
+        }
     }
 }
 
@@ -479,17 +605,21 @@ impl DeviceSlice<u8> for MappedBuffer {
 }
 
 impl DevicePtr<u8> for MappedBuffer {
-    fn device_ptr<'a>(&'a self, _stream: &'a CudaStream) -> (sys::CUdeviceptr, SyncOnDrop<'a>) {
-        (self.ptr, SyncOnDrop::Record(None))
+    fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (sys::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, self.tracked(stream, &[&self.write], &self.read))
     }
 }
 
 impl DevicePtrMut<u8> for MappedBuffer {
     fn device_ptr_mut<'a>(
         &'a mut self,
-        _stream: &'a CudaStream,
+        stream: &'a CudaStream,
     ) -> (sys::CUdeviceptr, SyncOnDrop<'a>) {
-        (self.ptr, SyncOnDrop::Record(None))
+        let this = &*self;
+        (
+            this.ptr,
+            this.tracked(stream, &[&this.read, &this.write], &this.write),
+        )
     }
 }
 

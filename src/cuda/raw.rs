@@ -428,6 +428,155 @@ pub(crate) unsafe fn stream_write_value_32(
     unsafe { sys::cuStreamWriteValue32_v2(stream, addr, value, flags) }.result()
 }
 
+/// [`cuMemGetAllocationGranularity`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1g30ee906c2cf66a0347b3dfec3d7eb31a)
+///
+/// # Safety
+/// 1. `prop` is a complete description (location, handle types) of a device allocation.
+pub(crate) unsafe fn mem_get_allocation_granularity(
+    prop: &sys::CUmemAllocationProp,
+    option: sys::CUmemAllocationGranularity_flags,
+) -> Result<usize, DriverError> {
+    let mut out = 0;
+    // SAFETY: `out` is writable; the caller guarantees the description.
+    unsafe { sys::cuMemGetAllocationGranularity(&mut out, prop, option) }.result()?;
+    Ok(out)
+}
+
+/// [`cuMemCreate`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1g899d69a862bba36449789c64b430dc7c)
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. `size` is a non-zero multiple of the granularity of `prop`.
+/// 3. The returned handle is released with [`mem_release`], once.
+pub(crate) unsafe fn mem_create(
+    size: usize,
+    prop: &sys::CUmemAllocationProp,
+) -> Result<sys::CUmemGenericAllocationHandle, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable, flags must be 0; the caller guarantees the rest.
+    unsafe { sys::cuMemCreate(out.as_mut_ptr(), size, prop, 0) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the handle.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuMemRelease`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1g3014f0759f43a8d82db951b8e4b91d68)
+///
+/// The physical memory is freed once every mapping of it is unmapped and every importer of
+/// its shareable handle has let go of it.
+///
+/// # Safety
+/// 1. `handle` came from [`mem_create`] and is released once.
+pub(crate) unsafe fn mem_release(
+    handle: sys::CUmemGenericAllocationHandle,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the precondition above.
+    unsafe { sys::cuMemRelease(handle) }.result()
+}
+
+/// [`cuMemAddressReserve`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1ge489256c107df2a07ddf96d80c86cd9b)
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. `size` and `alignment` are multiples of the allocation granularity.
+/// 3. The returned range is freed with [`mem_address_free`] with the same `size`, once,
+///    after everything mapped into it is unmapped.
+pub(crate) unsafe fn mem_address_reserve(
+    size: usize,
+    alignment: usize,
+) -> Result<sys::CUdeviceptr, DriverError> {
+    let mut out = MaybeUninit::uninit();
+    // SAFETY: `out` is writable; no fixed address and no flags are asked for; the caller
+    // guarantees the rest.
+    unsafe { sys::cuMemAddressReserve(out.as_mut_ptr(), size, alignment, 0, 0) }.result()?;
+    // SAFETY: the call succeeded, so it wrote the address.
+    Ok(unsafe { out.assume_init() })
+}
+
+/// [`cuMemAddressFree`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1g6993ecea2ea03e1b802b8255edc2da5b)
+///
+/// # Safety
+/// 1. `ptr..ptr + size` is a whole range from [`mem_address_reserve`] with nothing mapped
+///    in it, freed once.
+pub(crate) unsafe fn mem_address_free(
+    ptr: sys::CUdeviceptr,
+    size: usize,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the precondition above.
+    unsafe { sys::cuMemAddressFree(ptr, size) }.result()
+}
+
+/// [`cuMemMap`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1gff1d395423af5c5c75375516959dae56)
+/// of the whole of `handle` (offset 0).
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. `ptr..ptr + size` lies in a reserved range with nothing mapped in it, and `size` is
+///    the size `handle` was created with.
+/// 3. The range is unmapped with [`mem_unmap`] before the reservation is freed.
+pub(crate) unsafe fn mem_map(
+    ptr: sys::CUdeviceptr,
+    size: usize,
+    handle: sys::CUmemGenericAllocationHandle,
+) -> Result<(), DriverError> {
+    // SAFETY: offset and flags must be 0 here; the caller guarantees the rest.
+    unsafe { sys::cuMemMap(ptr, size, 0, handle, 0) }.result()
+}
+
+/// [`cuMemUnmap`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1gfb50aac00c848fd7087e858f59bf7e2a)
+///
+/// # Safety
+/// 1. `ptr..ptr + size` is exactly one range mapped with [`mem_map`], unmapped once, after
+///    the work that uses it.
+pub(crate) unsafe fn mem_unmap(ptr: sys::CUdeviceptr, size: usize) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the precondition above.
+    unsafe { sys::cuMemUnmap(ptr, size) }.result()
+}
+
+/// [`cuMemSetAccess`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1g1b6b12b10e8324bf462ecab4e7ef30e1)
+///
+/// # Safety
+/// 1. A context is current on the calling thread.
+/// 2. `ptr..ptr + size` is a mapped range (from [`mem_map`]).
+pub(crate) unsafe fn mem_set_access(
+    ptr: sys::CUdeviceptr,
+    size: usize,
+    desc: &[sys::CUmemAccessDesc],
+) -> Result<(), DriverError> {
+    // SAFETY: `desc` holds `desc.len()` descriptors; the caller guarantees the rest.
+    unsafe { sys::cuMemSetAccess(ptr, size, desc.as_ptr(), desc.len()) }.result()
+}
+
+/// [`cuMemExportToShareableHandle`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__VA.html#group__CUDA__VA_1g633f273b155815f23c1d70e6d9b1f0a8)
+/// as a POSIX fd.
+///
+/// # Safety
+/// 1. `handle` came from [`mem_create`] with `CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR` among
+///    its requested handle types and is not yet released.
+///
+/// # Errors
+/// On success the fd is new and belongs to the caller (it is wrapped at once); on failure
+/// no fd was made.
+#[cfg(unix)]
+pub(crate) unsafe fn mem_export_to_fd(
+    handle: sys::CUmemGenericAllocationHandle,
+) -> Result<std::os::fd::OwnedFd, DriverError> {
+    use std::os::fd::FromRawFd;
+    let mut fd: std::ffi::c_int = -1;
+    // SAFETY: a POSIX fd handle is written as an `int` to the pointer; `fd` is writable;
+    // flags must be 0; the caller guarantees the handle.
+    unsafe {
+        sys::cuMemExportToShareableHandle(
+            (&mut fd as *mut std::ffi::c_int).cast(),
+            handle,
+            sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR,
+            0,
+        )
+    }
+    .result()?;
+    // SAFETY: the call succeeded, so `fd` is a new fd that nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

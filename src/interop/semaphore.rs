@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::check_same_device;
 use crate::cuda::{self, ExternalSemaphore};
 use crate::error::Result;
-use crate::vulkan::{self, ExportableSemaphore, SemaphoreDesc, SemaphoreKind};
+use crate::vulkan::{self, Semaphore, SemaphoreDesc, SemaphoreKind};
 
 /// A Vulkan semaphore (timeline or binary) created exportable and imported into CUDA once.
 ///
@@ -14,24 +14,26 @@ use crate::vulkan::{self, ExportableSemaphore, SemaphoreDesc, SemaphoreKind};
 /// ([`ExternalSemaphore::signal`], [`ExternalSemaphore::wait`], batched with
 /// [`ExternalSemaphore::signal_many`] / [`ExternalSemaphore::wait_many`]). Both name one
 /// payload: a CUDA signal of a timeline value is seen by Vulkan waits and host reads of the
-/// Vulkan semaphore, and the reverse.
+/// Vulkan semaphore, and the reverse. Both halves check timeline signals against one
+/// record of the highest value signalled or submitted on either side, so values never go
+/// backwards across the APIs.
 ///
 /// # Drop order
 /// The CUDA import is declared first, so it is destroyed first: `cuDestroyExternalSemaphore`
 /// runs after the CUDA operations enqueued through it have finished (it waits for them),
 /// and only then does this handle's reference to the Vulkan semaphore go. The Vulkan
 /// semaphore itself is destroyed with its last [`Arc`]; Vulkan batches that use it must have
-/// completed by then (as for any [`ExportableSemaphore`]).
+/// completed by then (as for any [`Semaphore`]).
 ///
-/// # Costs (H100, driver 580)
-/// A CUDA stream wait on an imported timeline value takes ~320 us to pass even when the
-/// value is already reached, and a Vulkan queue wait on a CUDA-signalled value ~318 us: the
-/// crossing itself is slow, so chain frames through [`crate::interop::FrameSync`] (which
-/// overlaps independent frames, or avoids semaphores in its low-latency mode). A CUDA signal
-/// is seen by [`ExportableSemaphore::wait`] on the host within a few microseconds.
+/// # Costs
+/// A cross-API wait on an imported timeline value (a CUDA stream wait, or a Vulkan queue wait
+/// on a CUDA-signalled value) takes long to pass even when the value is already reached
+/// (figures in `benches/RESULTS.md`): chain frames through [`crate::interop::FrameSync`],
+/// which overlaps independent frames, or avoids semaphores in its low-latency mode. On the
+/// host, [`Semaphore::wait`] sees a CUDA signal at its next counter read.
 pub struct SharedSemaphore {
     cuda: ExternalSemaphore,
-    vulkan: Arc<ExportableSemaphore>,
+    vulkan: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for SharedSemaphore {
@@ -48,14 +50,14 @@ impl SharedSemaphore {
     ///
     /// # Errors
     /// * [`crate::Error::InvalidArgument`] (`cu`) when `cu` is not on `vk`'s GPU, or as
-    ///   [`ExportableSemaphore::new`] for a bad description.
-    /// * [`crate::Error::Unsupported`] when the device cannot export the semaphore (no
-    ///   `VK_KHR_external_semaphore_fd`, e.g. lavapipe; or the handle type is refused).
+    ///   [`Semaphore::new`] for a bad description.
+    /// * [`crate::Error::MissingExtension`] without `VK_KHR_external_semaphore_fd` (e.g.
+    ///   lavapipe); [`crate::Error::Unsupported`] when the handle type is refused.
     /// * [`crate::Error::InvalidExternalHandle`], [`crate::Error::Cuda`] when CUDA refuses
     ///   the import (the exported fd is closed; nothing leaks).
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &SemaphoreDesc) -> Result<Self> {
         check_same_device(vk, cu)?;
-        Self::from_vulkan(Arc::new(ExportableSemaphore::new(vk, desc)?), cu)
+        Self::from_vulkan(Arc::new(Semaphore::new(vk, desc)?), cu)
     }
 
     /// Shorthand for [`SharedSemaphore::new`] with [`SemaphoreDesc::timeline`].
@@ -80,13 +82,14 @@ impl SharedSemaphore {
     /// # Errors
     /// As [`SharedSemaphore::new`]; [`crate::Error::Unsupported`] when `semaphore` was not
     /// created exportable.
-    pub fn from_vulkan(semaphore: Arc<ExportableSemaphore>, cu: &cuda::Context) -> Result<Self> {
+    pub fn from_vulkan(semaphore: Arc<Semaphore>, cu: &cuda::Context) -> Result<Self> {
         check_same_device(semaphore.context(), cu)?;
         let handle = semaphore.export()?;
         // SAFETY: `handle` is this semaphore's own export, made by the device `cu` was just
         // checked to run on; its variant (TimelineFd / OpaqueFd) matches the semaphore's kind
         // because `export` derives it from the kind.
-        let cuda = unsafe { ExternalSemaphore::import(cu, handle) }?;
+        let mut cuda = unsafe { ExternalSemaphore::import(cu, handle) }?;
+        cuda.share_high_water(semaphore.high_water());
         Ok(Self {
             cuda,
             vulkan: semaphore,
@@ -99,7 +102,7 @@ impl SharedSemaphore {
     }
 
     /// The Vulkan side: submissions, host signal/wait/value.
-    pub fn vulkan(&self) -> &Arc<ExportableSemaphore> {
+    pub fn vulkan(&self) -> &Arc<Semaphore> {
         &self.vulkan
     }
 

@@ -1,15 +1,15 @@
-//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`.
+//! Buffers bound to their own dedicated, external-capable `VkDeviceMemory`, or at a slot
+//! of an exportable pool block.
 
 use std::ops::Range;
+use std::sync::{Arc, Mutex};
 
 use ash::vk;
 
-use super::capabilities::memory_handle_flags;
-use super::memory::{
-    allocate_exportable, check_import_size, export_handle, import_fd, import_memory,
-    unsupported_type, Dedicated,
-};
-use super::Context;
+use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
+use super::pool::{PoolBlock, PoolSlot};
+use super::queue_use::Tracked;
+use super::{Context, ImageOwner};
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
 
@@ -51,59 +51,38 @@ impl BufferDesc {
 
 /// A `VkBuffer` bound to a dedicated `VkDeviceMemory` that was allocated exportable
 /// ([`ExternalBuffer::new`]) or imported from an external handle
-/// ([`ExternalBuffer::import`]). Destroys the buffer and frees the memory on drop; GPU work
-/// that uses it must have finished by then.
+/// ([`ExternalBuffer::import`]), or bound at a slot of an exportable pool block
+/// ([`ExportPool::allocate`](super::ExportPool::allocate)). Destroys the buffer and frees the
+/// memory (or returns the slot) on drop; GPU work that uses it must have finished by then.
+///
+/// # Ownership
+/// A buffer shared with another API belongs either to the context's queue family
+/// ([`ImageOwner::Vulkan`]) or to `VK_QUEUE_FAMILY_EXTERNAL` ([`ImageOwner::External`]),
+/// as an [`ExternalImage`](super::ExternalImage) does (buffers have no layout). The spec
+/// asks for the same queue-family ownership transfer: release the buffer
+/// ([`Commands::release_buffer`](crate::util::Commands::release_buffer),
+/// [`OneShot::release_buffer`](crate::util::OneShot::release_buffer)) before CUDA uses
+/// memory Vulkan wrote, and acquire it back before Vulkan uses memory CUDA wrote, with the
+/// same semaphores as for images. vkcuda tracks the owner ([`ExternalBuffer::owner`]) in
+/// submission order and refuses its own Vulkan uses of a released buffer. Every buffer,
+/// imported ones too, starts owned by Vulkan.
 pub struct ExternalBuffer {
-    ctx: Context,
-    buffer: vk::Buffer,
-    memory: vk::DeviceMemory,
+    bound: Bound<vk::Buffer>,
     size: u64,
-    allocation_size: u64,
     usage: vk::BufferUsageFlags,
-    handle_type: MemoryHandleType,
-    exportable: bool,
+    /// Owner and last queue use.
+    pub(super) owner: Mutex<Tracked<ImageOwner>>,
 }
 
 impl std::fmt::Debug for ExternalBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExternalBuffer")
             .field("size", &self.size)
-            .field("allocation_size", &self.allocation_size)
-            .field("handle_type", &self.handle_type)
-            .field("exportable", &self.exportable)
+            .field("allocation_size", &self.bound.allocation_size())
+            .field("handle_type", &self.bound.handle_type())
+            .field("exportable", &self.bound.is_exportable())
+            .field("owner", &self.owner())
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for ExternalBuffer {
-    fn drop(&mut self) {
-        let device = self.ctx.device();
-        // SAFETY: the buffer and memory were made from this device and are destroyed once;
-        // every CUDA import of the memory holds this buffer alive until it is destroyed.
-        unsafe { device.destroy_buffer(self.buffer, None) };
-        // SAFETY: as above; the buffer bound to the memory is gone.
-        unsafe { device.free_memory(self.memory, None) };
-    }
-}
-
-/// Owns a buffer handle until it is bound into an [`ExternalBuffer`].
-struct BufferGuard<'a> {
-    device: &'a ash::Device,
-    buffer: vk::Buffer,
-}
-
-impl BufferGuard<'_> {
-    fn release(self) -> vk::Buffer {
-        let b = self.buffer;
-        std::mem::forget(self);
-        b
-    }
-}
-
-impl Drop for BufferGuard<'_> {
-    fn drop(&mut self) {
-        // SAFETY: the buffer was created from `device` and never bound or used.
-        unsafe { self.device.destroy_buffer(self.buffer, None) };
     }
 }
 
@@ -114,22 +93,18 @@ impl ExternalBuffer {
     /// # Errors
     /// * [`Error::InvalidArgument`]: `desc.size` is 0 or above `maxMemoryAllocationSize`.
     /// * [`Error::Unsupported`]: the handle type cannot be exported here (Vulkan has no
-    ///   such type, its extension is not enabled, the driver refuses it for this usage,
-    ///   or it is a Win32 type on a non-Windows platform).
+    ///   such type, the driver refuses it for this usage, or it is a Win32 type on a
+    ///   non-Windows platform).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`.
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &BufferDesc) -> Result<Self> {
         check_size(ctx, desc.size)?;
+        check_usage_flags(desc.usage)?;
         let flags = exportable_flags(ctx, desc)?;
-        let device = ctx.device();
-        let buffer = create_buffer(device, desc, flags)?;
-        // SAFETY: `buffer.buffer` was just created from `device`.
-        let requirements = unsafe { device.get_buffer_memory_requirements(buffer.buffer) };
-        // SAFETY: the buffer was created from `ctx`'s device with `flags`, is unbound, and
-        // `requirements` are its own.
-        let memory = unsafe {
-            allocate_exportable(ctx, &requirements, flags, Dedicated::Buffer(buffer.buffer))
-        }?;
-        Self::bind(ctx, buffer, memory, desc, requirements.size, true)
+        let buffer = create_buffer(ctx.device(), desc, flags)?;
+        // SAFETY: the buffer was created from `ctx`'s device with `flags`.
+        let bound = unsafe { Bound::allocate(ctx, buffer, flags, desc.handle_type) }?;
+        Ok(Self::with(bound, desc))
     }
 
     /// Creates a buffer bound to memory imported from `import` (e.g. another device's or
@@ -141,6 +116,7 @@ impl ExternalBuffer {
     ///   `desc.handle_type` differs from the handle's type.
     /// * [`Error::InvalidExternalHandle`]: the driver rejected the handle.
     /// * [`Error::Unsupported`]: non-fd handle types (vkcuda imports fds only).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`.
     ///
     /// On success the fd belongs to Vulkan; on failure vkcuda has closed it.
     ///
@@ -154,66 +130,45 @@ impl ExternalBuffer {
     ///    safe loopback.
     pub unsafe fn import(ctx: &Context, desc: &BufferDesc, import: MemoryImport) -> Result<Self> {
         check_size(ctx, desc.size)?;
-        let handle_type = import.handle.handle_type();
-        if handle_type != desc.handle_type {
-            return Err(Error::invalid(
-                "desc.handle_type",
-                format!("{} but the handle is {handle_type}", desc.handle_type),
-                "the type of the handle being imported",
-            ));
-        }
+        check_usage_flags(desc.usage)?;
+        check_import_type(desc.handle_type, &import)?;
+        let t = desc.handle_type;
         let fd = import_fd(import.handle)?;
-        let flags =
-            memory_handle_flags(handle_type).ok_or_else(|| unsupported_type(handle_type))?;
-        let device = ctx.device();
-        let buffer = create_buffer(device, desc, flags)?;
-        // SAFETY: `buffer.buffer` was just created from `device`.
-        let requirements = unsafe { device.get_buffer_memory_requirements(buffer.buffer) };
-        check_import_size(import.size, import.dedicated, requirements.size, || {
-            format!("a {}-byte buffer", desc.size)
-        })?;
-        let dedicated = import.dedicated.then_some(Dedicated::Buffer(buffer.buffer));
+        // The same platform and extension checks as `new` (DmaBufFd needs its extension).
+        let flags = export_flags(ctx, t)?;
+        let buffer = create_buffer(ctx.device(), desc, flags)?;
+        let what = || format!("a {}-byte buffer", desc.size);
         // SAFETY: the buffer was created from `ctx`'s device with `flags` for this handle
-        // type and is unbound.
-        let memory = unsafe {
-            import_memory(
-                ctx,
-                handle_type,
-                fd,
-                requirements.memory_type_bits,
-                import.size,
-                dedicated,
-            )
-        }?;
-        Self::bind(ctx, buffer, memory, desc, import.size, false)
+        // type; the payload fits it (precondition 1).
+        let bound =
+            unsafe { Bound::import(ctx, buffer, fd, t, import.size, import.dedicated, what) }?;
+        Ok(Self::with(bound, desc))
     }
 
-    /// Binds `memory` to the guarded buffer and assembles the result; frees both on error.
-    fn bind(
+    /// A buffer of `desc` bound at `slot` of a pool block.
+    ///
+    /// # Safety
+    /// 1. `buffer` was created from `ctx`'s device by [`create_buffer`] with `desc`'s handle
+    ///    type, which is the block's; its requirements allow the block's memory type and
+    ///    `slot` covers their size and alignment.
+    pub(super) unsafe fn pooled(
         ctx: &Context,
-        buffer: BufferGuard<'_>,
-        memory: vk::DeviceMemory,
+        buffer: Unbound<'_, vk::Buffer>,
+        slot: PoolSlot,
         desc: &BufferDesc,
-        allocation_size: u64,
-        exportable: bool,
     ) -> Result<Self> {
-        let device = ctx.device();
-        // SAFETY: memory was allocated for (and dedicated to) this buffer; bound once.
-        if let Err(r) = unsafe { device.bind_buffer_memory(buffer.buffer, memory, 0) } {
-            // SAFETY: the memory is unbound and unused.
-            unsafe { device.free_memory(memory, None) };
-            return Err(Error::vk("vkBindBufferMemory", r));
-        }
-        Ok(Self {
-            ctx: ctx.clone(),
-            buffer: buffer.release(),
-            memory,
+        // SAFETY: precondition 1.
+        let bound = unsafe { Bound::pooled(ctx, buffer, slot, desc.handle_type) }?;
+        Ok(Self::with(bound, desc))
+    }
+
+    fn with(bound: Bound<vk::Buffer>, desc: &BufferDesc) -> Self {
+        Self {
+            bound,
             size: desc.size,
-            allocation_size,
             usage: desc.usage,
-            handle_type: desc.handle_type,
-            exportable,
-        })
+            owner: Mutex::new(Tracked::new(ImageOwner::Vulkan)),
+        }
     }
 
     /// Exports the memory as a new handle (each call makes a new fd), described so CUDA
@@ -221,19 +176,10 @@ impl ExternalBuffer {
     ///
     /// # Errors
     /// [`Error::Unsupported`] when the buffer was imported rather than allocated
-    /// exportable; [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
+    /// exportable, or is bound at a pool slot (export its block,
+    /// [`ExternalBuffer::pool_slot`]); [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
     pub fn export(&self) -> Result<MemoryImport> {
-        if !self.exportable {
-            return Err(Error::Unsupported {
-                what: "export of an imported buffer".into(),
-                reason: "only buffers created by ExternalBuffer::new are exportable".into(),
-            });
-        }
-        Ok(MemoryImport {
-            handle: export_handle(&self.ctx, self.memory, self.handle_type)?,
-            size: self.allocation_size,
-            dedicated: true,
-        })
+        self.bound.export()
     }
 
     /// A second buffer on the same memory: exports this one and imports the handle back
@@ -245,21 +191,27 @@ impl ExternalBuffer {
         let desc = BufferDesc {
             size: self.size,
             usage: self.usage,
-            handle_type: self.handle_type,
+            handle_type: self.bound.handle_type(),
         };
         // SAFETY: the handle is this buffer's own export, described by its own allocation
         // size and dedication, on the same device, with the description that made it.
-        unsafe { Self::import(&self.ctx, &desc, self.export()?) }
+        unsafe { Self::import(self.context(), &desc, self.export()?) }
     }
 
     /// The raw buffer, for recording commands. Valid while `self` lives.
     pub fn raw(&self) -> vk::Buffer {
-        self.buffer
+        self.bound.raw()
     }
 
-    /// The raw memory. Valid while `self` lives.
+    /// The raw memory (a pool block's, for a pooled buffer). Valid while `self` lives.
     pub fn memory(&self) -> vk::DeviceMemory {
-        self.memory
+        self.bound.memory()
+    }
+
+    /// For a buffer from an [`ExportPool`](super::ExportPool): its block and the byte
+    /// offset it is bound at. `None` for a buffer with its own allocation.
+    pub fn pool_slot(&self) -> Option<(&Arc<PoolBlock>, u64)> {
+        self.bound.pool_slot()
     }
 
     /// Size the buffer was created with.
@@ -267,19 +219,20 @@ impl ExternalBuffer {
         self.size
     }
 
-    /// Size of its allocation (`VkMemoryRequirements::size`), what CUDA imports.
+    /// Size of its allocation (`VkMemoryRequirements::size`), what CUDA imports; for a
+    /// pooled buffer, the size of its slot.
     pub fn allocation_size(&self) -> u64 {
-        self.allocation_size
+        self.bound.allocation_size()
     }
 
     /// The export handle type.
     pub fn handle_type(&self) -> MemoryHandleType {
-        self.handle_type
+        self.bound.handle_type()
     }
 
     /// The context it was made on.
     pub fn context(&self) -> &Context {
-        &self.ctx
+        self.bound.context()
     }
 
     /// Checks that `range` is non-empty and inside the buffer; `arg` names it in the error.
@@ -314,7 +267,22 @@ impl ExternalBuffer {
     }
 }
 
-fn check_size(ctx: &Context, size: u64) -> Result<()> {
+/// Refuses an empty usage (VUID-VkBufferCreateInfo-usage-requiredbitmask) and bits
+/// outside Vulkan 1.0's (TRANSFER_SRC ..= INDIRECT_BUFFER; the others need extensions or
+/// features vkcuda does not enable).
+fn check_usage_flags(usage: vk::BufferUsageFlags) -> Result<()> {
+    let known = vk::BufferUsageFlags::from_raw(0x1ff);
+    if usage.is_empty() || !known.contains(usage) {
+        return Err(Error::invalid(
+            "desc.usage",
+            format!("{usage:?}"),
+            "at least one core VkBufferUsageFlags bit (TRANSFER_SRC ..= INDIRECT_BUFFER)",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_size(ctx: &Context, size: u64) -> Result<()> {
     if size == 0 {
         return Err(Error::invalid("desc.size", "0 bytes", "at least 1 byte"));
     }
@@ -330,18 +298,12 @@ fn check_size(ctx: &Context, size: u64) -> Result<()> {
 }
 
 /// The Vulkan flag for an exportable buffer of `desc`, after every capability check.
-fn exportable_flags(ctx: &Context, desc: &BufferDesc) -> Result<vk::ExternalMemoryHandleTypeFlags> {
+pub(super) fn exportable_flags(
+    ctx: &Context,
+    desc: &BufferDesc,
+) -> Result<vk::ExternalMemoryHandleTypeFlags> {
     let t = desc.handle_type;
-    if !t.is_fd() || !cfg!(unix) {
-        return Err(unsupported_type(t));
-    }
-    if t == MemoryHandleType::DmaBufFd && !ctx.can_export_dma_buf() {
-        return Err(Error::Unsupported {
-            what: "DmaBufFd memory from Vulkan".into(),
-            reason: "the device does not have VK_EXT_external_memory_dma_buf".into(),
-        });
-    }
-    let flags = memory_handle_flags(t).ok_or_else(|| unsupported_type(t))?;
+    let flags = export_flags(ctx, t)?;
     ctx.buffer_support(desc.usage, t)?.require_export(|| {
         format!(
             "export of {t} memory for a buffer with usage {:?}",
@@ -351,11 +313,11 @@ fn exportable_flags(ctx: &Context, desc: &BufferDesc) -> Result<vk::ExternalMemo
     Ok(flags)
 }
 
-fn create_buffer<'a>(
+pub(super) fn create_buffer<'a>(
     device: &'a ash::Device,
     desc: &BufferDesc,
     flags: vk::ExternalMemoryHandleTypeFlags,
-) -> Result<BufferGuard<'a>> {
+) -> Result<Unbound<'a, vk::Buffer>> {
     let mut external = vk::ExternalMemoryBufferCreateInfo::default().handle_types(flags);
     let info = vk::BufferCreateInfo::default()
         .size(desc.size)
@@ -365,5 +327,6 @@ fn create_buffer<'a>(
     // SAFETY: `info`'s chain points at live structs.
     let buffer = unsafe { device.create_buffer(&info, None) }
         .map_err(|r| Error::vk_sized("vkCreateBuffer", r, desc.size))?;
-    Ok(BufferGuard { device, buffer })
+    // SAFETY: just created from `device`, unbound, used by nothing else.
+    Ok(unsafe { Unbound::new(device, buffer) })
 }

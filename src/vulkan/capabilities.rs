@@ -1,9 +1,10 @@
-//! Handle-type conversions to Vulkan flags, and the external-memory/semaphore capability
-//! queries run before anything is allocated.
+//! Handle-type conversions to Vulkan flags, and the capability queries run before anything
+//! is allocated: external memory for buffers and images (with the explanation of a refused
+//! image), external semaphores.
 
 use ash::vk;
 
-use super::Context;
+use super::{Context, ImageDesc};
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, SemaphoreHandleType};
 
@@ -77,6 +78,22 @@ impl ExternalSupport {
     }
 }
 
+/// What the driver allows for one [`ImageDesc`] (`vkGetPhysicalDeviceImageFormatProperties2`
+/// with `VkPhysicalDeviceExternalImageFormatInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageSupport {
+    /// Export/import of `desc.handle_type` for such an image.
+    pub external: ExternalSupport,
+    /// Largest extent of this format, type, usage and tiling.
+    pub max_extent: vk::Extent3D,
+    /// Most mip levels.
+    pub max_mip_levels: u32,
+    /// Most array layers.
+    pub max_array_layers: u32,
+    /// Largest total size in bytes (at least 2^31).
+    pub max_resource_size: u64,
+}
+
 impl Context {
     /// `vkGetPhysicalDeviceExternalBufferProperties` for a buffer with `usage`.
     ///
@@ -144,9 +161,151 @@ impl Context {
             dedicated_only: false,
         })
     }
+
+    /// Asks the driver whether an image of `desc` (format, kind, usage, tiling, cube flag)
+    /// can be created with `desc.handle_type` external memory, and within which limits.
+    /// `desc`'s extent, levels and layers are not looked at: compare them with the result.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when Vulkan has no such handle type, or the driver refuses the
+    /// combination; the reason says why (missing format feature for a usage bit, tiling,
+    /// image type, or the handle type).
+    pub fn image_support(&self, desc: &ImageDesc) -> Result<ImageSupport> {
+        let t = desc.handle_type;
+        let flags = memory_handle_flags(t).ok_or_else(|| Error::Unsupported {
+            what: format!("{t} image memory in Vulkan"),
+            reason: "Vulkan has no such external memory handle type".into(),
+        })?;
+        let mut props = vk::ExternalImageFormatProperties::default();
+        let result = self.image_format_properties(desc, Some(flags), Some(&mut props));
+        match result {
+            Ok(p) => Ok(ImageSupport {
+                external: memory_support(props.external_memory_properties),
+                max_extent: p.max_extent,
+                max_mip_levels: p.max_mip_levels,
+                max_array_layers: p.max_array_layers,
+                max_resource_size: p.max_resource_size,
+            }),
+            Err(vk::Result::ERROR_FORMAT_NOT_SUPPORTED) => Err(self.explain_refusal(desc)),
+            Err(r) => Err(Error::vk("vkGetPhysicalDeviceImageFormatProperties2", r)),
+        }
+    }
+
+    /// `vkGetPhysicalDeviceImageFormatProperties2`, with the external-memory query when
+    /// `external` is given.
+    fn image_format_properties(
+        &self,
+        desc: &ImageDesc,
+        external: Option<vk::ExternalMemoryHandleTypeFlags>,
+        props: Option<&mut vk::ExternalImageFormatProperties<'_>>,
+    ) -> std::result::Result<vk::ImageFormatProperties, vk::Result> {
+        let mut external_info = external
+            .map(|flags| vk::PhysicalDeviceExternalImageFormatInfo::default().handle_type(flags));
+        let mut info = vk::PhysicalDeviceImageFormatInfo2::default()
+            .format(desc.format)
+            .ty(desc.kind.image_type())
+            .tiling(desc.tiling)
+            .usage(desc.usage)
+            .flags(desc.kind.create_flags());
+        if let Some(e) = external_info.as_mut() {
+            info = info.push_next(e);
+        }
+        let mut out = vk::ImageFormatProperties2::default();
+        if let Some(p) = props {
+            out = out.push_next(p);
+        }
+        // SAFETY: valid physical device of this instance (Vulkan >= 1.1); both chains point
+        // at live structs of the types the call accepts.
+        unsafe {
+            self.instance()
+                .get_physical_device_image_format_properties2(
+                    self.physical_device(),
+                    &info,
+                    &mut out,
+                )
+        }?;
+        Ok(out.image_format_properties)
+    }
+
+    /// Why `desc` was refused: the external handle type, or a format feature a usage bit
+    /// needs, or the combination as a whole.
+    fn explain_refusal(&self, desc: &ImageDesc) -> Error {
+        let what = format!(
+            "{:?} {:?} image with usage {:?}, tiling {:?}, exported as {}",
+            desc.format, desc.kind, desc.usage, desc.tiling, desc.handle_type
+        );
+        let call = "vkGetPhysicalDeviceImageFormatProperties2 returned ERROR_FORMAT_NOT_SUPPORTED";
+        if self.image_format_properties(desc, None, None).is_ok() {
+            return Error::Unsupported {
+                what,
+                reason: format!(
+                    "the device supports this image, but not with {} external memory ({call} \
+                     once VkPhysicalDeviceExternalImageFormatInfo is added)",
+                    desc.handle_type
+                ),
+            };
+        }
+        // SAFETY: valid physical device of this instance.
+        let format_props = unsafe {
+            self.instance()
+                .get_physical_device_format_properties(self.physical_device(), desc.format)
+        };
+        let features = if desc.tiling == vk::ImageTiling::LINEAR {
+            format_props.linear_tiling_features
+        } else {
+            format_props.optimal_tiling_features
+        };
+        use vk::FormatFeatureFlags as Ff;
+        use vk::ImageUsageFlags as U;
+        let needs = [
+            (U::STORAGE, Ff::STORAGE_IMAGE, "STORAGE_IMAGE"),
+            (U::SAMPLED, Ff::SAMPLED_IMAGE, "SAMPLED_IMAGE"),
+            (
+                U::COLOR_ATTACHMENT,
+                Ff::COLOR_ATTACHMENT,
+                "COLOR_ATTACHMENT",
+            ),
+            (
+                U::DEPTH_STENCIL_ATTACHMENT,
+                Ff::DEPTH_STENCIL_ATTACHMENT,
+                "DEPTH_STENCIL_ATTACHMENT",
+            ),
+            (U::TRANSFER_SRC, Ff::TRANSFER_SRC, "TRANSFER_SRC"),
+            (U::TRANSFER_DST, Ff::TRANSFER_DST, "TRANSFER_DST"),
+        ];
+        let missing: Vec<String> = needs
+            .iter()
+            .filter(|(usage, feature, _)| {
+                desc.usage.contains(*usage) && !features.contains(*feature)
+            })
+            .map(|(usage, _, name)| format!("{name} (for usage {usage:?})"))
+            .collect();
+        let reason = if features.is_empty() {
+            format!(
+                "the device has no {:?}-tiling support for {:?} at all (no format features)",
+                desc.tiling, desc.format
+            )
+        } else if !missing.is_empty() {
+            format!(
+                "{:?} with {:?} tiling lacks the format feature(s) {}; drop those usage bits or \
+                 pick another format",
+                desc.format,
+                desc.tiling,
+                missing.join(", ")
+            )
+        } else {
+            format!(
+                "the format features allow the usage, but not as a {:?} image with flags {:?} \
+                 ({call}; LINEAR tiling is often limited to one-level 2D images)",
+                desc.kind.image_type(),
+                desc.kind.create_flags()
+            )
+        };
+        Error::Unsupported { what, reason }
+    }
 }
 
-pub(crate) fn memory_support(p: vk::ExternalMemoryProperties) -> ExternalSupport {
+fn memory_support(p: vk::ExternalMemoryProperties) -> ExternalSupport {
     let f = p.external_memory_features;
     ExternalSupport {
         exportable: f.contains(vk::ExternalMemoryFeatureFlags::EXPORTABLE),

@@ -1,15 +1,20 @@
 //! The Vulkan instance/device context: created by vkcuda or wrapped from the caller's.
 
 use std::any::Any;
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, CStr, CString};
 use std::mem::ManuallyDrop;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use ash::vk;
 use gpu_allocator::vulkan::{Allocator, AllocatorCreateDesc};
 
 use super::debug::Messenger;
-use super::transfer::Transfer;
+use super::headless;
+use super::queues::transfer_only_family;
+use super::timestamps::Calibrator;
+use super::transfer::{OneShotLock, OneShotState};
 use crate::error::{Error, Result};
 use crate::external::{DeviceIdentity, Uuid};
 
@@ -38,6 +43,19 @@ pub struct ContextDesc {
     pub validation: bool,
     /// Which physical device to open.
     pub device: DeviceSelection,
+    /// Where a [`Presenter`](super::Presenter) made on this context will present (feature
+    /// `window`): the instance gets the surface extensions that target needs
+    /// ([`PresentTarget`](super::PresentTarget); an error if one is missing), and the device
+    /// `VK_KHR_swapchain` when it has it. `None` (the default): no surface extensions, and
+    /// no presenter can be made on the context.
+    #[cfg(feature = "window")]
+    pub present: Option<super::PresentTarget>,
+    /// Also create one queue of a transfer-only family (a copy engine on NVIDIA) where the
+    /// device has one: [`Context::transfer_family`] says which, and
+    /// [`QueueId::Transfer`](super::QueueId::Transfer) names it. Work that is only copies,
+    /// fills or timestamp writes can run there without switching the GPU's
+    /// graphics/compute engine away from CUDA. Off by default; lavapipe has no such family.
+    pub transfer_queue: bool,
 }
 
 /// The caller's existing Vulkan objects, for [`Context::wrap`].
@@ -71,7 +89,11 @@ struct Parts {
     queue_family_index: u32,
     /// Queue 0 first; empty for a context that must not submit (see [`Context::queue_count`]).
     queues: Vec<vk::Queue>,
+    /// The transfer-only family and its one queue, when asked for and present.
+    transfer: Option<(u32, vk::Queue)>,
     enabled: Enabled,
+    /// Instance extensions vkcuda enabled (empty for a wrapped context).
+    instance_extensions: Vec<CString>,
     /// `VK_EXT_debug_utils` is enabled on the instance and validation is active.
     debug_utils: bool,
     owned: bool,
@@ -94,6 +116,12 @@ pub(crate) struct Borrowed {
 pub(crate) struct Enabled {
     pub(crate) semaphore_fd: bool,
     pub(crate) dma_buf: bool,
+    /// The Vulkan 1.2 `hostQueryReset` feature.
+    pub(crate) host_query_reset: bool,
+    /// The calibrated-timestamps extension enabled, if any.
+    pub(crate) calibrated: Option<&'static CStr>,
+    /// `VK_KHR_swapchain` (asked for through [`ContextDesc`]'s `present`).
+    pub(crate) swapchain: bool,
 }
 
 /// A Vulkan device and its queues with the external-memory extensions enabled. Cheap to
@@ -106,6 +134,38 @@ pub(crate) struct Enabled {
 /// semaphores without blocking one another: a batch waiting on a semaphore holds up every
 /// later batch of its queue. Queue 0 ([`Context::queue`]) is the one vkcuda's own transfers
 /// use. A wrapped context ([`Context::wrap`]) has exactly the caller's one queue.
+/// With [`ContextDesc::transfer_queue`] the context also has one queue of a transfer-only
+/// family ([`Context::transfer_family`], [`super::QueueId::Transfer`]).
+///
+/// # Locks and their order
+/// A context is `Send + Sync`; its mutable state is behind these locks, always taken in
+/// this order (a thread holding a later one never waits for an earlier one):
+/// 1. the **one-shot transfer state** (command buffer, fence, staging buffers) of
+///    [`OneShot`](crate::util::OneShot), held for one one-shot, including its bounded
+///    fence wait;
+/// 2. the **tracked state of images** ([`ExternalImage`](super::ExternalImage)), then of
+///    **buffers** (their owner, [`ExternalBuffer`](super::ExternalBuffer)), several at
+///    once in address order ([`Commands`](crate::util::Commands)), held while barriers
+///    are planned, recorded and submitted, never across a fence wait;
+/// 3. the **high-water marks of timelines** a batch signals (one per semaphore payload,
+///    shared by its Vulkan semaphore and CUDA imports), several at once in address order,
+///    held while the signal values are checked and the batch submitted
+///    ([`Context::submit_to`], [`Semaphore::signal`](super::Semaphore::signal),
+///    [`ExternalSemaphore::signal_many`](crate::cuda::ExternalSemaphore::signal_many)),
+///    never across a wait;
+/// 4. a **queue** ([`Context::queue_at`]), held for one `vkQueueSubmit` (or by the caller's
+///    [`QueueGuard`]);
+/// 5. the staging allocator, a leaf held only inside one allocation or free.
+///
+/// The other locks are leaves, held briefly with nothing else taken under them: a CUDA
+/// semaphore's in-flight events, a CUDA import's shared mapping, the NVRTC module cache,
+/// the low-latency relay's state, FrameSync's tracer, the validation message counts, and
+/// the pools' (an [`ExportPool`](super::ExportPool)'s size classes, then a block's free
+/// slots; a [`SharedPool`](crate::interop::SharedPool)'s imports).
+///
+/// Waiting for a queue is bounded ([`Context::QUEUE_LOCK_TIMEOUT`]), and a thread that
+/// holds a [`QueueGuard`] and calls into vkcuda gets an error for that queue, not a
+/// deadlock.
 #[derive(Clone)]
 pub struct Context {
     shared: Arc<Shared>,
@@ -115,18 +175,26 @@ struct Shared {
     // Field order is drop order for the Rust-owned parts; Vulkan objects are destroyed in
     // `Drop for Shared` below.
     allocator: ManuallyDrop<Mutex<Allocator>>,
-    transfer: ManuallyDrop<Mutex<Transfer>>,
+    transfer: ManuallyDrop<Mutex<OneShotState>>,
+    /// How long a one-shot waits for its submission, in nanoseconds.
+    one_shot_timeout_ns: AtomicU64,
     messenger: Option<Messenger>,
     memory_fd: ash::khr::external_memory_fd::Device,
     semaphore_fd: Option<ash::khr::external_semaphore_fd::Device>,
+    calibrator: Option<Calibrator>,
     enabled: Enabled,
+    /// Read by the presenter (feature `window`).
+    #[cfg_attr(not(feature = "window"), allow(dead_code))]
+    instance_extensions: Vec<CString>,
     identity: DeviceIdentity,
     properties: vk::PhysicalDeviceProperties,
     memory_properties: vk::PhysicalDeviceMemoryProperties,
     max_allocation_size: u64,
     /// Queue 0 first; empty for a context that must not submit.
-    queues: Vec<Mutex<vk::Queue>>,
+    queues: Vec<QueueSlot>,
     queue_family_index: u32,
+    /// The transfer-only family and its queue.
+    transfer_queue: Option<(u32, QueueSlot)>,
     device: ash::Device,
     physical_device: vk::PhysicalDevice,
     instance: ash::Instance,
@@ -150,18 +218,23 @@ impl std::fmt::Debug for Context {
 
 impl Drop for Shared {
     fn drop(&mut self) {
+        // A panic while holding a lock leaves nothing half-destroyed: take poisoned ones over.
+        let allocator = self.allocator.get_mut().unwrap_or_else(|p| p.into_inner());
+        let transfer = self.transfer.get_mut().unwrap_or_else(|p| p.into_inner());
+        // Waits (bounded) for a pending one-shot; if it is still running, its pool, fence
+        // and staging memory are leaked, and so is the allocator that holds that memory.
+        let freed = transfer.teardown(&self.device, allocator);
         // SAFETY: every resource made from this context holds an Arc of it, so none is
-        // alive; the allocator and transfer objects are dropped exactly once, here, before
-        // the device they were made from.
-        unsafe {
-            ManuallyDrop::drop(&mut self.allocator);
-        }
-        if let Ok(t) = self.transfer.get_mut() {
-            t.destroy(&self.device);
-        }
-        // SAFETY: as above; `transfer`'s Vulkan objects were destroyed just now.
+        // alive; the transfer state's Vulkan objects are gone (or leaked); both are dropped
+        // exactly once, here, before the device they were made from.
         unsafe {
             ManuallyDrop::drop(&mut self.transfer);
+        }
+        if freed {
+            // SAFETY: as above; no staging memory is in use.
+            unsafe {
+                ManuallyDrop::drop(&mut self.allocator);
+            }
         }
         if self.owned {
             // SAFETY: vkcuda created the device; nothing made from it is alive (see above).
@@ -192,6 +265,11 @@ pub struct PhysicalDeviceInfo {
     pub semaphore_fd: bool,
     /// `VK_EXT_external_memory_dma_buf` is available.
     pub dma_buf: bool,
+    /// `VK_KHR_swapchain` is available (needed to present).
+    pub swapchain: bool,
+    /// A queue family of the device can present to a `VK_EXT_headless_surface` surface
+    /// (presenting without a display); `false` also when no driver offers the extension.
+    pub headless_present: bool,
 }
 
 /// Lists every Vulkan physical device with what vkcuda needs from it, through a temporary
@@ -205,15 +283,29 @@ pub fn enumerate_devices() -> Result<Vec<PhysicalDeviceInfo>> {
         library: "Vulkan loader",
         reason: e.to_string(),
     })?;
-    let (instance, _) = create_instance(&entry, false)?;
+    let headless = headless::INSTANCE_EXTENSIONS
+        .iter()
+        .all(|e| has_instance_extension(&entry, e));
+    let extra: &[&CStr] = if headless {
+        &headless::INSTANCE_EXTENSIONS
+    } else {
+        &[]
+    };
+    let (instance, _) = create_instance(&entry, false, extra)?;
     // SAFETY: valid instance.
     let physicals = unsafe { instance.enumerate_physical_devices() }
         .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r));
     let list = physicals.and_then(|physicals| {
+        let can_present = if headless {
+            headless::present_support(&entry, &instance, &physicals)
+        } else {
+            vec![false; physicals.len()]
+        };
         physicals
             .into_iter()
+            .zip(can_present)
             .enumerate()
-            .map(|(index, physical)| {
+            .map(|(index, (physical, headless_present))| {
                 let (props, identity, _) = device_properties(&instance, physical);
                 let exts = device_extensions(&instance, physical)?;
                 Ok(PhysicalDeviceInfo {
@@ -224,6 +316,8 @@ pub fn enumerate_devices() -> Result<Vec<PhysicalDeviceInfo>> {
                     memory_fd: has(&exts, ash::khr::external_memory_fd::NAME),
                     semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
                     dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
+                    swapchain: has(&exts, ash::khr::swapchain::NAME),
+                    headless_present,
                 })
             })
             .collect()
@@ -248,12 +342,97 @@ pub(crate) fn no_queue() -> Error {
     }
 }
 
-/// Locks a queue. A panic while holding the lock cannot leave a `vk::Queue` half-updated,
-/// so a poisoned lock is taken over.
-fn lock_queue(queue: &Mutex<vk::Queue>) -> MutexGuard<'_, vk::Queue> {
-    queue
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A duration in nanoseconds, saturating.
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One queue and the thread holding its lock (0: none).
+pub(super) struct QueueSlot {
+    queue: Mutex<vk::Queue>,
+    holder: AtomicU64,
+}
+
+/// A nonzero tag for the calling thread, to tell a re-entrant lock from a contended one.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|t| *t)
+}
+
+/// A locked queue of the context ([`Context::queue_at`]): dereferences to the
+/// `vk::Queue`; other submissions to it wait until it is dropped.
+pub struct QueueGuard<'a> {
+    queue: MutexGuard<'a, vk::Queue>,
+    holder: &'a AtomicU64,
+}
+
+impl std::fmt::Debug for QueueGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QueueGuard").field(&*self.queue).finish()
+    }
+}
+
+impl std::ops::Deref for QueueGuard<'_> {
+    type Target = vk::Queue;
+    fn deref(&self) -> &vk::Queue {
+        &self.queue
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        // Cleared while the mutex is still held (the guard field drops after this).
+        self.holder.store(0, Ordering::Release);
+    }
+}
+
+impl QueueSlot {
+    fn new(queue: vk::Queue) -> Self {
+        Self {
+            queue: Mutex::new(queue),
+            holder: AtomicU64::new(0),
+        }
+    }
+
+    /// Locks the queue: an error when this thread already holds it, a timeout when another
+    /// thread holds it longer than `timeout`. A panic while holding the lock cannot leave
+    /// a `vk::Queue` half-updated, so a poisoned lock is taken over.
+    pub(super) fn lock(&self, index: usize, timeout: Duration) -> Result<QueueGuard<'_>> {
+        let me = thread_tag();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(Error::invalid(
+                "queue",
+                format!("queue {index} is already locked by this thread (a QueueGuard is alive)"),
+                "drop the QueueGuard from Context::queue/queue_at before calling into vkcuda",
+            ));
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        let queue = loop {
+            match self.queue.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Timeout {
+                        what: format!("locking queue {index} (another thread holds it)"),
+                        waited: timeout,
+                    })
+                }
+            }
+        };
+        self.holder.store(me, Ordering::Release);
+        Ok(QueueGuard {
+            queue,
+            holder: &self.holder,
+        })
+    }
 }
 
 impl Context {
@@ -273,10 +452,18 @@ impl Context {
             library: "Vulkan loader",
             reason: e.to_string(),
         })?;
-        let (instance, debug_utils) = create_instance(&entry, desc.validation)?;
+        #[cfg(feature = "window")]
+        let (surface_extensions, want_swapchain) = match desc.present {
+            Some(target) => (super::present::instance_extensions(&entry, target)?, true),
+            None => (Vec::new(), false),
+        };
+        #[cfg(not(feature = "window"))]
+        let (surface_extensions, want_swapchain) = (Vec::new(), false);
+        let (instance, debug_utils) =
+            create_instance(&entry, desc.validation, &surface_extensions)?;
         // From here on an error must destroy what was created.
-        let (physical, device, (family, queue_count), enabled) =
-            match open_device(&instance, &desc.device) {
+        let (physical, device, (family, queue_count), transfer, enabled) =
+            match open_device(&instance, desc, want_swapchain) {
                 Ok(opened) => opened,
                 Err(e) => {
                     // SAFETY: nothing was created from the instance.
@@ -290,6 +477,10 @@ impl Context {
                 unsafe { device.get_device_queue(family, i) }
             })
             .collect();
+        let transfer = transfer.map(|family| {
+            // SAFETY: one queue of `family` was requested at device creation.
+            (family, unsafe { device.get_device_queue(family, 0) })
+        });
         let parts = Parts {
             entry,
             instance: instance.clone(),
@@ -297,7 +488,9 @@ impl Context {
             device: device.clone(),
             queue_family_index: family,
             queues,
+            transfer,
             enabled,
+            instance_extensions: surface_extensions.iter().map(|&e| e.to_owned()).collect(),
             debug_utils,
             owned: true,
             keep_alive: None,
@@ -369,10 +562,16 @@ impl Context {
             device,
             queue_family_index,
             queues,
+            transfer: None,
             enabled: Enabled {
                 semaphore_fd: semaphore_fd_enabled,
                 dma_buf: dma_buf_enabled,
+                swapchain: false,
+                // The caller's device may have neither.
+                host_query_reset: false,
+                calibrated: None,
             },
+            instance_extensions: Vec::new(),
             // The caller's instance may not have VK_EXT_debug_utils enabled.
             debug_utils: false,
             owned: false,
@@ -388,7 +587,9 @@ impl Context {
             device,
             queue_family_index,
             queues,
+            transfer: transfer_queue,
             enabled,
+            instance_extensions,
             debug_utils,
             owned,
             keep_alive,
@@ -415,25 +616,36 @@ impl Context {
             what: "gpu-allocator for staging memory".into(),
             reason: e.to_string(),
         })?;
-        let transfer = Transfer::new(&device, queue_family_index)?;
+        let transfer = OneShotState::new(&device, queue_family_index)?;
         let memory_fd = ash::khr::external_memory_fd::Device::new(&instance, &device);
         let semaphore_fd = enabled
             .semaphore_fd
             .then(|| ash::khr::external_semaphore_fd::Device::new(&instance, &device));
+        let calibrator = Calibrator::load(
+            &entry,
+            &instance,
+            physical_device,
+            &device,
+            enabled.calibrated,
+        );
         Ok(Self {
             shared: Arc::new(Shared {
                 allocator: ManuallyDrop::new(Mutex::new(allocator)),
                 transfer: ManuallyDrop::new(Mutex::new(transfer)),
+                one_shot_timeout_ns: AtomicU64::new(duration_ns(Self::DEFAULT_ONE_SHOT_TIMEOUT)),
                 messenger,
                 memory_fd,
                 semaphore_fd,
+                calibrator,
                 enabled,
+                instance_extensions,
                 identity,
                 properties,
                 memory_properties,
                 max_allocation_size,
-                queues: queues.into_iter().map(Mutex::new).collect(),
+                queues: queues.into_iter().map(QueueSlot::new).collect(),
                 queue_family_index,
+                transfer_queue: transfer_queue.map(|(family, q)| (family, QueueSlot::new(q))),
                 device,
                 physical_device,
                 instance,
@@ -474,12 +686,12 @@ impl Context {
         self.shared.queue_family_index
     }
 
-    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission.
+    /// Queue 0, the one vkcuda's own transfers use, locked for the caller's submission:
+    /// [`Context::queue_at`]`(0)`.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] for a context without a queue of its own (one that shares a
-    /// wgpu device's queue, see [`Context::queue_count`]).
-    pub fn queue(&self) -> Result<MutexGuard<'_, vk::Queue>> {
+    /// As [`Context::queue_at`].
+    pub fn queue(&self) -> Result<QueueGuard<'_>> {
         self.queue_at(0)
     }
 
@@ -488,34 +700,40 @@ impl Context {
     ///
     /// 0 for the context of a wgpu device that has no spare queue (`wgpu_interop`): wgpu
     /// owns that device's queue and vkcuda never submits on it behind wgpu's back, so every
-    /// vkcuda call that would submit (staged copies, one-shot barriers, [`crate::interop::FrameSync`])
-    /// returns [`Error::Unsupported`] instead.
+    /// vkcuda call that would submit ([`OneShot`](crate::util::OneShot) copies and
+    /// barriers, [`crate::interop::FrameSync`], [`Context::submit_to`]) returns
+    /// [`Error::Unsupported`] instead.
     pub fn queue_count(&self) -> usize {
         self.shared.queues.len()
     }
 
+    /// How long taking a queue's lock waits for another thread before
+    /// [`Error::Timeout`].
+    pub const QUEUE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
     /// Queue `index` (index 0 is [`Context::queue`]), locked for the caller's submission.
+    /// Every vkcuda submission takes the same lock, so drop the guard before calling into
+    /// vkcuda from this thread (such a call is refused rather than deadlocking).
     ///
     /// # Errors
-    /// * [`Error::Unsupported`] when the context has no queue ([`Context::queue_count`] 0).
-    /// * [`Error::InvalidArgument`] (`queue`) when `index` is not below
-    ///   [`Context::queue_count`].
-    pub fn queue_at(&self, index: usize) -> Result<MutexGuard<'_, vk::Queue>> {
+    /// [`Error::Unsupported`] when the context has no queue of its own
+    /// ([`Context::queue_count`] is 0); [`Error::InvalidArgument`] (`queue`) when `index` is
+    /// not below [`Context::queue_count`], or this thread already holds that queue's guard;
+    /// [`Error::Timeout`] when another thread holds it longer than
+    /// [`Context::QUEUE_LOCK_TIMEOUT`].
+    pub fn queue_at(&self, index: usize) -> Result<QueueGuard<'_>> {
         let count = self.queue_count();
         if count == 0 {
             return Err(no_queue());
         }
-        self.shared
-            .queues
-            .get(index)
-            .map(lock_queue)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "queue",
-                    format!("queue index {index}"),
-                    format!("an index below queue_count() = {count}"),
-                )
-            })
+        let slot = self.shared.queues.get(index).ok_or_else(|| {
+            Error::invalid(
+                "queue",
+                format!("queue index {index}"),
+                format!("an index below queue_count() = {count}"),
+            )
+        })?;
+        slot.lock(index, Self::QUEUE_LOCK_TIMEOUT)
     }
 
     /// Largest single allocation (`maxMemoryAllocationSize`, Vulkan 1.1).
@@ -546,12 +764,64 @@ impl Context {
         self.shared.messenger.as_ref().map(Messenger::errors_by_id)
     }
 
+    #[cfg(feature = "window")]
+    /// Whether `VK_KHR_swapchain` is enabled on the device.
+    pub(crate) fn swapchain_enabled(&self) -> bool {
+        self.shared.enabled.swapchain
+    }
+
+    #[cfg(feature = "window")]
+    /// Instance extensions vkcuda enabled (empty for a wrapped context).
+    pub(crate) fn instance_extensions(&self) -> &[CString] {
+        &self.shared.instance_extensions
+    }
+
+    #[cfg(feature = "window")]
+    /// The loader the instance was created with.
+    pub(crate) fn entry(&self) -> &ash::Entry {
+        &self.shared._entry
+    }
+
+    /// The one ownership check: every safe entry point that takes a Vulkan resource calls it
+    /// with the resource's context. Two contexts are the same device when their `VkDevice`
+    /// handles are equal; the physical device or its UUID is not enough (two contexts on one
+    /// GPU share it, but not each other's objects).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `arg` when `owner` is another `VkDevice`.
+    pub(crate) fn check_owns(&self, arg: &'static str, owner: &Context) -> Result<()> {
+        let (mine, theirs) = (self.device().handle(), owner.device().handle());
+        if mine == theirs {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            arg,
+            format!("made on another device (VkDevice {theirs:?}, not this context's {mine:?})"),
+            "a resource of this context's VkDevice",
+        ))
+    }
+
     pub(crate) fn memory_fd(&self) -> &ash::khr::external_memory_fd::Device {
         &self.shared.memory_fd
     }
 
     pub(crate) fn semaphore_fd(&self) -> Option<&ash::khr::external_semaphore_fd::Device> {
         self.shared.semaphore_fd.as_ref()
+    }
+
+    pub(crate) fn calibrator(&self) -> Option<&Calibrator> {
+        self.shared.calibrator.as_ref()
+    }
+
+    pub(crate) fn host_query_reset(&self) -> bool {
+        self.shared.enabled.host_query_reset
+    }
+
+    pub(super) fn transfer_queue_slot(&self) -> Option<(u32, &QueueSlot)> {
+        self.shared
+            .transfer_queue
+            .as_ref()
+            .map(|(family, q)| (*family, q))
     }
 
     pub(crate) fn memory_properties(&self) -> &vk::PhysicalDeviceMemoryProperties {
@@ -566,11 +836,34 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn transfer(&self) -> MutexGuard<'_, Transfer> {
+    /// How long a one-shot ([`OneShot`](crate::util::OneShot)) waits for its submission
+    /// (and for an earlier one still running) before [`Error::Timeout`], unless changed
+    /// with [`Context::set_one_shot_timeout`].
+    pub const DEFAULT_ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Sets how long one-shots wait for their submission. A one-shot that times out stays
+    /// pending: what it uses is kept alive, and the next one-shot waits for it first.
+    pub fn set_one_shot_timeout(&self, timeout: Duration) {
         self.shared
+            .one_shot_timeout_ns
+            .store(duration_ns(timeout), Ordering::Relaxed);
+    }
+
+    /// The current one-shot timeout ([`Context::set_one_shot_timeout`]).
+    pub fn one_shot_timeout(&self) -> Duration {
+        Duration::from_nanos(self.shared.one_shot_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// Locks the one-shot transfer state: the first lock of the order (see [`Context`]).
+    /// A panic while it was held (e.g. in a recording closure) leaves it consistent: a
+    /// submission made is marked pending before anything else runs.
+    pub(crate) fn one_shot_lock(&self) -> OneShotLock<'_> {
+        let state = self
+            .shared
             .transfer
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        OneShotLock::new(self, state)
     }
 }
 
@@ -582,14 +875,19 @@ fn validation_requested(entry: &ash::Entry) -> bool {
     from_env && has_instance_extension(entry, ash::ext::debug_utils::NAME)
 }
 
-fn has_instance_extension(entry: &ash::Entry, name: &CStr) -> bool {
+pub(super) fn has_instance_extension(entry: &ash::Entry, name: &CStr) -> bool {
     // SAFETY: plain query through a loaded entry.
     let exts = unsafe { entry.enumerate_instance_extension_properties(None) }.unwrap_or_default();
     exts.iter().any(|e| e.extension_name_as_c_str() == Ok(name))
 }
 
-/// Creates the instance; also says whether a validation messenger should be installed.
-fn create_instance(entry: &ash::Entry, validation: bool) -> Result<(ash::Instance, bool)> {
+/// Creates the instance with `extra` extensions (checked available by the caller); also
+/// says whether a validation messenger should be installed.
+fn create_instance(
+    entry: &ash::Entry,
+    validation: bool,
+    extra: &[&CStr],
+) -> Result<(ash::Instance, bool)> {
     // SAFETY: plain query through a loaded entry.
     let version = unsafe { entry.try_enumerate_instance_version() }
         .map_err(|r| Error::vk("vkEnumerateInstanceVersion", r))?
@@ -624,7 +922,7 @@ fn create_instance(entry: &ash::Entry, validation: bool) -> Result<(ash::Instanc
     }
     let debug_utils = (validation || validation_requested(entry))
         && has_instance_extension(entry, ash::ext::debug_utils::NAME);
-    let mut extensions: Vec<*const c_char> = Vec::new();
+    let mut extensions: Vec<*const c_char> = extra.iter().map(|e| e.as_ptr()).collect();
     if debug_utils {
         extensions.push(ash::ext::debug_utils::NAME.as_ptr());
     }
@@ -706,11 +1004,22 @@ fn type_rank(t: vk::PhysicalDeviceType) -> u32 {
     }
 }
 
-/// Chooses a physical device and creates the logical device.
+/// Chooses a physical device and creates the logical device (with `VK_KHR_swapchain` when
+/// `want_swapchain` and the device has it); returns the main family and its queue count,
+/// and the transfer-only family given one queue.
+#[allow(clippy::type_complexity)]
 fn open_device(
     instance: &ash::Instance,
-    selection: &DeviceSelection,
-) -> Result<(vk::PhysicalDevice, ash::Device, (u32, u32), Enabled)> {
+    desc: &ContextDesc,
+    want_swapchain: bool,
+) -> Result<(
+    vk::PhysicalDevice,
+    ash::Device,
+    (u32, u32),
+    Option<u32>,
+    Enabled,
+)> {
+    let selection = &desc.device;
     // SAFETY: valid instance.
     let physicals = unsafe { instance.enumerate_physical_devices() }
         .map_err(|r| Error::vk("vkEnumeratePhysicalDevices", r))?;
@@ -750,9 +1059,23 @@ fn open_device(
         });
     };
 
+    let mut v12_supported = vk::PhysicalDeviceVulkan12Features::default();
+    let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut v12_supported);
+    // SAFETY: valid physical device of this instance; the pNext chain points at a live struct.
+    unsafe { instance.get_physical_device_features2(physical, &mut features) };
     let enabled = Enabled {
         semaphore_fd: has(&exts, ash::khr::external_semaphore_fd::NAME),
         dma_buf: has(&exts, ash::ext::external_memory_dma_buf::NAME),
+        swapchain: want_swapchain && has(&exts, ash::khr::swapchain::NAME),
+        host_query_reset: v12_supported.host_query_reset == vk::TRUE,
+        calibrated: Calibrator::extension(&exts),
+    };
+    let transfer = if desc.transfer_queue {
+        // SAFETY: valid physical device of this instance.
+        let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
+        transfer_only_family(&families)
+    } else {
+        None
     };
     let mut names = vec![ash::khr::external_memory_fd::NAME.as_ptr()];
     if enabled.semaphore_fd {
@@ -761,11 +1084,26 @@ fn open_device(
     if enabled.dma_buf {
         names.push(ash::ext::external_memory_dma_buf::NAME.as_ptr());
     }
+    if enabled.swapchain {
+        names.push(ash::khr::swapchain::NAME.as_ptr());
+    }
+    if let Some(name) = enabled.calibrated {
+        names.push(name.as_ptr());
+    }
     let priorities = vec![1.0f32; queue_count as usize];
-    let queues = [vk::DeviceQueueCreateInfo::default()
+    let mut queues = vec![vk::DeviceQueueCreateInfo::default()
         .queue_family_index(family)
         .queue_priorities(&priorities)];
-    let mut v12 = vk::PhysicalDeviceVulkan12Features::default().timeline_semaphore(true);
+    if let Some(transfer) = transfer {
+        queues.push(
+            vk::DeviceQueueCreateInfo::default()
+                .queue_family_index(transfer)
+                .queue_priorities(&priorities[..1]),
+        );
+    }
+    let mut v12 = vk::PhysicalDeviceVulkan12Features::default()
+        .timeline_semaphore(true)
+        .host_query_reset(enabled.host_query_reset);
     let info = vk::DeviceCreateInfo::default()
         .queue_create_infos(&queues)
         .enabled_extension_names(&names)
@@ -774,5 +1112,5 @@ fn open_device(
     // the call; the extensions were checked to be supported.
     let device = unsafe { instance.create_device(physical, &info, None) }
         .map_err(|r| Error::vk("vkCreateDevice", r))?;
-    Ok((physical, device, (family, queue_count), enabled))
+    Ok((physical, device, (family, queue_count), transfer, enabled))
 }

@@ -1,5 +1,9 @@
-//! Dedicated, external-capable `VkDeviceMemory`, shared by buffers and images: allocation
-//! for export, allocation from an imported handle, and export as an owned handle.
+//! External-capable `VkDeviceMemory`, the core that buffers and images share: [`Bound`]
+//! owns a resource and its memory (its own allocation, made for export or imported from a
+//! handle, or a slot of an [`ExportPool`](super::ExportPool) block), exports a dedicated
+//! allocation as an owned handle, and destroys the resource, then frees the memory (or
+//! returns the slot), on drop. [`ExternalBuffer`](super::ExternalBuffer) and
+//! [`ExternalImage`](super::ExternalImage) add their description on top.
 
 #[cfg(unix)]
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -7,26 +11,402 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use ash::vk;
 
 use super::capabilities::memory_handle_flags;
+use super::pool::{PoolBlock, PoolSlot};
 use super::Context;
 use crate::error::{Error, Result};
 #[cfg(unix)]
-pub(crate) use crate::external::lend_fd;
-use crate::external::{MemoryHandle, MemoryHandleType};
+use crate::external::lend_fd;
+use crate::external::{MemoryHandle, MemoryHandleType, MemoryImport};
 
-/// The one resource a dedicated allocation is made for.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Dedicated {
-    Buffer(vk::Buffer),
-    Image(vk::Image),
+/// A buffer or an image: what a dedicated allocation is made for.
+pub(crate) trait Resource: Copy {
+    /// What the resource is called in errors: `"buffer"` or `"image"`.
+    const NAME: &'static str;
+    /// The type whose `new` makes exportable ones, for errors.
+    const OWNER: &'static str;
+
+    /// `VkMemoryDedicatedAllocateInfo` naming this resource.
+    fn dedicated_info(self) -> vk::MemoryDedicatedAllocateInfo<'static>;
+
+    /// `vkGet{Buffer,Image}MemoryRequirements`.
+    ///
+    /// # Safety
+    /// 1. The resource was created from `device` and is alive.
+    unsafe fn requirements(self, device: &ash::Device) -> vk::MemoryRequirements;
+
+    /// `vkBind{Buffer,Image}Memory` at `offset`.
+    ///
+    /// # Safety
+    /// 1. The resource was created from `device`, is alive and unbound; `memory` holds its
+    ///    `VkMemoryRequirements::size` bytes from `offset`, is of an allowed type, and
+    ///    `offset` is a multiple of its `alignment`.
+    unsafe fn bind(self, device: &ash::Device, memory: vk::DeviceMemory, offset: u64)
+        -> Result<()>;
+
+    /// `vkDestroy{Buffer,Image}`.
+    ///
+    /// # Safety
+    /// 1. The resource was created from `device` and no pending work uses it; destroyed once.
+    unsafe fn destroy(self, device: &ash::Device);
 }
 
-impl Dedicated {
-    fn info(self) -> vk::MemoryDedicatedAllocateInfo<'static> {
-        match self {
-            Self::Buffer(b) => vk::MemoryDedicatedAllocateInfo::default().buffer(b),
-            Self::Image(i) => vk::MemoryDedicatedAllocateInfo::default().image(i),
+impl Resource for vk::Buffer {
+    const NAME: &'static str = "buffer";
+    const OWNER: &'static str = "ExternalBuffer";
+
+    fn dedicated_info(self) -> vk::MemoryDedicatedAllocateInfo<'static> {
+        vk::MemoryDedicatedAllocateInfo::default().buffer(self)
+    }
+
+    unsafe fn requirements(self, device: &ash::Device) -> vk::MemoryRequirements {
+        // SAFETY: precondition 1.
+        unsafe { device.get_buffer_memory_requirements(self) }
+    }
+
+    unsafe fn bind(
+        self,
+        device: &ash::Device,
+        memory: vk::DeviceMemory,
+        offset: u64,
+    ) -> Result<()> {
+        // SAFETY: precondition 1.
+        unsafe { device.bind_buffer_memory(self, memory, offset) }
+            .map_err(|r| Error::vk("vkBindBufferMemory", r))
+    }
+
+    unsafe fn destroy(self, device: &ash::Device) {
+        // SAFETY: precondition 1.
+        unsafe { device.destroy_buffer(self, None) }
+    }
+}
+
+impl Resource for vk::Image {
+    const NAME: &'static str = "image";
+    const OWNER: &'static str = "ExternalImage";
+
+    fn dedicated_info(self) -> vk::MemoryDedicatedAllocateInfo<'static> {
+        vk::MemoryDedicatedAllocateInfo::default().image(self)
+    }
+
+    unsafe fn requirements(self, device: &ash::Device) -> vk::MemoryRequirements {
+        // SAFETY: precondition 1.
+        unsafe { device.get_image_memory_requirements(self) }
+    }
+
+    unsafe fn bind(
+        self,
+        device: &ash::Device,
+        memory: vk::DeviceMemory,
+        offset: u64,
+    ) -> Result<()> {
+        // SAFETY: precondition 1.
+        unsafe { device.bind_image_memory(self, memory, offset) }
+            .map_err(|r| Error::vk("vkBindImageMemory", r))
+    }
+
+    unsafe fn destroy(self, device: &ash::Device) {
+        // SAFETY: precondition 1.
+        unsafe { device.destroy_image(self, None) }
+    }
+}
+
+/// A resource just created and not yet bound: destroyed on drop unless [`Bound`] takes it.
+pub(crate) struct Unbound<'a, R: Resource> {
+    device: &'a ash::Device,
+    raw: R,
+}
+
+impl<'a, R: Resource> Unbound<'a, R> {
+    /// Takes ownership of `raw`.
+    ///
+    /// # Safety
+    /// 1. `raw` was just created from `device`, is unbound and used by nothing else.
+    pub(crate) unsafe fn new(device: &'a ash::Device, raw: R) -> Self {
+        Self { device, raw }
+    }
+
+    /// The resource, still unbound.
+    pub(crate) fn raw(&self) -> R {
+        self.raw
+    }
+
+    /// The device it was created from.
+    pub(crate) fn device(&self) -> &'a ash::Device {
+        self.device
+    }
+
+    /// Its memory requirements.
+    pub(crate) fn requirements(&self) -> vk::MemoryRequirements {
+        // SAFETY: created from `device` and alive (`new`'s precondition).
+        unsafe { self.raw.requirements(self.device) }
+    }
+
+    fn release(self) -> R {
+        let raw = self.raw;
+        std::mem::forget(self);
+        raw
+    }
+}
+
+impl<R: Resource> Drop for Unbound<'_, R> {
+    fn drop(&mut self) {
+        // SAFETY: created from `device`, never bound or used (`new`'s precondition).
+        unsafe { self.raw.destroy(self.device) };
+    }
+}
+
+/// A buffer or image bound to its own dedicated `VkDeviceMemory`, allocated exportable
+/// ([`Bound::allocate`]) or imported from a handle ([`Bound::import`]), or bound at a slot
+/// of a pool block ([`Bound::pooled`]). Drop destroys the resource, then frees the memory
+/// (or returns the slot); GPU work that uses it must have finished by then.
+pub(crate) struct Bound<R: Resource> {
+    ctx: Context,
+    raw: R,
+    /// Released in `Drop`, after the resource is destroyed.
+    backing: Backing,
+    allocation_size: u64,
+    handle_type: MemoryHandleType,
+    exportable: bool,
+}
+
+/// The memory a [`Bound`] resource is bound to.
+enum Backing {
+    /// Its own allocation, freed with the resource.
+    Dedicated(vk::DeviceMemory),
+    /// A slot of an [`ExportPool`](super::ExportPool) block, returned when dropped.
+    Pooled(PoolSlot),
+}
+
+impl<R: Resource> Drop for Bound<R> {
+    fn drop(&mut self) {
+        let device = self.ctx.device();
+        // SAFETY: the resource and memory were made from this device and are destroyed once;
+        // every CUDA import of the memory holds the owner of this value (or its pool block)
+        // alive until then.
+        unsafe { self.raw.destroy(device) };
+        if let Backing::Dedicated(memory) = self.backing {
+            // SAFETY: as above; the resource bound to the memory is gone.
+            unsafe { device.free_memory(memory, None) };
+        }
+        // A pooled slot returns its range when `backing` drops, after the resource is gone.
+    }
+}
+
+impl<R: Resource> Bound<R> {
+    /// Allocates memory exportable as `handle_type` ([`export_flags`]), dedicated to
+    /// `resource`, and binds it.
+    ///
+    /// # Safety
+    /// 1. `resource` was created from `ctx.device()` with `VkExternalMemory{Buffer,Image}
+    ///    CreateInfo` naming `flags`.
+    pub(crate) unsafe fn allocate(
+        ctx: &Context,
+        resource: Unbound<'_, R>,
+        flags: vk::ExternalMemoryHandleTypeFlags,
+        handle_type: MemoryHandleType,
+    ) -> Result<Self> {
+        let requirements = resource.requirements();
+        // SAFETY: precondition 1; the resource is unbound and `requirements` are its own.
+        let memory = unsafe { allocate_exportable(ctx, &requirements, flags, resource.raw) }?;
+        Self::bind(ctx, resource, memory, requirements.size, handle_type, true)
+    }
+
+    /// Imports `fd` (`size` bytes of `handle_type`, dedicated as `dedicated` says) and binds
+    /// it; `what` names the resource in a size error. On success Vulkan owns the fd; on
+    /// failure it has been closed.
+    ///
+    /// # Safety
+    /// 1. `resource` was created from `ctx.device()` with `VkExternalMemory{Buffer,Image}
+    ///    CreateInfo` naming `handle_type`'s flag.
+    /// 2. The payload behind `fd` fits `resource` (the `import` contracts of
+    ///    [`ExternalBuffer`](super::ExternalBuffer) and [`ExternalImage`](super::ExternalImage)).
+    pub(crate) unsafe fn import(
+        ctx: &Context,
+        resource: Unbound<'_, R>,
+        fd: ImportFd,
+        handle_type: MemoryHandleType,
+        size: u64,
+        dedicated: bool,
+        what: impl FnOnce() -> String,
+    ) -> Result<Self> {
+        let requirements = resource.requirements();
+        check_import_size(size, dedicated, requirements.size, what)?;
+        let to = dedicated.then_some(resource.raw);
+        // SAFETY: preconditions 1 and 2; the resource is unbound.
+        let memory = unsafe {
+            import_memory(
+                ctx,
+                handle_type,
+                fd,
+                requirements.memory_type_bits,
+                size,
+                to,
+            )
+        }?;
+        Self::bind(ctx, resource, memory, size, handle_type, false)
+    }
+
+    /// Binds the resource at `slot` of a pool block whose memory is exportable as
+    /// `handle_type`. The result cannot be exported on its own (its block can).
+    ///
+    /// # Safety
+    /// 1. `resource` was created from `ctx.device()` with `VkExternalMemory{Buffer,Image}
+    ///    CreateInfo` naming `handle_type`'s flag; its memory requirements allow the block's
+    ///    memory type, and `slot` is at least their `size` long at an offset that is a
+    ///    multiple of their `alignment`.
+    pub(crate) unsafe fn pooled(
+        ctx: &Context,
+        resource: Unbound<'_, R>,
+        slot: PoolSlot,
+        handle_type: MemoryHandleType,
+    ) -> Result<Self> {
+        // SAFETY: precondition 1; the slot lies in the block's live memory; the resource is
+        // unbound. On error `resource` destroys it and `slot` returns its range.
+        unsafe {
+            resource
+                .raw
+                .bind(ctx.device(), slot.block().memory(), slot.offset())
+        }?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            raw: resource.release(),
+            allocation_size: slot.len(),
+            backing: Backing::Pooled(slot),
+            handle_type,
+            exportable: false,
+        })
+    }
+
+    /// Binds `memory` to the resource and assembles the result; frees both on error.
+    fn bind(
+        ctx: &Context,
+        resource: Unbound<'_, R>,
+        memory: vk::DeviceMemory,
+        allocation_size: u64,
+        handle_type: MemoryHandleType,
+        exportable: bool,
+    ) -> Result<Self> {
+        // SAFETY: memory was allocated for this resource (dedicated, or an import at least
+        // `requirements.size` long); bound once.
+        if let Err(e) = unsafe { resource.raw.bind(ctx.device(), memory, 0) } {
+            // SAFETY: the memory is unbound and unused.
+            unsafe { ctx.device().free_memory(memory, None) };
+            return Err(e);
+        }
+        Ok(Self {
+            ctx: ctx.clone(),
+            raw: resource.release(),
+            backing: Backing::Dedicated(memory),
+            allocation_size,
+            handle_type,
+            exportable,
+        })
+    }
+
+    /// Exports the memory as a new handle (each call makes a new fd), described so an
+    /// importer takes exactly this allocation: size from `VkMemoryRequirements`, dedicated.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when the memory was imported rather than allocated exportable,
+    /// or is a slot of a pool block; [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
+    pub(crate) fn export(&self) -> Result<MemoryImport> {
+        if let Backing::Pooled(_) = self.backing {
+            return Err(Error::Unsupported {
+                what: format!("export of a pooled {} on its own", R::NAME),
+                reason: format!(
+                    "it is a range of a pool block: export the block ({}::pool_slot) and \
+                     carry the offset",
+                    R::OWNER
+                ),
+            });
+        }
+        if !self.exportable {
+            return Err(Error::Unsupported {
+                what: format!("export of an imported {}", R::NAME),
+                reason: format!(
+                    "only {}s created by {}::new are exportable",
+                    R::NAME,
+                    R::OWNER
+                ),
+            });
+        }
+        Ok(MemoryImport {
+            handle: export_handle(&self.ctx, self.memory(), self.handle_type)?,
+            size: self.allocation_size,
+            dedicated: true,
+        })
+    }
+
+    /// The raw resource.
+    pub(crate) fn raw(&self) -> R {
+        self.raw
+    }
+
+    /// The raw memory (a pool block's, for a pooled resource).
+    pub(crate) fn memory(&self) -> vk::DeviceMemory {
+        match &self.backing {
+            Backing::Dedicated(memory) => *memory,
+            Backing::Pooled(slot) => slot.block().memory(),
         }
     }
+
+    /// For a pooled resource: its block and the byte offset it is bound at.
+    pub(crate) fn pool_slot(&self) -> Option<(&std::sync::Arc<PoolBlock>, u64)> {
+        match &self.backing {
+            Backing::Dedicated(_) => None,
+            Backing::Pooled(slot) => Some((slot.block(), slot.offset())),
+        }
+    }
+
+    /// `VkMemoryRequirements::size` (allocated), the imported size, or the pool slot's size.
+    pub(crate) fn allocation_size(&self) -> u64 {
+        self.allocation_size
+    }
+
+    /// The export (or import) handle type.
+    pub(crate) fn handle_type(&self) -> MemoryHandleType {
+        self.handle_type
+    }
+
+    /// Whether [`Bound::export`] works.
+    pub(crate) fn is_exportable(&self) -> bool {
+        self.exportable
+    }
+
+    /// The context it was made on.
+    pub(crate) fn context(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+/// The Vulkan flag of an exportable `t`, after the platform and extension checks.
+pub(crate) fn export_flags(
+    ctx: &Context,
+    t: MemoryHandleType,
+) -> Result<vk::ExternalMemoryHandleTypeFlags> {
+    if !t.is_fd() || !cfg!(unix) {
+        return Err(unsupported_type(t));
+    }
+    if t == MemoryHandleType::DmaBufFd && !ctx.can_export_dma_buf() {
+        return Err(Error::missing_extension(
+            "VK_EXT_external_memory_dma_buf",
+            "DmaBufFd memory in Vulkan",
+        ));
+    }
+    memory_handle_flags(t).ok_or_else(|| unsupported_type(t))
+}
+
+/// Checks that the description's `handle_type` is the type of the handle being imported.
+pub(crate) fn check_import_type(described: MemoryHandleType, import: &MemoryImport) -> Result<()> {
+    let handle_type = import.handle.handle_type();
+    if handle_type == described {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "desc.handle_type",
+        format!("{described} but the handle is {handle_type}"),
+        "the type of the handle being imported",
+    ))
 }
 
 /// Allocates memory for `to`, exportable as `flags`, dedicated to `to`.
@@ -35,15 +415,15 @@ impl Dedicated {
 /// 1. `to` was created from `ctx.device()` with `VkExternalMemory{Buffer,Image}CreateInfo`
 ///    naming `flags`, is alive and has no memory bound.
 /// 2. `requirements` are `to`'s memory requirements.
-pub(crate) unsafe fn allocate_exportable(
+unsafe fn allocate_exportable(
     ctx: &Context,
     requirements: &vk::MemoryRequirements,
     flags: vk::ExternalMemoryHandleTypeFlags,
-    to: Dedicated,
+    to: impl Resource,
 ) -> Result<vk::DeviceMemory> {
     let memory_type = choose_memory_type(ctx, requirements.memory_type_bits)?;
     let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(flags);
-    let mut dedicated = to.info();
+    let mut dedicated = to.dedicated_info();
     let info = vk::MemoryAllocateInfo::default()
         .allocation_size(requirements.size)
         .memory_type_index(memory_type)
@@ -55,6 +435,24 @@ pub(crate) unsafe fn allocate_exportable(
         .map_err(|r| Error::vk_sized("vkAllocateMemory", r, requirements.size))
 }
 
+/// Allocates `size` bytes of `memory_type`, exportable as `flags`, for no resource in
+/// particular (a pool block that buffers are bound into at offsets).
+pub(crate) fn allocate_exportable_block(
+    ctx: &Context,
+    size: u64,
+    memory_type: u32,
+    flags: vk::ExternalMemoryHandleTypeFlags,
+) -> Result<vk::DeviceMemory> {
+    let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(flags);
+    let info = vk::MemoryAllocateInfo::default()
+        .allocation_size(size)
+        .memory_type_index(memory_type)
+        .push_next(&mut export);
+    // SAFETY: `info`'s chain points at a live struct; no resource is named.
+    unsafe { ctx.device().allocate_memory(&info, None) }
+        .map_err(|r| Error::vk_sized("vkAllocateMemory", r, size))
+}
+
 /// Allocates `size` bytes from the imported `fd` of `handle_type`, restricted to the memory
 /// types in `allowed` (the resource's `memoryTypeBits`), dedicated to `dedicated` if given.
 ///
@@ -63,15 +461,16 @@ pub(crate) unsafe fn allocate_exportable(
 /// # Safety
 /// 1. `dedicated`, if given, was created from `ctx.device()` with external-memory create info
 ///    naming `handle_type`, is alive and has no memory bound.
-pub(crate) unsafe fn import_memory(
+unsafe fn import_memory(
     ctx: &Context,
     handle_type: MemoryHandleType,
     fd: ImportFd,
     allowed: u32,
     size: u64,
-    dedicated: Option<Dedicated>,
+    dedicated: Option<impl Resource>,
 ) -> Result<vk::DeviceMemory> {
     let flags = memory_handle_flags(handle_type).ok_or_else(|| unsupported_type(handle_type))?;
+    let fd = check_memory_fd(fd, handle_type)?;
     let allowed = if handle_type == MemoryHandleType::OpaqueFd {
         // Opaque fds must use the exporter's memory type (not queryable): the same
         // choice the exporting constructor makes for the same description.
@@ -91,7 +490,7 @@ pub(crate) unsafe fn import_memory(
         let mut fd_info = vk::ImportMemoryFdInfoKHR::default()
             .handle_type(flags)
             .fd(raw);
-        let mut dedicated_info = dedicated.map(Dedicated::info);
+        let mut dedicated_info = dedicated.map(Resource::dedicated_info);
         let mut info = vk::MemoryAllocateInfo::default()
             .allocation_size(size)
             .memory_type_index(memory_type)
@@ -138,7 +537,7 @@ fn invalid_handle(call: &'static str, t: MemoryHandleType, r: vk::Result) -> Err
     if r == vk::Result::ERROR_INVALID_EXTERNAL_HANDLE {
         Error::InvalidExternalHandle {
             call,
-            handle_type: t.to_string(),
+            handle_type: t.into(),
             detail: format!("{r}"),
         }
     } else {
@@ -149,6 +548,87 @@ fn invalid_handle(call: &'static str, t: MemoryHandleType, r: vk::Result) -> Err
 /// An fd being imported (uninhabited where vkcuda imports no fds).
 #[cfg(unix)]
 pub(crate) type ImportFd = OwnedFd;
+
+/// Non-memory anonymous inodes, as `/proc/self/fd` names them.
+#[cfg(unix)]
+const NOT_MEMORY: [&str; 8] = [
+    "[eventfd]",
+    "[eventpoll]",
+    "[signalfd]",
+    "[timerfd]",
+    "inotify",
+    "[pidfd]",
+    "[io_uring]",
+    "[userfaultfd]",
+];
+
+/// Refuses, before the driver sees it, an fd that cannot be a memory object: lavapipe
+/// `read()`s from a pipe or socket passed as memory and blocks for ever, and NVIDIA reports
+/// such fds as out of memory. Refused: a closed fd, pipes, sockets, directories, block
+/// devices, symlinks, regular files that are not shared memory (memfd, tmpfs), character
+/// devices other than GPU ones (`/dev/nvidia*`, `/dev/dri/*`), and non-memory anonymous
+/// inodes (eventfd, epoll, timerfd, ...). What passes may still be refused by the driver.
+///
+/// # Errors
+/// [`Error::InvalidExternalHandle`] naming what the fd is. A closed fd is forgotten, not
+/// closed (its number may belong to someone else by now); any other refused fd is closed.
+#[cfg(unix)]
+fn check_memory_fd(fd: OwnedFd, handle_type: MemoryHandleType) -> Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    let raw = fd.as_raw_fd();
+    let refuse = |detail: String| Error::InvalidExternalHandle {
+        call: "vkcuda fd check (fstat)",
+        handle_type: handle_type.into(),
+        detail,
+    };
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer; fstat only inspects the fd.
+    if unsafe { libc::fstat(raw, &mut st) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EBADF) {
+            // Not open: closing the number could close an fd someone else opened since.
+            std::mem::forget(fd);
+            return Err(refuse(format!("fd {raw} is not open (EBADF)")));
+        }
+        return Err(refuse(format!("fstat of fd {raw} failed: {e}")));
+    }
+    let target = std::fs::read_link(format!("/proc/self/fd/{raw}"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = st.st_mode & libc::S_IFMT;
+    let what = match kind {
+        libc::S_IFIFO => Some("a pipe"),
+        libc::S_IFSOCK => Some("a socket"),
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFBLK => Some("a block device"),
+        libc::S_IFLNK => Some("a symbolic link"),
+        libc::S_IFCHR => {
+            let gpu = target.starts_with("/dev/nvidia") || target.starts_with("/dev/dri/");
+            (!gpu).then_some("a character device that is not a GPU (/dev/nvidia*, /dev/dri/*)")
+        }
+        libc::S_IFREG => {
+            // SAFETY: F_GET_SEALS only reads the fd's seals; it fails on non-shmem files.
+            let shmem = unsafe { libc::fcntl(raw, libc::F_GET_SEALS) } >= 0;
+            (!shmem).then_some("a regular file (not shared memory)")
+        }
+        _ => NOT_MEMORY
+            .iter()
+            .any(|n| target.contains(n))
+            .then_some("an anonymous inode that is not memory"),
+    };
+    match what {
+        Some(what) => Err(refuse(format!(
+            "fd {raw} is {what} ({target}), not a memory object"
+        ))),
+        None => Ok(fd),
+    }
+}
+
+#[cfg(not(unix))]
+fn check_memory_fd(fd: ImportFd, _: MemoryHandleType) -> Result<ImportFd> {
+    match fd {}
+}
 
 /// Takes the fd out of an fd handle; other handle types are [`unsupported_type`].
 #[cfg(unix)]
@@ -221,7 +701,7 @@ pub(crate) fn export_handle(
 /// dedicated allocation must be exactly that size (VUID-VkMemoryDedicatedAllocateInfo-
 /// buffer-01435 / image-01433), a shared one at least that size. `resource` names what
 /// the memory is for in the error.
-pub(crate) fn check_import_size(
+fn check_import_size(
     size: u64,
     dedicated: bool,
     required: u64,

@@ -6,42 +6,71 @@
 //!   caller's ([`Context::wrap`]).
 //! * [`ExternalBuffer`] is a buffer bound to its own dedicated `VkDeviceMemory` that can be
 //!   exported ([`ExternalBuffer::export`]) or was imported from a handle.
+//! * [`ExportPool`]: many exportable buffers bound at offsets of a few exported blocks
+//!   ([`PoolBlock`]), one block per size class, so one export serves many buffers.
 //! * [`ExternalImage`] is the same for optimally (or linearly) tiled images, with the
 //!   queue-family release/acquire to and from `VK_QUEUE_FAMILY_EXTERNAL` tracked for you.
-//! * [`ExportableSemaphore`]: timeline and binary semaphores exported as fds, with a fast
-//!   bounded host wait.
-//! * [`ComputePass`]: a minimal compute pipeline over one storage image, for demos and tests.
-//! * [`Commands`]: a command buffer recorded and submitted without `unsafe`; barriers for
-//!   tracked images are planned at submission, so they always match the image's state.
-//! * [`Context::read_buffer`] / [`Context::write_buffer`] (and the image twins) are staged
-//!   transfers for tests, examples and the staged-copy baselines.
+//!   LINEAR 2D images are rows at a pitch ([`LinearLayout`]) and can be bound to memory
+//!   made for no image in particular ([`ExternalImage::import_linear`]).
+//! * [`Semaphore`]: timeline and binary semaphores, exportable as fds or local to Vulkan,
+//!   with a fast bounded host wait; [`Context::submit_to`] submits batches that wait on and
+//!   signal them.
+//! * [`texel_block`]: the one texel-block table of Vulkan formats.
+//! * [`GpuTimer`]: timestamp brackets around batches, read back as host times (for
+//!   [`crate::trace`]); [`QueueId`] names the main queues and the optional transfer-only
+//!   queue ([`ContextDesc::transfer_queue`]).
+//! * `Presenter` (feature `window`): a swapchain on a window's (or a headless) surface that
+//!   shows an [`ExternalImage`], for the last step of a frame.
+//!
+//! Command recording, compute passes and one-shot staged copies are helpers beside this
+//! core, in [`crate::util`].
 
 mod buffer;
+mod buffer_owner;
 mod capabilities;
-mod commands;
-mod compute;
 mod context;
 mod debug;
+mod format;
+mod headless;
 mod image;
 mod memory;
+mod pool;
+#[cfg(feature = "window")]
+mod present;
+mod queue_use;
+pub(crate) mod queues;
 mod semaphore;
+mod submit;
+mod timestamps;
 mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};
+pub(crate) use buffer_owner::{require_owned as require_buffer_owned, BufferStep};
 pub use capabilities::{
-    memory_handle_flags, semaphore_handle_flags, ExternalSupport, SemaphoreKind,
+    memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
-pub use commands::Commands;
-pub use compute::{ComputePass, ComputeTarget};
 pub(crate) use context::no_queue;
 #[cfg(feature = "wgpu")]
 pub(crate) use context::Borrowed;
 pub use context::{
-    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, WrapDesc,
+    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, QueueGuard,
+    WrapDesc,
 };
+pub(crate) use format::level_bytes;
+pub use format::{texel_block, TexelBlock};
+pub(crate) use image::linear_row_bytes;
+pub(crate) use image::Step;
 pub use image::{
-    texel_block, ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, ImageSupport,
-    TexelBlock,
+    ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, LinearLayout, LinearRequirements,
 };
+pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
+#[cfg(feature = "window")]
+pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
+pub(crate) use queue_use::{QueueUse, Submission, Tracked};
+#[cfg(feature = "wgpu")]
+pub(crate) use queue_use::FOREIGN_QUEUE;
+pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
-pub use semaphore::{ExportableSemaphore, SemaphoreDesc};
+pub use semaphore::{Semaphore, SemaphoreDesc};
+pub use timestamps::{Bracket, ClockSource, GpuTimer, MAX_TIMER_SLOTS};
+pub(crate) use transfer::{Direction, FencedCommandBuffer, OneShotLock};

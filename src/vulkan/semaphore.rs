@@ -1,35 +1,32 @@
-//! Exportable timeline and binary semaphores, host-side timeline operations (with a fast
-//! bounded host wait), and a queue submission that waits on and signals them.
+//! Timeline and binary semaphores, exportable or local to Vulkan, and host-side timeline
+//! operations (with a fast bounded host wait). Queue submissions that wait on and signal them
+//! are in `submit.rs`.
 //!
 //! # Host waits
-//! The driver's own host wait, `vkWaitSemaphores`, sleeps: on the H100 it returns a p50 of
-//! **10.1 ms** after CUDA signals, while a loop reading `vkGetSemaphoreCounterValue` sees the
-//! same signal after **3.5 us**. [`ExportableSemaphore::wait`] therefore polls the counter:
+//! The driver's own host wait, `vkWaitSemaphores`, may sleep long after the signal (on the
+//! measured NVIDIA driver, milliseconds; figures in `benches/RESULTS.md`), while a loop
+//! reading `vkGetSemaphoreCounterValue` sees the signal at its next read.
+//! [`Semaphore::wait`] therefore polls the counter:
 //!
-//! 1. for the first [`ExportableSemaphore::WAIT_SPIN_WINDOW`] (200 us) it reads the counter
+//! 1. for the first [`Semaphore::WAIT_SPIN_WINDOW`] (200 us) it reads the counter
 //!    back to back with [`std::hint::spin_loop`] between reads: one core busy, latency one
 //!    counter read;
 //! 2. after that it sleeps between reads, starting at
-//!    [`ExportableSemaphore::WAIT_FIRST_SLEEP`] (20 us) and doubling up to
-//!    [`ExportableSemaphore::WAIT_MAX_SLEEP`] (1 ms): about 1,000 wake-ups a second, a
+//!    [`Semaphore::WAIT_FIRST_SLEEP`] (20 us) and doubling up to
+//!    [`Semaphore::WAIT_MAX_SLEEP`] (1 ms): about 1,000 wake-ups a second, a
 //!    negligible CPU cost, with a latency of at most the current sleep plus the OS wake-up
-//!    delay (0.9-1.3 ms measured on the H100 host, still ~10x better than
-//!    `vkWaitSemaphores`);
+//!    delay;
 //! 3. it gives up with [`Error::Timeout`] once the timeout has passed, after one last read.
 //!
 //! So a wait that is satisfied within 200 us costs its own length in CPU time, and a longer
-//! one costs 200 us of spinning plus ~0.1% of a core. [`ExportableSemaphore::wait_blocking`]
+//! one costs 200 us of spinning plus ~0.1% of a core. [`Semaphore::wait_blocking`]
 //! is the plain `vkWaitSemaphores`, kept as the baseline the benchmarks compare against.
 //! Per-frame synchronisation should not wait on the host at all: make the GPU wait
 //! ([`Context::submit`] with `waits`).
 //!
-//! Measured on the H100 host (driver 580, this module's tests): a host signal from another
-//! thread is seen in ~4 us inside the spin window; an empty queue batch signalling a value
-//! is seen by [`ExportableSemaphore::wait`] 30-120 us after `vkQueueSubmit`.
-//!
 //! # Validation layer
 //! Khronos validation layers older than 1.3.296 (Debian 12 ships 1.3.239) report
-//! `VUID-VkSemaphoreSignalInfo-value-03259` for every [`ExportableSemaphore::signal`] of an
+//! `VUID-VkSemaphoreSignalInfo-value-03259` for every [`Semaphore::signal`] of an
 //! *exported* timeline semaphore after its counter was read (which `signal` itself does to
 //! check monotonicity). It is a false positive: those layers leave an orphaned "pending
 //! signal" behind each `vkGetSemaphoreCounterValue` once a semaphore is exported
@@ -46,12 +43,12 @@ use super::capabilities::{semaphore_handle_flags, SemaphoreKind};
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{SemaphoreHandle, SemaphoreHandleType};
+use crate::timeline::HighWater;
 
-/// Why a semaphore cannot be exported on a device without `VK_KHR_external_semaphore_fd`.
-const NO_SEMAPHORE_FD: &str = "this device cannot export semaphore fds \
-     (VK_KHR_external_semaphore_fd is missing; lavapipe has none)";
+/// The extension semaphore fd export needs (lavapipe has none).
+const SEMAPHORE_FD: &str = "VK_KHR_external_semaphore_fd";
 
-/// What [`ExportableSemaphore::new`] creates.
+/// What [`Semaphore::new`] creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SemaphoreDesc {
     /// Binary or timeline.
@@ -84,21 +81,25 @@ impl SemaphoreDesc {
     }
 
     /// Replaces the export handle type (the Win32 types are modelled but not exportable
-    /// by vkcuda: [`ExportableSemaphore::new`] returns [`Error::Unsupported`] for them).
+    /// by vkcuda: [`Semaphore::new`] returns [`Error::Unsupported`] for them).
     pub fn handle_type(mut self, handle_type: SemaphoreHandleType) -> Self {
         self.handle_type = handle_type;
         self
     }
 }
 
-/// A Vulkan semaphore created exportable (`VkExportSemaphoreCreateInfo`), or a caller's
-/// semaphore wrapped with [`ExportableSemaphore::from_raw`].
+/// A Vulkan semaphore, binary or timeline: created exportable ([`Semaphore::new`],
+/// [`Semaphore::timeline`], [`Semaphore::binary`]: `VkExportSemaphoreCreateInfo`, for CUDA
+/// or another process to import), created for use inside Vulkan only
+/// ([`Semaphore::local`]: no export, no extension needed), or a caller's semaphore wrapped
+/// with [`Semaphore::from_raw`]. [`Semaphore::handle_type`] says which (`None`: not
+/// exportable).
 ///
 /// Timeline semaphores can also be signalled, read and waited on from the host. Dropping
 /// destroys the semaphore (when vkcuda owns it): every queue batch and CUDA stream operation
 /// that waits on or signals it must have **completed** by then. CUDA's import of an
 /// exported fd is a separate reference to the payload and may outlive this object.
-pub struct ExportableSemaphore {
+pub struct Semaphore {
     ctx: Context,
     semaphore: vk::Semaphore,
     kind: SemaphoreKind,
@@ -106,12 +107,15 @@ pub struct ExportableSemaphore {
     handle_type: Option<SemaphoreHandleType>,
     /// `maxTimelineSemaphoreValueDifference`.
     max_difference: u64,
+    /// The highest value signalled or submitted for signalling through vkcuda, shared with
+    /// the CUDA imports made by [`crate::interop::SharedSemaphore`].
+    high_water: HighWater,
     owned: bool,
 }
 
-impl std::fmt::Debug for ExportableSemaphore {
+impl std::fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExportableSemaphore")
+        f.debug_struct("Semaphore")
             .field("semaphore", &self.semaphore)
             .field("kind", &self.kind)
             .field("handle_type", &self.handle_type)
@@ -120,7 +124,7 @@ impl std::fmt::Debug for ExportableSemaphore {
     }
 }
 
-impl Drop for ExportableSemaphore {
+impl Drop for Semaphore {
     fn drop(&mut self) {
         if self.owned {
             // SAFETY: the semaphore was made from this device and is destroyed once; the
@@ -130,14 +134,14 @@ impl Drop for ExportableSemaphore {
     }
 }
 
-impl ExportableSemaphore {
-    /// Spin window of [`ExportableSemaphore::wait`]: the counter is read back to back for
+impl Semaphore {
+    /// Spin window of [`Semaphore::wait`]: the counter is read back to back for
     /// this long before the wait starts sleeping between reads.
     pub const WAIT_SPIN_WINDOW: Duration = Duration::from_micros(200);
-    /// First sleep of [`ExportableSemaphore::wait`] after the spin window; each further
-    /// sleep doubles, up to [`ExportableSemaphore::WAIT_MAX_SLEEP`].
+    /// First sleep of [`Semaphore::wait`] after the spin window; each further
+    /// sleep doubles, up to [`Semaphore::WAIT_MAX_SLEEP`].
     pub const WAIT_FIRST_SLEEP: Duration = Duration::from_micros(20);
-    /// Longest sleep between two counter reads of [`ExportableSemaphore::wait`].
+    /// Longest sleep between two counter reads of [`Semaphore::wait`].
     pub const WAIT_MAX_SLEEP: Duration = Duration::from_millis(1);
 
     /// Creates an exportable semaphore, after checking that this device can export its
@@ -149,8 +153,9 @@ impl ExportableSemaphore {
     ///   `desc.initial_value`.
     /// * [`Error::Unsupported`]: Vulkan has no such handle type (NvSciSync, keyed mutexes);
     ///   it is not a POSIX fd type (vkcuda's Vulkan side exports fds only, so Win32 types
-    ///   are refused); the device lacks `VK_KHR_external_semaphore_fd` (lavapipe); or the
-    ///   driver reports the type as not exportable for this kind.
+    ///   are refused); or the driver reports the type as not exportable for this kind.
+    /// * [`Error::MissingExtension`] (`VK_KHR_external_semaphore_fd`): the device cannot
+    ///   export semaphore fds (lavapipe).
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &SemaphoreDesc) -> Result<Self> {
         check_kind(
@@ -170,10 +175,10 @@ impl ExportableSemaphore {
             });
         }
         if !ctx.can_export_semaphore_fds() {
-            return Err(Error::Unsupported {
-                what: format!("export of a {} semaphore as {t}", kind_name(desc.kind)),
-                reason: NO_SEMAPHORE_FD.into(),
-            });
+            return Err(Error::missing_extension(
+                SEMAPHORE_FD,
+                format!("export of a {} semaphore as {t}", kind_name(desc.kind)),
+            ));
         }
         ctx.semaphore_support(desc.kind, t)?
             .require_export(|| format!("export of a {} semaphore as {t}", kind_name(desc.kind)))?;
@@ -194,22 +199,23 @@ impl ExportableSemaphore {
             kind: desc.kind,
             handle_type: Some(t),
             max_difference: max_value_difference(ctx),
+            high_water: HighWater::new(desc.initial_value),
             owned: true,
         })
     }
 
-    /// Shorthand for [`ExportableSemaphore::new`] with [`SemaphoreDesc::timeline`].
+    /// Shorthand for [`Semaphore::new`] with [`SemaphoreDesc::timeline`].
     ///
     /// # Errors
-    /// As [`ExportableSemaphore::new`].
+    /// As [`Semaphore::new`].
     pub fn timeline(ctx: &Context, initial_value: u64) -> Result<Self> {
         Self::new(ctx, &SemaphoreDesc::timeline(initial_value))
     }
 
-    /// Shorthand for [`ExportableSemaphore::new`] with [`SemaphoreDesc::binary`].
+    /// Shorthand for [`Semaphore::new`] with [`SemaphoreDesc::binary`].
     ///
     /// # Errors
-    /// As [`ExportableSemaphore::new`].
+    /// As [`Semaphore::new`].
     pub fn binary(ctx: &Context) -> Result<Self> {
         Self::new(ctx, &SemaphoreDesc::binary())
     }
@@ -217,7 +223,7 @@ impl ExportableSemaphore {
     /// Creates a semaphore that is **not** exportable, for synchronisation that stays inside
     /// Vulkan (e.g. [`crate::interop::FrameSync`]'s completion timelines). It needs no
     /// external-semaphore extension, so it works on every device (lavapipe included);
-    /// [`ExportableSemaphore::export`] refuses it.
+    /// [`Semaphore::export`] refuses it.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`initial_value`) for a binary semaphore with a non-zero
@@ -244,13 +250,14 @@ impl ExportableSemaphore {
             kind,
             handle_type: None,
             max_difference: max_value_difference(ctx),
+            high_water: HighWater::new(initial_value),
             owned: true,
         })
     }
 
     /// Wraps a semaphore the caller created, so the host operations and [`Context::submit`]
     /// work on it. `exported_as` is the handle type it was created exportable with
-    /// (`None`: not exportable, and [`ExportableSemaphore::export`] refuses).
+    /// (`None`: not exportable, and [`Semaphore::export`] refuses).
     ///
     /// # Safety
     /// 1. `semaphore` was created from `ctx.device()` and is of type `kind`.
@@ -279,6 +286,7 @@ impl ExportableSemaphore {
             kind,
             handle_type: exported_as,
             max_difference: max_value_difference(ctx),
+            high_water: HighWater::new(0),
             owned,
         })
     }
@@ -289,6 +297,7 @@ impl ExportableSemaphore {
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a wrapped semaphore that was not created exportable;
+    /// [`Error::MissingExtension`] without `VK_KHR_external_semaphore_fd`;
     /// [`Error::Vulkan`] when `vkGetSemaphoreFdKHR` fails.
     pub fn export(&self) -> Result<SemaphoreHandle> {
         let Some(t) = self.handle_type else {
@@ -302,9 +311,8 @@ impl ExportableSemaphore {
 
     #[cfg(unix)]
     fn export_fd(&self, t: SemaphoreHandleType) -> Result<SemaphoreHandle> {
-        let loader = self.ctx.semaphore_fd().ok_or_else(|| Error::Unsupported {
-            what: format!("export of a {t} semaphore"),
-            reason: NO_SEMAPHORE_FD.into(),
+        let loader = self.ctx.semaphore_fd().ok_or_else(|| {
+            Error::missing_extension(SEMAPHORE_FD, format!("export of a {t} semaphore"))
         })?;
         let flags = semaphore_handle_flags(t).ok_or_else(|| no_vulkan_type(t))?;
         let info = vk::SemaphoreGetFdInfoKHR::default()
@@ -341,7 +349,7 @@ impl ExportableSemaphore {
         self.kind
     }
 
-    /// The handle type [`ExportableSemaphore::export`] produces (`None`: not exportable).
+    /// The handle type [`Semaphore::export`] produces (`None`: not exportable).
     pub fn handle_type(&self) -> Option<SemaphoreHandleType> {
         self.handle_type
     }
@@ -363,24 +371,39 @@ impl ExportableSemaphore {
 
     /// Sets the timeline to `value` from the host (`vkSignalSemaphore`).
     ///
-    /// `value` must be above the current value, within `maxTimelineSemaphoreValueDifference`
-    /// of it, and (not checkable here) below every value a pending queue or CUDA operation
-    /// will signal.
+    /// `value` must be above the current value and within
+    /// `maxTimelineSemaphoreValueDifference` of it, and below every signal submitted
+    /// through vkcuda ([`Context::submit_to`], the CUDA side of a
+    /// [`crate::interop::SharedSemaphore`]) that is still pending: such a signal would
+    /// later set the counter *below* `value` (`VUID-VkSemaphoreSignalInfo-value-03259`). The check and the signal happen under
+    /// the timeline's lock, so concurrent signals from other threads cannot interleave.
+    /// Signals vkcuda does not see (the caller's own submissions with [`Semaphore::raw`],
+    /// another process) remain the caller's to order.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`value`) naming the current and requested values when
-    /// `value` is not above the current value or too far above it, or for a binary
-    /// semaphore; [`Error::Vulkan`] from the driver.
+    /// `value` is not above the current value, too far above it, or not below a pending
+    /// submitted signal; or for a binary semaphore. [`Error::Vulkan`] from the driver.
     pub fn signal(&self, value: u64) -> Result<()> {
         self.require_timeline("signal")?;
-        self.check_signal_value("value", None, value)?;
+        let mut host = self.high_water.lock_host(value);
+        let current = self.check_signal_value("value", None, value)?;
+        host.check(current)?;
         let info = vk::SemaphoreSignalInfo::default()
             .semaphore(self.semaphore)
             .value(value);
-        // SAFETY: a live timeline semaphore of this device; the value was checked above
-        // the current one.
+        // SAFETY: a live timeline semaphore of this device; the value is above the current
+        // one and below every signal submitted through vkcuda that is still pending
+        // (checked under the lock).
         unsafe { self.ctx.device().signal_semaphore(&info) }
-            .map_err(|r| Error::vk("vkSignalSemaphore", r))
+            .map_err(|r| Error::vk("vkSignalSemaphore", r))?;
+        host.commit();
+        Ok(())
+    }
+
+    /// The mark of the highest value submitted for signalling (shared with CUDA imports).
+    pub(crate) fn high_water(&self) -> &HighWater {
+        &self.high_water
     }
 
     /// Waits on the host until the timeline reaches `value`, spinning then sleeping (see
@@ -397,12 +420,13 @@ impl ExportableSemaphore {
         wait_for_counter(value, timeout, || self.counter(), &mut clock)
     }
 
-    /// Waits on the host with plain `vkWaitSemaphores`. **Slow**: the driver sleeps, and on
-    /// the H100 this returns ~10 ms (p50) after CUDA signals, against ~3.5 us for
-    /// [`ExportableSemaphore::wait`]. Kept as the naive baseline for benchmarks.
+    /// Waits on the host with plain `vkWaitSemaphores`. **Slow** where the driver sleeps in
+    /// it (milliseconds after a CUDA signal on the measured NVIDIA driver, against one
+    /// counter read for [`Semaphore::wait`]; figures in `benches/RESULTS.md`). Kept as the
+    /// naive baseline for benchmarks.
     ///
     /// # Errors
-    /// As [`ExportableSemaphore::wait`].
+    /// As [`Semaphore::wait`].
     pub fn wait_blocking(&self, value: u64, timeout: Duration) -> Result<()> {
         self.require_timeline("wait_blocking")?;
         let semaphores = [self.semaphore];
@@ -445,13 +469,14 @@ impl ExportableSemaphore {
     }
 
     /// Checks a timeline signal value against the current value and the device's
-    /// `maxTimelineSemaphoreValueDifference`. `entry` numbers it within a submission.
-    fn check_signal_value(
+    /// `maxTimelineSemaphoreValueDifference`, and returns the current value. `entry`
+    /// numbers it within a submission.
+    pub(super) fn check_signal_value(
         &self,
         arg: &'static str,
         entry: Option<usize>,
         value: u64,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let current = self.counter()?;
         let at = entry.map_or(String::new(), |i| format!("entry {i}: "));
         if value <= current {
@@ -472,127 +497,7 @@ impl ExportableSemaphore {
                 format!("at most {}", current.saturating_add(max)),
             ));
         }
-        Ok(())
-    }
-}
-
-impl Context {
-    /// [`Context::submit_to`] queue 0 ([`Context::queue`]).
-    ///
-    /// # Safety
-    /// As [`Context::submit_to`].
-    ///
-    /// # Errors
-    /// As [`Context::submit_to`].
-    pub unsafe fn submit(
-        &self,
-        command_buffers: &[vk::CommandBuffer],
-        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
-        signals: &[(&ExportableSemaphore, u64)],
-        fence: vk::Fence,
-    ) -> Result<()> {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { self.submit_to(0, command_buffers, waits, signals, fence) }
-    }
-
-    /// Submits one batch on queue `queue` ([`Context::queue_at`], locked for the call) that
-    /// waits on `waits` (semaphore, value, stages that wait) and then signals `signals`
-    /// (semaphore, value), with `VkTimelineSemaphoreSubmitInfo` filled in. Binary
-    /// semaphores take the value 0. `fence` (or `vk::Fence::null()`) is signalled when the
-    /// batch completes. An empty `command_buffers` is allowed: a pure wait/signal batch.
-    ///
-    /// Checked before submitting: every semaphore belongs to this device, binary
-    /// semaphores are given 0, wait stage masks are non-empty, and each timeline signal
-    /// value is above the semaphore's current value (one counter read per timeline
-    /// signal) and within `maxTimelineSemaphoreValueDifference` of it.
-    ///
-    /// # Safety
-    /// 1. Each command buffer was allocated from this device, for this queue's family, is
-    ///    in the executable state and not pending (unless recorded with
-    ///    `SIMULTANEOUS_USE`); everything it uses stays alive until the batch completes.
-    /// 2. `fence` is null or an unsignalled fence of this device that no other submission
-    ///    uses.
-    /// 3. Every semaphore outlives the batch's execution (dropping one before it completes
-    ///    destroys a semaphore in use).
-    /// 4. Every wait will be satisfied: a binary semaphore has a signal submitted before
-    ///    this call and no other waiter; a timeline value will be signalled by the host,
-    ///    a queue or CUDA. Otherwise the queue hangs.
-    /// 5. Timeline signal values are also below every value a pending operation will
-    ///    signal on the same semaphore (only the current value is checked).
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] (`waits` or `signals`, naming the entry) when a check
-    /// above fails, or (`queue`) when `queue` is not below [`Context::queue_count`]:
-    /// nothing was submitted. [`Error::Vulkan`] (device lost, ...) or
-    /// [`Error::OutOfMemory`] from `vkQueueSubmit`.
-    pub unsafe fn submit_to(
-        &self,
-        queue: usize,
-        command_buffers: &[vk::CommandBuffer],
-        waits: &[(&ExportableSemaphore, u64, vk::PipelineStageFlags)],
-        signals: &[(&ExportableSemaphore, u64)],
-        fence: vk::Fence,
-    ) -> Result<()> {
-        for (i, &(sem, value, stages)) in waits.iter().enumerate() {
-            self.check_submit_entry("waits", i, sem, value)?;
-            if stages.is_empty() {
-                return Err(Error::invalid(
-                    "waits",
-                    format!("entry {i}: empty wait stage mask"),
-                    "at least one stage (e.g. ALL_COMMANDS)",
-                ));
-            }
-        }
-        for (i, &(sem, value)) in signals.iter().enumerate() {
-            self.check_submit_entry("signals", i, sem, value)?;
-            if sem.kind == SemaphoreKind::Timeline {
-                sem.check_signal_value("signals", Some(i), value)?;
-            }
-        }
-        let wait_semaphores: Vec<vk::Semaphore> = waits.iter().map(|w| w.0.semaphore).collect();
-        let wait_values: Vec<u64> = waits.iter().map(|w| w.1).collect();
-        let wait_stages: Vec<vk::PipelineStageFlags> = waits.iter().map(|w| w.2).collect();
-        let signal_semaphores: Vec<vk::Semaphore> = signals.iter().map(|s| s.0.semaphore).collect();
-        let signal_values: Vec<u64> = signals.iter().map(|s| s.1).collect();
-        let mut timeline = vk::TimelineSemaphoreSubmitInfo::default()
-            .wait_semaphore_values(&wait_values)
-            .signal_semaphore_values(&signal_values);
-        let submit = vk::SubmitInfo::default()
-            .wait_semaphores(&wait_semaphores)
-            .wait_dst_stage_mask(&wait_stages)
-            .command_buffers(command_buffers)
-            .signal_semaphores(&signal_semaphores)
-            .push_next(&mut timeline);
-        let queue = self.queue_at(queue)?;
-        // SAFETY: the queue is locked; the semaphores belong to this device and their
-        // values were checked; the command buffers, fence and lifetimes are the caller's
-        // preconditions 1-5.
-        unsafe { self.device().queue_submit(*queue, &[submit], fence) }
-            .map_err(|r| Error::vk("vkQueueSubmit", r))
-    }
-
-    fn check_submit_entry(
-        &self,
-        arg: &'static str,
-        i: usize,
-        sem: &ExportableSemaphore,
-        value: u64,
-    ) -> Result<()> {
-        if sem.ctx.device().handle() != self.device().handle() {
-            return Err(Error::invalid(
-                arg,
-                format!("entry {i}: the semaphore was made on another device"),
-                "semaphores of this context's device",
-            ));
-        }
-        if sem.kind == SemaphoreKind::Binary && value != 0 {
-            return Err(Error::invalid(
-                arg,
-                format!("entry {i}: value {value} for a binary semaphore"),
-                "0 (binary semaphores carry no value)",
-            ));
-        }
-        Ok(())
+        Ok(current)
     }
 }
 
@@ -699,13 +604,13 @@ impl WaitClock for SystemClock {
 
 /// The pause before the next read, `elapsed` into a wait that has slept `sleeps` times:
 /// `None` (spin) inside the spin window, then sleeps doubling from
-/// [`ExportableSemaphore::WAIT_FIRST_SLEEP`] to [`ExportableSemaphore::WAIT_MAX_SLEEP`].
+/// [`Semaphore::WAIT_FIRST_SLEEP`] to [`Semaphore::WAIT_MAX_SLEEP`].
 pub(crate) fn backoff(elapsed: Duration, sleeps: u32) -> Option<Duration> {
-    if elapsed < ExportableSemaphore::WAIT_SPIN_WINDOW {
+    if elapsed < Semaphore::WAIT_SPIN_WINDOW {
         return None;
     }
-    let grown = ExportableSemaphore::WAIT_FIRST_SLEEP.saturating_mul(1 << sleeps.min(16));
-    Some(grown.min(ExportableSemaphore::WAIT_MAX_SLEEP))
+    let grown = Semaphore::WAIT_FIRST_SLEEP.saturating_mul(1 << sleeps.min(16));
+    Some(grown.min(Semaphore::WAIT_MAX_SLEEP))
 }
 
 /// Reads the counter until it reaches `target` or `timeout` passes (see the module docs
@@ -830,9 +735,7 @@ mod tests {
         let expect_us = [20, 40, 80, 160, 320, 640, 1000, 1000];
         let got_us: Vec<u128> = sleeps.iter().take(8).map(|d| d.as_micros()).collect();
         assert_eq!(got_us, expect_us);
-        assert!(sleeps
-            .iter()
-            .all(|&d| d <= ExportableSemaphore::WAIT_MAX_SLEEP));
+        assert!(sleeps.iter().all(|&d| d <= Semaphore::WAIT_MAX_SLEEP));
         // Spin reads only fill the first 200 us; afterwards one read per sleep.
         let spin_reads = reads.get() - sleeps.len() as u64;
         assert!(spin_reads <= 200, "{spin_reads} reads in the spin window");
@@ -858,7 +761,7 @@ mod tests {
         let read = counter(&c.now, &reads, timeout, 0, 1);
         wait_for_counter(1, timeout, read, &mut c).unwrap();
         let last = *c.sleeps.borrow().last().unwrap();
-        assert!(last < ExportableSemaphore::WAIT_MAX_SLEEP, "{last:?}");
+        assert!(last < Semaphore::WAIT_MAX_SLEEP, "{last:?}");
         assert!(c.now.get() >= timeout);
     }
 
@@ -870,10 +773,7 @@ mod tests {
         let read = counter(&c.now, &reads, at, 0, 8);
         wait_for_counter(8, Duration::from_secs(1), read, &mut c).unwrap();
         let late = c.now.get() - at;
-        assert!(
-            late <= ExportableSemaphore::WAIT_MAX_SLEEP + 2 * US,
-            "{late:?}"
-        );
+        assert!(late <= Semaphore::WAIT_MAX_SLEEP + 2 * US, "{late:?}");
     }
 
     #[test]
@@ -899,9 +799,9 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::Vulkan {
-                    result: vk::Result::ERROR_DEVICE_LOST,
-                    ..
+                Error::DeviceLost {
+                    call: "vkGetSemaphoreCounterValue",
+                    cuda: None
                 }
             ),
             "{e}"

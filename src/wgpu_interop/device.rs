@@ -23,7 +23,7 @@ const WGPU_FAMILY: u32 = 0;
 /// # Queues
 /// wgpu owns its queue; vkcuda never submits on it behind wgpu's back. A device opened with
 /// [`WgpuContext::open`] on a GPU whose family 0 has a second queue gets that queue for
-/// vkcuda's own one-shot work (staged copies, `vulkan::Context::release_image`); otherwise
+/// vkcuda's own one-shot work ([`OneShot`](crate::util::OneShot) copies and hand-overs); otherwise
 /// (lavapipe, a device from [`WgpuContext::from_wgpu`]) the vkcuda context has no queue
 /// ([`vulkan::Context::queue_count`] is 0) and those calls return an error. Per-frame
 /// synchronisation goes through wgpu's queue ([`super::WgpuFrameSync`]).
@@ -61,11 +61,10 @@ fn check_physical(instance: &ash::Instance, physical: vk::PhysicalDevice) -> Res
     // SAFETY: as above; the pNext chain points at a live struct.
     unsafe { instance.get_physical_device_features2(physical, &mut features) };
     if props.api_version < vk::API_VERSION_1_2 || v12.timeline_semaphore != vk::TRUE {
-        return Err(Error::NotEnabled {
-            device: name,
-            extension: "the timelineSemaphore feature (Vulkan 1.2)",
-            hint: "vkcuda needs Vulkan 1.2 timeline semaphores, which this device lacks",
-        });
+        return Err(Error::missing_extension(
+            "the timelineSemaphore feature (Vulkan 1.2)",
+            format!("vkcuda on wgpu device {name:?} (it has no timeline semaphores)"),
+        ));
     }
     Ok(name)
 }
@@ -80,7 +79,7 @@ impl WgpuContext {
     /// # Errors
     /// * [`Error::Unsupported`]: the adapter is not on the Vulkan backend, or wgpu-hal
     ///   failed to open the device (its message in `reason`).
-    /// * [`Error::NotEnabled`] naming `VK_KHR_external_memory_fd` (the device does not
+    /// * [`Error::MissingExtension`] naming `VK_KHR_external_memory_fd` (the device does not
     ///   have it) or the `timelineSemaphore` feature.
     /// * [`Error::InvalidArgument`] (`desc`): wgpu refused the descriptor (its message).
     pub fn open(adapter: &wgpu::Adapter, desc: &wgpu::DeviceDescriptor<'_>) -> Result<Self> {
@@ -94,11 +93,10 @@ impl WgpuContext {
         let exts = unsafe { instance.enumerate_device_extension_properties(physical) }
             .map_err(|r| Error::vk("vkEnumerateDeviceExtensionProperties", r))?;
         if !has(&exts, ash::khr::external_memory_fd::NAME) {
-            return Err(Error::NotEnabled {
-                device: name,
-                extension: "VK_KHR_external_memory_fd",
-                hint: "the device does not offer it, so its memory cannot be exported",
-            });
+            return Err(Error::missing_extension(
+                "VK_KHR_external_memory_fd",
+                format!("exporting memory of wgpu device {name:?} (the device does not offer it)"),
+            ));
         }
         // SAFETY: as above.
         let families = unsafe { instance.get_physical_device_queue_family_properties(physical) };
@@ -162,7 +160,7 @@ impl WgpuContext {
     ///
     /// # Errors
     /// * [`Error::Unsupported`]: not the Vulkan backend.
-    /// * [`Error::NotEnabled`] naming the missing extension or feature.
+    /// * [`Error::MissingExtension`] naming the missing extension or feature.
     pub fn from_wgpu(device: &wgpu::Device, queue: &wgpu::Queue) -> Result<Self> {
         Self::wrap(device.clone(), queue.clone(), false)
     }
@@ -177,11 +175,13 @@ impl WgpuContext {
             let name = check_physical(instance.raw_instance(), hal.raw_physical_device())?;
             let enabled = hal.enabled_device_extensions();
             if !enabled.contains(&ash::khr::external_memory_fd::NAME) {
-                return Err(Error::NotEnabled {
-                    device: name,
-                    extension: "VK_KHR_external_memory_fd",
-                    hint: "open the wgpu device with vkcuda::wgpu_interop::WgpuContext::open",
-                });
+                return Err(Error::missing_extension(
+                    "VK_KHR_external_memory_fd",
+                    format!(
+                        "exporting memory of wgpu device {name:?} (open it with \
+                         vkcuda::wgpu_interop::WgpuContext::open)"
+                    ),
+                ));
             }
             // SAFETY: valid physical device of this instance.
             let offered = unsafe {
@@ -226,21 +226,25 @@ impl WgpuContext {
     /// (`VK_KHR_external_semaphore_fd` enabled), as [`super::WgpuFrameSync`] needs.
     ///
     /// # Errors
-    /// [`Error::NotEnabled`] naming `VK_KHR_external_semaphore_fd`, saying whether the
+    /// [`Error::MissingExtension`] naming `VK_KHR_external_semaphore_fd`, saying whether the
     /// device lacks it (lavapipe) or it was not enabled (open with [`WgpuContext::open`]).
     pub fn check_semaphore_export(&self) -> Result<()> {
         if self.vk.can_export_semaphore_fds() {
             return Ok(());
         }
-        Err(Error::NotEnabled {
-            device: self.vk.identity().name.clone(),
-            extension: "VK_KHR_external_semaphore_fd",
-            hint: if self.semaphore_fd_offered {
-                "the device has it: open the wgpu device with vkcuda::wgpu_interop::WgpuContext::open"
-            } else {
-                "the device does not offer it, so no semaphore can be shared with CUDA"
-            },
-        })
+        let why = if self.semaphore_fd_offered {
+            "the device offers it: open the wgpu device with \
+             vkcuda::wgpu_interop::WgpuContext::open"
+        } else {
+            "the device does not offer it"
+        };
+        Err(Error::missing_extension(
+            "VK_KHR_external_semaphore_fd",
+            format!(
+                "sharing semaphores of wgpu device {:?} with CUDA ({why})",
+                self.vk.identity().name
+            ),
+        ))
     }
 
     /// vkcuda's context on wgpu's `VkDevice`: pass it to [`crate::interop`] and

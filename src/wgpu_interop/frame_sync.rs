@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use cudarc::driver::CudaStream;
 
-use super::{WgpuContext, WgpuTexture};
+use super::ownership::{Direction, Handed, Points};
+use super::{WgpuBuffer, WgpuContext, WgpuTexture};
 use crate::cuda;
 use crate::error::{Error, Result};
 use crate::interop::SharedSemaphore;
-use crate::vulkan::{ExportableSemaphore, ExternalImage, SemaphoreKind};
+use crate::vulkan::{Semaphore, SemaphoreKind};
 
 /// Most frames in flight.
 pub const MAX_FRAMES_IN_FLIGHT: usize = 16;
@@ -33,13 +34,14 @@ pub struct WgpuFrameSync {
     frames_in_flight: usize,
     timeout: Duration,
     begun: u64,
-    /// Images whose barriers a frame recorded behind wgpu's back, kept until that frame's
-    /// hand-back has executed (wgpu does not know our command buffers use them).
-    held: VecDeque<(u64, Vec<Arc<ExternalImage>>)>,
+    /// Images and buffers whose barriers a frame recorded behind wgpu's back, kept until
+    /// that frame's hand-back has executed (wgpu does not know our command buffers use
+    /// them).
+    held: VecDeque<(u64, Handed)>,
     // Dropped only once every frame has finished (see Drop).
     to_cuda: ManuallyDrop<SharedSemaphore>,
     to_wgpu: ManuallyDrop<SharedSemaphore>,
-    done: ManuallyDrop<ExportableSemaphore>,
+    done: ManuallyDrop<Arc<Semaphore>>,
 }
 
 impl std::fmt::Debug for WgpuFrameSync {
@@ -63,13 +65,22 @@ enum Step {
 }
 
 /// One frame of a [`WgpuFrameSync`]. Dropping it before [`WgpuFrame::acquire_from_cuda`]
-/// completes the chain with empty work (waits and signals still pair up; textures released
-/// to CUDA are taken back), so later frames never wait on a value nobody signals.
+/// completes the chain with empty work (waits and signals still pair up; textures and
+/// buffers released to CUDA are taken back), so later frames never wait on a value nobody
+/// signals.
 pub struct WgpuFrame<'a> {
     sync: &'a mut WgpuFrameSync,
     value: u64,
     step: Step,
-    released: Vec<Arc<ExternalImage>>,
+    /// What [`WgpuFrame::release_to_cuda`] handed over, taken back at the end.
+    released: Option<Released>,
+}
+
+/// The textures and buffers a frame released to CUDA.
+struct Released {
+    textures: Vec<WgpuTexture>,
+    buffers: Vec<WgpuBuffer>,
+    handed: Handed,
 }
 
 impl std::fmt::Debug for WgpuFrame<'_> {
@@ -87,7 +98,7 @@ impl WgpuFrameSync {
     /// # Errors
     /// * [`Error::InvalidArgument`]: `frames_in_flight` outside `1..=MAX_FRAMES_IN_FLIGHT`,
     ///   or `cu` is not on `ctx`'s GPU (`cu`).
-    /// * [`Error::NotEnabled`]: the device cannot export semaphore fds
+    /// * [`Error::MissingExtension`]: the device cannot export semaphore fds
     ///   ([`WgpuContext::check_semaphore_export`]).
     /// * Creation failures of the semaphores or the stream.
     pub fn new(ctx: &WgpuContext, cu: &cuda::Context, frames_in_flight: usize) -> Result<Self> {
@@ -102,7 +113,7 @@ impl WgpuFrameSync {
         let vk = ctx.vulkan();
         let to_cuda = SharedSemaphore::timeline(vk, cu, 0)?;
         let to_wgpu = SharedSemaphore::timeline(vk, cu, 0)?;
-        let done = ExportableSemaphore::local(vk, SemaphoreKind::Timeline, 0)?;
+        let done = Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?);
         Ok(Self {
             ctx: ctx.clone(),
             stream: cu.new_stream()?,
@@ -137,15 +148,13 @@ impl WgpuFrameSync {
         if oldest > 0 {
             self.done.wait(oldest, self.timeout)?;
         }
-        while self.held.front().is_some_and(|(v, _)| *v <= oldest) {
-            self.held.pop_front();
-        }
+        self.held.retain(|(v, _)| *v > oldest);
         self.begun = value;
         Ok(WgpuFrame {
             sync: self,
             value,
             step: Step::Begun,
-            released: Vec::new(),
+            released: None,
         })
     }
 
@@ -162,7 +171,7 @@ impl Drop for WgpuFrameSync {
     fn drop(&mut self) {
         if let Err(e) = self.wait_idle() {
             // The semaphores (and the images held) may still be in use: leak them.
-            eprintln!("vkcuda: WgpuFrameSync dropped with frames unfinished, leaking: {e}");
+            log::error!("WgpuFrameSync dropped with frames unfinished, leaking: {e}");
             std::mem::forget(std::mem::take(&mut self.held));
             return;
         }
@@ -199,20 +208,36 @@ impl WgpuFrame<'_> {
         ))
     }
 
-    /// Hands `textures` to CUDA after all wgpu work submitted so far: one wgpu submission
-    /// that parks them in wgpu's `COPY_DST` state and releases them to
-    /// `VK_QUEUE_FAMILY_EXTERNAL` in `GENERAL`, then a signal of the wgpu → CUDA timeline.
-    /// Pass every texture CUDA will touch (none for buffers: they need no transfer here);
-    /// they must not be used by wgpu until [`WgpuFrame::acquire_from_cuda`].
+    /// Hands `textures` and `buffers` to CUDA after all wgpu work submitted so far: one
+    /// wgpu submission that parks the textures in wgpu's `COPY_DST` state and releases
+    /// them (in `GENERAL`) and the buffers to `VK_QUEUE_FAMILY_EXTERNAL`, then a signal of
+    /// the wgpu → CUDA timeline. Pass every texture and buffer CUDA will touch; wgpu must
+    /// not use them until [`WgpuFrame::acquire_from_cuda`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`]: out of order (`frame`); a texture listed twice, not made
-    /// on this frame sync's device, or already released (`textures`).
-    pub fn release_to_cuda(&mut self, textures: &[&WgpuTexture]) -> Result<()> {
+    /// [`Error::InvalidArgument`]: out of order (`frame`); one listed twice or not made on
+    /// this frame sync's device (`textures`/`buffers`), already released (`image`/`buffer`),
+    /// or last used by vkcuda on one of its own queues without being waited for.
+    pub fn release_to_cuda(
+        &mut self,
+        textures: &[&WgpuTexture],
+        buffers: &[&WgpuBuffer],
+    ) -> Result<()> {
         self.expect(Step::Begun, "release_to_cuda")?;
-        let signal = (self.sync.to_cuda.vulkan().raw(), self.value);
-        let images = self.sync.ctx.submit_release(textures, Some(signal))?;
-        self.released = images;
+        let handed = self.sync.ctx.hand_over(
+            Direction::Release,
+            textures,
+            buffers,
+            &Points {
+                wait: None,
+                signals: &[(self.sync.to_cuda.vulkan(), self.value)],
+            },
+        )?;
+        self.released = Some(Released {
+            textures: textures.iter().map(|&t| t.clone()).collect(),
+            buffers: buffers.iter().map(|&b| b.clone()).collect(),
+            handed,
+        });
         self.step = Step::Released;
         Ok(())
     }
@@ -246,10 +271,10 @@ impl WgpuFrame<'_> {
         Ok(())
     }
 
-    /// Takes the released textures back: a wgpu submission that waits for the CUDA → wgpu
-    /// value (GPU-side) and acquires them from `VK_QUEUE_FAMILY_EXTERNAL` into the parked
-    /// `COPY_DST` state wgpu's tracker still holds. wgpu work submitted afterwards sees
-    /// CUDA's writes. Returns the frame's value.
+    /// Takes the released textures and buffers back: a wgpu submission that waits for the
+    /// CUDA → wgpu value (GPU-side) and acquires them from `VK_QUEUE_FAMILY_EXTERNAL` (the
+    /// textures into the parked `COPY_DST` state wgpu's tracker still holds). wgpu work
+    /// submitted afterwards sees CUDA's writes. Returns the frame's value.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] out of order (`frame`).
@@ -259,18 +284,43 @@ impl WgpuFrame<'_> {
         Ok(self.value)
     }
 
-    /// The acquire submission; marks the frame finished whatever happens.
+    /// The acquire submission (with the hand-back signal); marks the frame finished
+    /// whatever happens.
     fn finish(&mut self) -> Result<()> {
-        let images = std::mem::take(&mut self.released);
         self.step = Step::Done;
         let value = self.value;
         let sync = &mut *self.sync;
-        let wait = (sync.to_wgpu.vulkan().raw(), value);
-        let result = sync
-            .ctx
-            .submit_acquire(&images, Some(wait), Some((sync.done.raw(), value)));
-        sync.held.push_back((value, images));
-        result
+        let released = self.released.take();
+        let (textures, buffers) = match &released {
+            Some(r) => (
+                r.textures.iter().collect::<Vec<_>>(),
+                r.buffers.iter().collect::<Vec<_>>(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let acquired = sync.ctx.hand_over(
+            Direction::Acquire,
+            &textures,
+            &buffers,
+            &Points {
+                wait: Some((sync.to_wgpu.vulkan().raw(), value)),
+                signals: &[(&sync.done, value)],
+            },
+        );
+        match acquired {
+            Ok(handed) => {
+                sync.held.push_back((value, handed));
+                Ok(())
+            }
+            Err(e) => {
+                // Never submitted: what the release used stays held until the frame
+                // sync is dropped (after its bounded wait).
+                if let Some(r) = released {
+                    sync.held.push_back((u64::MAX, r.handed));
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -289,14 +339,14 @@ impl Drop for WgpuFrame<'_> {
                     // Nothing released: only the hand-back value is owed, signalled by wgpu
                     // in queue order (a host signal could overtake the previous frame's).
                     self.step = Step::Done;
-                    let done = (self.sync.done.raw(), self.value);
-                    self.sync.ctx.submit_raw(None, None, Some(done), |_| Ok(()))
+                    let sync = &*self.sync;
+                    sync.ctx.submit_signals(&[(&sync.done, self.value)])
                 }
                 _ => Ok(()),
             }
         })();
         if let Err(e) = completed {
-            eprintln!("vkcuda: completing a dropped wgpu frame failed: {e}");
+            log::error!("completing a dropped wgpu frame failed: {e}");
         }
     }
 }

@@ -5,7 +5,7 @@
 //! * [`WgpuContext`]: opens a wgpu device that can share ([`WgpuContext::open`] enables
 //!   the external memory and semaphore extensions through wgpu-hal's device-creation
 //!   callback), or adopts one and says which extension it lacks
-//!   ([`WgpuContext::from_wgpu`], [`crate::Error::NotEnabled`]). It carries vkcuda's
+//!   ([`WgpuContext::from_wgpu`], [`crate::Error::MissingExtension`]). It carries vkcuda's
 //!   [`vulkan::Context`](crate::vulkan::Context) on wgpu's own `VkDevice`.
 //! * [`WgpuTexture`] / [`WgpuBuffer`]: a vkcuda [`ExternalImage`](crate::vulkan::ExternalImage)
 //!   / [`ExternalBuffer`](crate::vulkan::ExternalBuffer) wrapped as a `wgpu::Texture` /
@@ -34,7 +34,7 @@
 //! let mut frames = WgpuFrameSync::new(&ctx, &cu, 3)?;
 //! let mut f = frames.begin()?;
 //! // ... wgpu renders into target.texture() and submits ...
-//! f.release_to_cuda(&[&target])?;
+//! f.release_to_cuda(&[&target], &[])?;
 //! let stream = f.cuda_wait()?;
 //! // ... a kernel on `stream` reads and writes `surface` ...
 //! f.cuda_signal()?;
@@ -73,6 +73,18 @@
 //! texture (it belongs to CUDA), including through `Queue::write_texture`, whose copies run
 //! at the start of wgpu's next submission. wgpu does not know that the raw encoders use the
 //! image, so [`WgpuFrameSync`] holds the images until the hand-back has executed.
+//!
+//! Buffers have no layout: a release or acquire is one raw barrier, and wgpu's own buffer
+//! barriers (which name no queue family) are left as they are.
+//!
+//! # vkcuda's trackers see wgpu's queue
+//! Each hand-over is planned and committed like any vkcuda submission: the images' and
+//! buffers' tracked owners and layouts move only when the submission went through, as a
+//! use on wgpu's queue, so a use on one of vkcuda's own queues (the spare queue of
+//! [`WgpuContext::open`]) is refused until it is ordered after it (and the other way
+//! round). Every timeline value signalled on wgpu's queue is checked against, and recorded
+//! in, the semaphore's high-water mark under the same lock as the submission, as
+//! [`Context::submit_to`](crate::vulkan::Context::submit_to) does.
 
 mod device;
 mod frame_sync;

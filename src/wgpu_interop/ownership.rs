@@ -1,5 +1,7 @@
 //! The queue-family transfers wgpu does not record, submitted on wgpu's queue through
-//! raw hal encoders (see the module docs of [`super`] for why wgpu's tracker stays right).
+//! raw hal encoders (see the module docs of [`super`] for why wgpu's tracker stays right),
+//! planned and committed through vkcuda's image and buffer trackers, with every timeline
+//! signal checked against its high-water mark.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +9,14 @@ use std::time::Duration;
 use ash::vk;
 use wgpu::hal::api::Vulkan;
 
-use super::{WgpuContext, WgpuTexture};
+use super::{WgpuBuffer, WgpuContext, WgpuTexture};
 use crate::error::{Error, Result};
-use crate::vulkan::{ExternalImage, ImageOwner, ImageState};
+use crate::timeline::HighWater;
+use crate::util::distinct;
+use crate::vulkan::{
+    BufferStep, ExternalBuffer, ExternalImage, ImageState, QueueUse, Semaphore, Step, Submission,
+    FOREIGN_QUEUE,
+};
 
 /// The layout a shared texture is parked in whenever wgpu's tracker and the real image
 /// must agree: wgpu's `COPY_DST` state.
@@ -25,95 +32,172 @@ fn no_hal() -> Error {
     }
 }
 
-/// A timeline value a submission waits for or signals.
-pub(super) type Point = (vk::Semaphore, u64);
+/// Which way a hand-over moves textures and buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    /// Park in `COPY_DST`, then release to `VK_QUEUE_FAMILY_EXTERNAL` in `GENERAL`.
+    Release,
+    /// Acquire from `VK_QUEUE_FAMILY_EXTERNAL` into the parked `COPY_DST` layout.
+    Acquire,
+}
+
+/// The textures' images and the buffers' Vulkan buffers of one hand-over; dropped (in a
+/// frame, kept) only once the submission that uses them has executed.
+#[derive(Debug)]
+pub(super) struct Handed {
+    pub(super) images: Vec<Arc<ExternalImage>>,
+    pub(super) buffers: Vec<Arc<ExternalBuffer>>,
+    /// The id of the submission's use in the trackers.
+    use_id: u64,
+}
+
+/// What one submission on wgpu's queue does besides its barriers.
+#[derive(Default)]
+pub(super) struct Points<'a> {
+    /// A timeline value it waits for.
+    pub(super) wait: Option<(vk::Semaphore, u64)>,
+    /// Timeline values it signals (each checked against and recorded in its mark).
+    pub(super) signals: &'a [(&'a Arc<Semaphore>, u64)],
+}
+
+/// Refuses a resource listed twice.
+fn check_distinct(arg: &'static str, listed: usize, distinct: usize) -> Result<()> {
+    if listed == distinct {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        arg,
+        format!("{} of the {listed} are listed twice", listed - distinct),
+        "each resource at most once",
+    ))
+}
 
 impl WgpuContext {
-    /// Checks `textures` for a release: distinct, made on this device, not released.
-    fn releasable(&self, textures: &[&WgpuTexture]) -> Result<Vec<Arc<ExternalImage>>> {
-        let mut images: Vec<Arc<ExternalImage>> = Vec::with_capacity(textures.len());
-        for t in textures {
-            let image = t.image();
-            if images.iter().any(|i| Arc::ptr_eq(i, image))
-                || image.context().device().handle() != self.vulkan().device().handle()
-                || image.state().owner != ImageOwner::Vulkan
-            {
-                return Err(Error::invalid(
-                    "textures",
-                    format!("{:?}", t.texture()),
-                    "distinct textures of this device, not released yet",
-                ));
-            }
-            images.push(image.clone());
-        }
-        Ok(images)
-    }
-
-    /// Parks `textures` in `COPY_DST` (a wgpu encoder) and releases them to
-    /// `VK_QUEUE_FAMILY_EXTERNAL` in `GENERAL` (a raw encoder), in one submission; then
-    /// `signal`, if any. Returns the images, which must stay alive until it has executed.
-    pub(super) fn submit_release(
+    /// Hands `textures` and `buffers` over in `direction` in one submission on wgpu's
+    /// queue, synchronised as `sync` says. The images' and buffers' tracked states are
+    /// locked (lock order: images, buffers, then the signals' marks), checked to be
+    /// ordered after their last queue use and planned; they change only when the
+    /// submission went through. Returns what the submission uses.
+    pub(super) fn hand_over(
         &self,
+        direction: Direction,
         textures: &[&WgpuTexture],
-        signal: Option<Point>,
-    ) -> Result<Vec<Arc<ExternalImage>>> {
-        let images = self.releasable(textures)?;
-        let mut park = self.device().create_command_encoder(&Default::default());
-        park.transition_resources(
-            std::iter::empty(),
-            textures.iter().map(|t| wgpu::TextureTransition {
-                texture: t.texture(),
-                selector: None,
-                state: wgpu::TextureUses::COPY_DST,
-            }),
-        );
-        self.submit_raw(Some(park.finish()), None, signal, |cmd| {
-            for image in &images {
-                // SAFETY: the parking encoder, submitted just before this one, leaves the
-                // image in wgpu's COPY_DST state (TRANSFER_DST_OPTIMAL), owned by the family.
-                unsafe {
-                    image.assume_state(ImageState {
-                        owner: ImageOwner::Vulkan,
+        buffers: &[&WgpuBuffer],
+        sync: &Points<'_>,
+    ) -> Result<Handed> {
+        let vk = self.vulkan();
+        for t in textures {
+            vk.check_owns("textures", t.image().context())?;
+        }
+        for b in buffers {
+            vk.check_owns("buffers", b.external().context())?;
+        }
+        let images = distinct(textures.iter().map(|t| t.image()));
+        check_distinct("textures", textures.len(), images.len())?;
+        let vk_buffers = distinct(buffers.iter().map(|b| b.external()));
+        check_distinct("buffers", buffers.len(), vk_buffers.len())?;
+
+        let after: Vec<_> = sync.wait.into_iter().collect();
+        let order = Submission {
+            queue: FOREIGN_QUEUE,
+            after: &after,
+        };
+        let mut image_guards: Vec<_> = images.iter().map(|i| i.lock_state()).collect();
+        let mut buffer_guards: Vec<_> = vk_buffers.iter().map(|b| b.lock_owner()).collect();
+        let mut image_plans = Vec::with_capacity(images.len());
+        for (image, guard) in images.iter().zip(&image_guards) {
+            guard.check_order("textures", &order)?;
+            image_plans.push(match direction {
+                // wgpu's parking transition (below) leaves the image in PARKED, owned by
+                // the family, whatever layout the tracker last knew.
+                Direction::Release => image.plan(
+                    ImageState {
+                        owner: guard.now.owner,
                         layout: PARKED,
-                    })
-                };
-                // SAFETY: `cmd` is wgpu's open command buffer for its queue's family (the
-                // context's family), submitted right after, once.
-                unsafe { image.record_release(cmd) }?;
+                    },
+                    Step::Release,
+                )?,
+                Direction::Acquire => image.plan(guard.now, Step::Acquire(PARKED))?,
+            });
+        }
+        let step = match direction {
+            Direction::Release => BufferStep::Release,
+            Direction::Acquire => BufferStep::Acquire,
+        };
+        let mut buffer_plans = Vec::with_capacity(vk_buffers.len());
+        for (buffer, guard) in vk_buffers.iter().zip(&buffer_guards) {
+            guard.check_order("buffers", &order)?;
+            buffer_plans.push(buffer.plan(guard.now, step)?);
+        }
+        let marks: Vec<(usize, &HighWater, u64)> = sync
+            .signals
+            .iter()
+            .enumerate()
+            .map(|(i, (s, v))| (i, s.high_water(), *v))
+            .collect();
+        let batch = HighWater::lock_batch("signals", &marks)?;
+
+        let park = (direction == Direction::Release && !textures.is_empty()).then(|| {
+            let mut park = self.device().create_command_encoder(&Default::default());
+            park.transition_resources(
+                std::iter::empty(),
+                textures.iter().map(|t| wgpu::TextureTransition {
+                    texture: t.texture(),
+                    selector: None,
+                    state: wgpu::TextureUses::COPY_DST,
+                }),
+            );
+            park.finish()
+        });
+        let raw_signals: Vec<_> = sync.signals.iter().map(|(s, v)| (s.raw(), *v)).collect();
+        self.submit_raw(park, sync.wait, &raw_signals, |cmd| {
+            for (image, (barrier, _)) in images.iter().zip(&image_plans) {
+                if let Some(b) = barrier {
+                    // SAFETY: `cmd` is wgpu's open command buffer for its queue's family
+                    // (the context's family), submitted once, right after the parking
+                    // encoder and in submission order with every earlier hand-over.
+                    unsafe { image.record_barrier(cmd, b) };
+                }
+            }
+            for (buffer, (barrier, _)) in vk_buffers.iter().zip(&buffer_plans) {
+                // SAFETY: as above; the buffer belongs to this device.
+                unsafe { buffer.record_barrier(cmd, barrier) };
             }
             Ok(())
         })?;
-        Ok(images)
-    }
-
-    /// Acquires `images` from `VK_QUEUE_FAMILY_EXTERNAL` back into the parked `COPY_DST`
-    /// layout, in a submission that waits for `wait` (if any); then `signal`, if any.
-    pub(super) fn submit_acquire(
-        &self,
-        images: &[Arc<ExternalImage>],
-        wait: Option<Point>,
-        signal: Option<Point>,
-    ) -> Result<()> {
-        self.submit_raw(None, wait, signal, |cmd| {
-            for image in images {
-                // SAFETY: `cmd` is wgpu's open command buffer for the context's family,
-                // submitted right after, once, after the release it pairs with.
-                unsafe { image.record_acquire(cmd, PARKED) }?;
-            }
-            Ok(())
+        batch.commit();
+        let keep: Vec<_> = sync
+            .signals
+            .iter()
+            .map(|(s, v)| ((*s).clone(), *v))
+            .collect();
+        let queue_use = QueueUse::new(FOREIGN_QUEUE, keep);
+        for (guard, (_, next)) in image_guards.iter_mut().zip(image_plans) {
+            guard.now = next;
+            guard.used(queue_use.clone());
+        }
+        for (guard, (_, next)) in buffer_guards.iter_mut().zip(buffer_plans) {
+            guard.now = next;
+            guard.used(queue_use.clone());
+        }
+        Ok(Handed {
+            images: images.into_iter().cloned().collect(),
+            buffers: vk_buffers.into_iter().cloned().collect(),
+            use_id: queue_use.id(),
         })
     }
 
     /// Submits on wgpu's queue `before` (if any) and one encoder into which `record` writes
-    /// raw Vulkan commands, waiting for `wait`. A `signal` is added afterwards and carried
-    /// by an empty submission, so it follows the recorded commands in queue order even if
-    /// another thread submits in between; a wait taken by another thread's earlier
+    /// raw Vulkan commands, waiting for `wait`. The `signals` are added afterwards and
+    /// carried by an empty submission, so they follow the recorded commands in queue order
+    /// even if another thread submits in between; a wait taken by another thread's earlier
     /// submission still orders ours (a `vkQueueSubmit` wait covers every later submission).
-    pub(super) fn submit_raw(
+    /// The caller checked the signal values against their marks and holds those locks.
+    fn submit_raw(
         &self,
         before: Option<wgpu::CommandBuffer>,
-        wait: Option<Point>,
-        signal: Option<Point>,
+        wait: Option<(vk::Semaphore, u64)>,
+        signals: &[(vk::Semaphore, u64)],
         record: impl FnOnce(vk::CommandBuffer) -> Result<()>,
     ) -> Result<()> {
         let mut encoder = self
@@ -130,23 +214,38 @@ impl WgpuContext {
         // touches the wgpu encoder in no other way meanwhile.
         unsafe { encoder.as_hal_mut::<Vulkan, _, _>(in_hal) }?;
         let queue = self.queue();
-        let hal_queue = || {
-            // SAFETY: only used to add semaphores; nothing is destroyed.
-            unsafe { queue.as_hal::<Vulkan>() }.ok_or_else(no_hal)
-        };
+        // SAFETY: only used to add semaphores; nothing is destroyed.
+        let hal_queue = unsafe { queue.as_hal::<Vulkan>() }.ok_or_else(no_hal)?;
         if let Some((semaphore, value)) = wait {
-            hal_queue()?.add_wait_semaphore(
+            hal_queue.add_wait_semaphore(
                 semaphore,
                 Some(value),
                 vk::PipelineStageFlags::ALL_COMMANDS,
             );
         }
         queue.submit(before.into_iter().chain([encoder.finish()]));
-        if let Some((semaphore, value)) = signal {
-            hal_queue()?.add_signal_semaphore(semaphore, Some(value));
+        if !signals.is_empty() {
+            for &(semaphore, value) in signals {
+                hal_queue.add_signal_semaphore(semaphore, Some(value));
+            }
             queue.submit([]);
         }
         Ok(())
+    }
+
+    /// Signals `signals` on wgpu's queue after everything submitted so far, with no other
+    /// work (a frame dropped before it handed anything over).
+    pub(super) fn submit_signals(&self, signals: &[(&Arc<Semaphore>, u64)]) -> Result<()> {
+        self.hand_over(
+            Direction::Release,
+            &[],
+            &[],
+            &Points {
+                wait: None,
+                signals,
+            },
+        )
+        .map(drop)
     }
 
     /// Waits (bounded) until wgpu's queue has executed everything submitted so far.
@@ -169,40 +268,48 @@ impl WgpuContext {
             })
     }
 
-    /// Hands `textures` to another user of their memory (CUDA, another device or process
-    /// through [`crate::vulkan::ExternalImage::export`]) as a one-shot submission on wgpu's
-    /// queue that this call waits for: after every wgpu use submitted so far, they are
-    /// released to `VK_QUEUE_FAMILY_EXTERNAL` in `GENERAL`. For setup and tests; per frame
-    /// use [`super::WgpuFrameSync`]. wgpu must not use them until
-    /// [`WgpuContext::acquire_textures`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] (`textures`): listed twice, made on another device, or
-    /// already released; [`Error::Timeout`].
-    pub fn release_textures(&self, textures: &[&WgpuTexture]) -> Result<()> {
-        self.submit_release(textures, None)?;
-        self.wait_queue()
+    /// A one-shot hand-over this call waits for; the host has then seen it complete.
+    fn hand_over_and_wait(
+        &self,
+        direction: Direction,
+        textures: &[&WgpuTexture],
+        buffers: &[&WgpuBuffer],
+    ) -> Result<()> {
+        let handed = self.hand_over(direction, textures, buffers, &Points::default())?;
+        self.wait_queue()?;
+        // The tracked last use is on wgpu's queue, which vkcuda's own queue is not ordered
+        // after; once the host has seen it finish, it no longer matters.
+        for image in &handed.images {
+            image.lock_state().complete(handed.use_id);
+        }
+        for buffer in &handed.buffers {
+            buffer.lock_owner().complete(handed.use_id);
+        }
+        Ok(())
     }
 
-    /// Takes `textures` back from the other user after [`WgpuContext::release_textures`],
-    /// as a one-shot submission this call waits for; the other user must be done with them
-    /// (e.g. its stream synchronised). wgpu sees what it wrote.
+    /// Hands `textures` and `buffers` to another user of their memory (CUDA, another
+    /// device or process through their `export`) as a one-shot submission on wgpu's
+    /// queue that this call waits for: after every wgpu use submitted so far, they are
+    /// released to `VK_QUEUE_FAMILY_EXTERNAL` (textures in `GENERAL`). For setup and tests;
+    /// per frame use [`super::WgpuFrameSync`]. wgpu must not use them until
+    /// [`WgpuContext::acquire`].
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`image`) when one is not released; [`Error::Timeout`].
-    pub fn acquire_textures(&self, textures: &[&WgpuTexture]) -> Result<()> {
-        let images: Vec<_> = textures.iter().map(|t| t.image().clone()).collect();
-        if let Some(t) = images
-            .iter()
-            .find(|i| i.state().owner != ImageOwner::External)
-        {
-            return Err(Error::invalid(
-                "image",
-                format!("{:?} is not released", t.raw()),
-                "textures released with release_textures",
-            ));
-        }
-        self.submit_acquire(&images, None, None)?;
-        self.wait_queue()
+    /// [`Error::InvalidArgument`]: one listed twice or made on another device
+    /// (`textures`/`buffers`), already released (`image`/`buffer`), or last used by
+    /// vkcuda on one of its own queues without being waited for; [`Error::Timeout`].
+    pub fn release(&self, textures: &[&WgpuTexture], buffers: &[&WgpuBuffer]) -> Result<()> {
+        self.hand_over_and_wait(Direction::Release, textures, buffers)
+    }
+
+    /// Takes `textures` and `buffers` back from the other user after
+    /// [`WgpuContext::release`], as a one-shot submission this call waits for; the other
+    /// user must be done with them (e.g. its stream synchronised). wgpu sees what it wrote.
+    ///
+    /// # Errors
+    /// As [`WgpuContext::release`], with "not released" for `image`/`buffer`.
+    pub fn acquire(&self, textures: &[&WgpuTexture], buffers: &[&WgpuBuffer]) -> Result<()> {
+        self.hand_over_and_wait(Direction::Acquire, textures, buffers)
     }
 }

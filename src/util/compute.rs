@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::{Context, ExternalImage, ImageKind};
 use crate::error::{Error, Result};
+use crate::vulkan::{Context, ExternalImage, ImageKind};
 
 /// SPIR-V's magic number, first word of every module.
 const SPIRV_MAGIC: u32 = 0x0723_0203;
@@ -73,10 +73,24 @@ impl ComputePass {
     /// Builds the pipeline from `spirv` (entry point `main`), whose workgroup size is
     /// `workgroup` (x, y), with `push_size` bytes of push constants.
     ///
+    /// Only the SPIR-V header is checked: vkcuda does not reflect the module (that would
+    /// make a SPIR-V parser a dependency of every user), so its interface is the caller's
+    /// promise.
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] for bytes that are not SPIR-V, a zero workgroup size, or
     /// `push_size` above the device's `maxPushConstantsSize`; driver errors.
-    pub fn new(
+    ///
+    /// # Safety
+    /// 1. `spirv` is a valid SPIR-V module (VUID-VkShaderModuleCreateInfo-pCode-08737) with a
+    ///    `GLCompute` entry point named `main`.
+    /// 2. The entry point uses no resource other than one storage image (a 2D image whose
+    ///    format the shader's declaration matches, or an unknown-format image where the
+    ///    device allows it) at descriptor set 0, binding 0.
+    /// 3. Its push-constant block, if any, fits within `push_size` bytes at offset 0.
+    /// 4. Its declared local size is `workgroup` in x and y and 1 in z (the dispatch is
+    ///    sized from it).
+    pub unsafe fn new(
         ctx: &Context,
         spirv: &[u8],
         workgroup: [u32; 2],
@@ -129,7 +143,7 @@ impl ComputePass {
         pass.layout = unsafe { d.create_pipeline_layout(&info, None) }
             .map_err(|r| Error::vk("vkCreatePipelineLayout", r))?;
         let module_info = vk::ShaderModuleCreateInfo::default().code(&words);
-        // SAFETY: `words` is a SPIR-V module (magic checked); the driver validates the rest.
+        // SAFETY: `words` is a valid SPIR-V module (magic checked; precondition 1).
         let module = unsafe { d.create_shader_module(&module_info, None) }
             .map_err(|r| Error::vk("vkCreateShaderModule", r))?;
         let stage = vk::PipelineShaderStageCreateInfo::default()
@@ -139,7 +153,8 @@ impl ComputePass {
         let create = [vk::ComputePipelineCreateInfo::default()
             .stage(stage)
             .layout(pass.layout)];
-        // SAFETY: valid device; `create` points at a live module and layout.
+        // SAFETY: valid device; `create` points at a live module and layout; the module's
+        // entry point and interface match the layout (preconditions 1-3).
         let made = unsafe { d.create_compute_pipelines(vk::PipelineCache::null(), &create, None) };
         // SAFETY: the module is no longer needed once the pipeline is created (or not).
         unsafe { d.destroy_shader_module(module, None) };
@@ -179,6 +194,11 @@ impl ComputePass {
         }?;
         // SAFETY: forwarded to the caller (preconditions 1 and 2); the image is in GENERAL.
         unsafe { self.record_dispatch(cmd, target, push) }
+    }
+
+    /// The context it was made on.
+    pub(crate) fn context(&self) -> &Context {
+        &self.ctx
     }
 
     pub(super) fn check_push(&self, push: &[u8]) -> Result<()> {
@@ -273,7 +293,7 @@ impl Drop for ComputeTarget {
     fn drop(&mut self) {
         let d = self.pass.ctx.device();
         // SAFETY: made from this device; submissions using them have completed (see
-        // `ComputePass::record` precondition 2 and `Context::dispatch`).
+        // `ComputePass::record` precondition 2 and `OneShot::dispatch`).
         unsafe { d.destroy_descriptor_pool(self.pool, None) };
         // SAFETY: as above.
         unsafe { d.destroy_image_view(self.view, None) };
@@ -295,13 +315,7 @@ impl ComputeTarget {
                 "a 2D image with STORAGE usage",
             ));
         }
-        if image.context().identity() != pass.ctx.identity() {
-            return Err(Error::invalid(
-                "image",
-                "made on another device",
-                "an image of the pass's context",
-            ));
-        }
+        pass.ctx.check_owns("image", image.context())?;
         let d = pass.ctx.device();
         let view_info = vk::ImageViewCreateInfo::default()
             .image(image.raw())
@@ -373,24 +387,5 @@ impl ComputeTarget {
     /// The pass it is bound to.
     pub fn pass(&self) -> &Arc<ComputePass> {
         &self.pass
-    }
-}
-
-impl Context {
-    /// Runs `pass` over `target` once with `push` constants and waits for it: a one-shot
-    /// submission for setup, tests and host-paced demos (not for a per-frame loop, where
-    /// [`ComputePass::record`] goes into the frame's own command buffer).
-    ///
-    /// # Errors
-    /// As [`ComputePass::record`], plus submission failures.
-    pub fn dispatch(&self, pass: &ComputePass, target: &ComputeTarget, push: &[u8]) -> Result<()> {
-        let mut recorded = Ok(());
-        self.submit_and_wait(|cmd| {
-            // SAFETY: `cmd` is the context's recording transfer command buffer, for this
-            // queue family; `submit_and_wait` waits, so `target` outlives the execution;
-            // it is submitted once, right after recording.
-            recorded = unsafe { pass.record(cmd, target, push) };
-        })?;
-        recorded
     }
 }

@@ -1,0 +1,109 @@
+//! [`SharedPool`]: an [`ExportPool`] whose blocks are imported into CUDA once each.
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use super::{check_same_device, SharedBuffer};
+use crate::cuda::{self, ExternalMemory, WeakExternalMemory};
+use crate::error::{Error, Result};
+use crate::vulkan::{self, ExportPool, PoolBlock, PoolDesc};
+
+/// Many [`SharedBuffer`]s from a few exported blocks: each block of the [`ExportPool`] is
+/// exported and imported into CUDA once, mapped whole once
+/// (`cuExternalMemoryGetMappedBuffer` refuses non-zero offsets on NVIDIA driver 580), and
+/// every buffer's CUDA pointer is the block's pointer plus the buffer's offset.
+///
+/// Alignment on both sides is the pool's (see [`vulkan::ExportPool`]): every buffer starts at
+/// a multiple of its Vulkan `alignment` and of 256 bytes, so [`SharedBuffer::map`] at 0
+/// gives a pointer aligned like a `cuMemAlloc` one.
+///
+/// A block's CUDA import holds the block; a buffer's [`cuda::MappedBuffer`]s hold the
+/// import. The pool holds neither, so a block and its import are freed once its last
+/// buffer and mapping are gone.
+#[derive(Clone)]
+pub struct SharedPool {
+    pool: ExportPool,
+    cu: cuda::Context,
+    /// The live CUDA import of each block (weak both ways).
+    imports: Arc<Mutex<Vec<BlockImport>>>,
+}
+
+/// A block and its CUDA import, neither kept alive by the pool.
+type BlockImport = (Weak<PoolBlock>, WeakExternalMemory);
+
+impl std::fmt::Debug for SharedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPool")
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedPool {
+    /// An empty pool on `vk` whose blocks are imported into `cu`.
+    ///
+    /// # Errors
+    /// As [`ExportPool::new`]; [`crate::Error::InvalidArgument`] when `cu` is not on `vk`'s
+    /// GPU.
+    pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &PoolDesc) -> Result<Self> {
+        check_same_device(vk, cu)?;
+        Ok(Self {
+            pool: ExportPool::new(vk, desc)?,
+            cu: cu.clone(),
+            imports: Arc::default(),
+        })
+    }
+
+    /// A `size`-byte buffer from the pool, with its block imported into CUDA (once per
+    /// block).
+    ///
+    /// # Errors
+    /// As [`ExportPool::allocate`], and CUDA import failures for a new block.
+    pub fn allocate(&self, size: u64) -> Result<SharedBuffer> {
+        let buffer = Arc::new(self.pool.allocate(size)?);
+        let (block, offset) = buffer
+            .pool_slot()
+            .map(|(block, offset)| (block.clone(), offset))
+            .ok_or_else(|| Error::Unsupported {
+                what: "sharing a pool buffer".into(),
+                reason: "the buffer is not bound at a pool slot".into(),
+            })?;
+        let memory = self.import(&block)?;
+        Ok(SharedBuffer::imported(memory, offset, buffer))
+    }
+
+    /// The CUDA import of `block`, made if nothing holds one.
+    fn import(&self, block: &Arc<PoolBlock>) -> Result<ExternalMemory> {
+        let mut imports = self.imports.lock().unwrap_or_else(PoisonError::into_inner);
+        imports.retain(|(_, memory)| memory.upgrade().is_some());
+        let me = Arc::downgrade(block);
+        if let Some(memory) = imports
+            .iter()
+            .find(|(b, _)| b.ptr_eq(&me))
+            .and_then(|(_, memory)| memory.upgrade())
+        {
+            return Ok(memory);
+        }
+        let owner: Arc<dyn std::any::Any + Send + Sync> = block.clone();
+        // SAFETY: the block's own export: `size` is its allocation size and it is shared
+        // (not dedicated), as described; `owner` keeps the Vulkan memory alive until after
+        // cuDestroyExternalMemory; the pool's context is on `cu`'s GPU (checked in `new`).
+        let memory =
+            unsafe { ExternalMemory::import_with_owner(&self.cu, block.export()?, owner) }?;
+        imports.push((me, memory.downgrade()));
+        Ok(memory)
+    }
+
+    /// The Vulkan pool.
+    pub fn vulkan(&self) -> &ExportPool {
+        &self.pool
+    }
+
+    /// CUDA imports alive now (one per live block that has been shared).
+    pub fn live_imports(&self) -> usize {
+        let imports = self.imports.lock().unwrap_or_else(PoisonError::into_inner);
+        imports
+            .iter()
+            .filter(|(_, memory)| memory.upgrade().is_some())
+            .count()
+    }
+}
