@@ -261,7 +261,8 @@ fn hostile_fds_are_refused(vk: &Context) -> anyhow::Result<()> {
                 let pipe_write = unsafe { OwnedFd::from_raw_fd(ends[1]) };
                 let (sock, peer) = std::os::unix::net::UnixStream::pair()?;
                 let dir = std::fs::File::open("/")?;
-                let path = std::env::current_dir()?.join("target/vulkan_soundness_regular_file");
+                let path = std::env::temp_dir()
+                    .join(format!("vkcuda_soundness_file_{}", std::process::id()));
                 std::fs::write(&path, [0u8; 4096])?;
                 let file = std::fs::File::open(&path)?;
                 std::fs::remove_file(&path)?;

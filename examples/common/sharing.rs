@@ -74,9 +74,11 @@ impl Header {
             format!("layout {} {} {}\n", l.offset, l.row_pitch, l.size)
         });
         format!(
-            "{MAGIC}\nmode {}\nuuid {uuid}\nname {}\nframes {}\nwidth {}\nheight {}\n\
-             layers {}\nmip_levels {}\nformat {}\nusage {}\ntiling {}\nsizes {}\n{layout}",
+            "{MAGIC}\nmode {}\nuuid {uuid}\nnode_mask {}\nname {}\nframes {}\nwidth {}\n\
+             height {}\nlayers {}\nmip_levels {}\nformat {}\nusage {}\ntiling {}\nsizes {}\n\
+             {layout}",
             mode,
+            self.device.node_mask,
             self.device.name.replace('\n', " "),
             self.frames,
             d.extent.width,
@@ -166,7 +168,7 @@ impl Header {
                 name: field("name")?.to_owned(),
                 uuid: Uuid(uuid),
                 luid: None,
-                node_mask: 0,
+                node_mask: small("node_mask")?,
             },
             frames: small("frames")?,
             desc,

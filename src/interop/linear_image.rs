@@ -67,7 +67,7 @@ pub fn pitched_row_bytes(desc: &ImageDesc) -> Result<u64> {
 /// either side must have finished before its handles drop.
 ///
 /// ```no_run
-/// # fn main() -> vkcuda::Result<()> {
+/// # fn main() -> anyhow::Result<()> {
 /// use vkcuda::ash::vk;
 /// use vkcuda::{cuda, interop::SharedLinearImage, util::OneShot, vulkan};
 ///
@@ -80,7 +80,7 @@ pub fn pitched_row_bytes(desc: &ImageDesc) -> Result<u64> {
 /// let rows = image.pitched()?; // row y at rows.cu_device_ptr() + y * rows.pitch()
 /// // ... a kernel writes the rows on `stream`, then:
 /// # let stream = cu.new_stream()?;
-/// stream.synchronize().map_err(|e| vkcuda::Error::cuda("cuStreamSynchronize", e))?;
+/// stream.synchronize()?;
 /// vk.acquire_image(image.vulkan(), vk::ImageLayout::GENERAL)?;
 /// let texels = vk.read_image(image.vulkan(), 0, 0..1)?;
 /// # Ok(()) }

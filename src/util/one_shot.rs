@@ -137,7 +137,7 @@ impl OneShot for Context {
         let len = range.end - range.start;
         let mut lock = self.one_shot_lock();
         let staging = lock.staging(len, Direction::Download)?.buffer;
-        buffer_use(&mut lock, buffer, |cmd| {
+        buffer_use(self, &mut lock, buffer, |cmd| {
             let region = vk::BufferCopy::default().src_offset(range.start).size(len);
             // SAFETY: both buffers are alive for the submission (the staging one until it
             // is seen complete); the region was checked.
@@ -145,7 +145,6 @@ impl OneShot for Context {
                 self.device()
                     .cmd_copy_buffer(cmd, buffer.raw(), staging, &[region])
             };
-            record_host_visibility(self, cmd);
         })?;
         staged_bytes(&mut lock, len, Direction::Download)
     }
@@ -160,7 +159,7 @@ impl OneShot for Context {
         let staging = lock.staging(len, Direction::Upload)?;
         staging.bytes(len)?.copy_from_slice(data);
         let staging = staging.buffer;
-        buffer_use(&mut lock, buffer, |cmd| {
+        buffer_use(self, &mut lock, buffer, |cmd| {
             let region = vk::BufferCopy::default().dst_offset(offset).size(len);
             // SAFETY: both buffers are alive for the submission (the staging one until it
             // is seen complete); the region was checked.
@@ -183,7 +182,7 @@ impl OneShot for Context {
             ));
         }
         let mut lock = self.one_shot_lock();
-        buffer_use(&mut lock, buffer, |cmd| {
+        buffer_use(self, &mut lock, buffer, |cmd| {
             // SAFETY: the buffer is alive for the submission; the range was checked.
             unsafe {
                 self.device().cmd_fill_buffer(
@@ -326,19 +325,25 @@ impl OneShot for Context {
     }
 }
 
-/// Makes transfer writes visible to the host (for readbacks).
-fn record_host_visibility(ctx: &Context, cmd: vk::CommandBuffer) {
-    let to_host = vk::MemoryBarrier::default()
+/// Makes the one-shot's transfer writes visible to the host (for readbacks) and to every
+/// later command on the device, whatever resource it reaches the memory through (a buffer
+/// and an image may alias one allocation, e.g. a pool block and a LINEAR image).
+fn record_visibility(ctx: &Context, cmd: vk::CommandBuffer) {
+    let to_all = vk::MemoryBarrier::default()
         .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-        .dst_access_mask(vk::AccessFlags::HOST_READ);
+        .dst_access_mask(
+            vk::AccessFlags::HOST_READ
+                | vk::AccessFlags::MEMORY_READ
+                | vk::AccessFlags::MEMORY_WRITE,
+        );
     // SAFETY: `cmd` is recording on this device.
     unsafe {
         ctx.device().cmd_pipeline_barrier(
             cmd,
             vk::PipelineStageFlags::TRANSFER,
-            vk::PipelineStageFlags::HOST,
+            vk::PipelineStageFlags::HOST | vk::PipelineStageFlags::ALL_COMMANDS,
             vk::DependencyFlags::empty(),
-            &[to_host],
+            &[to_all],
             &[],
             &[],
         )
@@ -396,6 +401,7 @@ fn submit_use<S>(
 
 /// Submits `record`, a one-shot use of `buffer`, which must be owned by Vulkan, and waits.
 fn buffer_use(
+    ctx: &Context,
     lock: &mut OneShotLock<'_>,
     buffer: &ExternalBuffer,
     record: impl FnOnce(vk::CommandBuffer),
@@ -404,7 +410,10 @@ fn buffer_use(
     let owner = buffer.lock_owner();
     require_buffer_owned(owner.now)?;
     let now = owner.now;
-    let id = submit_use(lock, owner, "buffer", now, record)?;
+    let id = submit_use(lock, owner, "buffer", now, |cmd| {
+        record(cmd);
+        record_visibility(ctx, cmd);
+    })?;
     lock.finish()?;
     buffer.lock_owner().complete(id);
     Ok(())
@@ -511,7 +520,7 @@ fn copy_image(
             // SAFETY: as above.
             unsafe { image.record_barrier(cmd, &b) };
         }
-        record_host_visibility(ctx, cmd);
+        record_visibility(ctx, cmd);
     })?;
     lock.finish()?;
     image.lock_state().complete(id);
