@@ -49,6 +49,7 @@ pub struct ContextDesc {
     /// `VK_KHR_swapchain` when it has it. `None` (the default): no surface extensions, and
     /// no presenter can be made on the context.
     #[cfg(feature = "window")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "window")))]
     pub present: Option<super::PresentTarget>,
     /// Also create one queue of a transfer-only family (a copy engine on NVIDIA) where the
     /// device has one: [`Context::transfer_family`] says which, and

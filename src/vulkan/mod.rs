@@ -65,10 +65,11 @@ pub use image::{
 };
 pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 #[cfg(feature = "window")]
+#[cfg_attr(docsrs, doc(cfg(feature = "window")))]
 pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
-pub(crate) use queue_use::{QueueUse, Submission, Tracked};
 #[cfg(feature = "wgpu")]
 pub(crate) use queue_use::FOREIGN_QUEUE;
+pub(crate) use queue_use::{QueueUse, Submission, Tracked};
 pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};
