@@ -155,7 +155,8 @@ pub(crate) struct Enabled {
 ///    [`ExternalSemaphore::signal_many`](crate::cuda::ExternalSemaphore::signal_many)),
 ///    never across a wait;
 /// 4. a **queue** ([`Context::queue_at`]), held for one `vkQueueSubmit` (or by the caller's
-///    [`QueueGuard`]);
+///    [`QueueGuard`]); with the `wgpu` feature, wgpu's own queue lock takes this place in
+///    a hand-over on wgpu's queue (wgpu never calls back into vkcuda while holding it);
 /// 5. the staging allocator, a leaf held only inside one allocation or free.
 ///
 /// The other locks are leaves, held briefly with nothing else taken under them: a CUDA
