@@ -6,6 +6,8 @@ pub mod pipeline;
 pub mod png;
 pub mod scene;
 pub mod sharing;
+#[cfg(feature = "wgpu")]
+pub mod wgpu_pipeline;
 #[cfg(feature = "window")]
 pub mod window;
 

@@ -7,6 +7,9 @@
 //! broken loader on the GPU host cannot hide behind "ignored".
 #![allow(dead_code)] // each test binary uses its own subset
 
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
