@@ -274,6 +274,27 @@ pub struct PhysicalDeviceInfo {
     pub headless_present: bool,
 }
 
+/// The instance extensions the Vulkan loader offers (its drivers' and layers' together), by
+/// name. For diagnostics (the `doctor` example shows the surface ones).
+///
+/// # Errors
+/// [`Error::Missing`] when no Vulkan loader is installed; [`Error::Vulkan`] from the query.
+pub fn instance_extension_names() -> Result<Vec<String>> {
+    // SAFETY: loading the system Vulkan loader; ash checks the library it opens.
+    let entry = unsafe { ash::Entry::load() }.map_err(|e| Error::Missing {
+        library: "Vulkan loader",
+        reason: e.to_string(),
+    })?;
+    // SAFETY: plain query through a loaded entry.
+    let exts = unsafe { entry.enumerate_instance_extension_properties(None) }
+        .map_err(|r| Error::vk("vkEnumerateInstanceExtensionProperties", r))?;
+    Ok(exts
+        .iter()
+        .filter_map(|e| e.extension_name_as_c_str().ok())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect())
+}
+
 /// Lists every Vulkan physical device with what vkcuda needs from it, through a temporary
 /// instance. For diagnostics (the `doctor` example); [`Context::new`] chooses by itself.
 ///

@@ -53,8 +53,8 @@ pub(crate) use context::no_queue;
 #[cfg(feature = "wgpu")]
 pub(crate) use context::Borrowed;
 pub use context::{
-    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, QueueGuard,
-    WrapDesc,
+    enumerate_devices, instance_extension_names, Context, ContextDesc, DeviceSelection,
+    PhysicalDeviceInfo, QueueGuard, WrapDesc,
 };
 pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
