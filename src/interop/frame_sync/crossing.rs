@@ -46,12 +46,15 @@ pub(super) struct Produce<'a> {
 }
 
 impl Crossing {
-    /// The objects of `mode` for `slots` slots.
+    /// The objects of `mode` for `slots` slots; `long_work`: each crossing carries several
+    /// frames, so the low-latency relay is woken by a CUDA host function
+    /// ([`Relay::new`]).
     pub(super) fn new(
         mode: SyncMode,
         vk: &vulkan::Context,
         cu: &cuda::Context,
         slots: usize,
+        long_work: bool,
     ) -> Result<Self> {
         match mode {
             SyncMode::Semaphores => {
@@ -70,7 +73,7 @@ impl Crossing {
                 vk.fill_buffer(buffer.vulkan(), 0..buffer.size(), 0)?;
                 let words = buffer.map(0..buffer.size())?;
                 let mailbox = Mailbox { words, buffer };
-                let relay = Relay::new(vk, cu, slots)?;
+                let relay = Relay::new(vk, cu, slots, long_work)?;
                 let fills = (0..slots)
                     .map(|_| FillCommands::new(vk))
                     .collect::<Result<_>>()?;

@@ -133,11 +133,13 @@ struct Slot {
 ///   to use where the spec's guarantees are required.
 /// * Needs the V2 stream memory operations (driver 11.7+, checked:
 ///   [`cuda::Context::check_stream_memops`]), but no exportable semaphores.
-/// * The relay spins one host core while frames are pending, for 200 us without progress;
-///   then it sleeps until a CUDA host function (`cuLaunchHostFunc`, enqueued after each
-///   frame's write) wakes it, with timeouts of 20 us to 1 ms as a fallback should the host
-///   function not run; it parks when nothing is pending. So a frame whose CUDA work is long
-///   reaches Vulkan one host-function wake-up after CUDA finished, not up to ~1 ms later.
+/// * The relay spins one host core while frames are pending, for 200 us without progress,
+///   then sleeps 20 us to 1 ms at a time; it parks when nothing is pending. With several
+///   frames per crossing (long CUDA work) a CUDA host function (`cuLaunchHostFunc`,
+///   enqueued after each crossing's write) wakes it instead, so the crossing reaches Vulkan
+///   one wake-up after CUDA finished rather than up to ~1 ms later. With one frame per
+///   crossing it does not: a host function costs a crossing about as much as the switch
+///   itself on the H200 (benches/RESULTS.md).
 /// * A Vulkan batch that never executes (device lost) leaves the CUDA stream waiting on the
 ///   mailbox for ever; the drop then reports the timeout and leaks the objects the GPU may
 ///   still use rather than freeing them.
@@ -255,7 +257,7 @@ impl FrameSync {
         // From here on, a failure drops `sync`, which frees what was made so far.
         let mut sync = Self {
             slots: Vec::with_capacity(n),
-            crossing: Crossing::new(desc.mode, vk, cu, n)?,
+            crossing: Crossing::new(desc.mode, vk, cu, n, desc.frames_per_crossing > 1)?,
             ledger: Ledger::new(n),
             layout: (layout, stream_count),
             timeout: desc.timeout,

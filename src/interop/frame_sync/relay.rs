@@ -142,10 +142,20 @@ unsafe extern "C" fn kick(user: *mut std::ffi::c_void) {
 pub(super) struct Relay {
     shared: Arc<RelayShared>,
     thread: Option<JoinHandle<()>>,
+    /// Whether [`Relay::kick_after`] enqueues its host function (set for long CUDA work).
+    kicked: bool,
 }
 
 impl Relay {
-    pub(super) fn new(vk: &vulkan::Context, cu: &cuda::Context, slots: usize) -> Result<Self> {
+    /// A relay for `slots` slots; `kicked`: CUDA wakes it with a host function after each
+    /// write ([`Relay::kick_after`]) — worth it for long CUDA work only, since on the H200 a
+    /// host function costs a stream about as much as a context switch.
+    pub(super) fn new(
+        vk: &vulkan::Context,
+        cu: &cuda::Context,
+        slots: usize,
+        kicked: bool,
+    ) -> Result<Self> {
         let semaphores = (0..slots)
             .map(|_| Semaphore::local(vk, SemaphoreKind::Timeline, 0))
             .collect::<Result<Vec<_>>>()?;
@@ -171,6 +181,7 @@ impl Relay {
         Ok(Self {
             shared,
             thread: Some(thread),
+            kicked,
         })
     }
 
@@ -184,10 +195,14 @@ impl Relay {
         self.shared.wake.notify_one();
     }
 
-    /// Enqueues on `stream`, after the word's write, a host function that wakes the relay,
+    /// For a relay made `kicked`: enqueues on `stream`, after the word's write, a host
+    /// function that wakes the relay,
     /// so a relay backing off during long CUDA work does not oversleep the write. Without
     /// it (on an error, logged) the relay still finds the write by polling.
     pub(super) fn kick_after(&self, stream: &CudaStream) {
+        if !self.kicked {
+            return;
+        }
         let user = Arc::into_raw(self.shared.clone()) as *mut std::ffi::c_void;
         // SAFETY: `kick` only touches the `RelayShared` that `user` holds a strong count of
         // (reclaimed by `kick`, or below when it will not run), makes no CUDA call and
