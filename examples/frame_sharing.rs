@@ -26,8 +26,6 @@
 //! Options: `--frames N` (default 240), `--size WxH` (default 640x360), `--images N`
 //! (default 3), `--out DIR` (default `frame-sharing-out`).
 
-mod common;
-
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -37,14 +35,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use common::sharing::{fnv1a, Header, Mode, MAX_IMAGES};
-use common::{png, scene};
 use vkcuda::ash::vk;
 use vkcuda::external::{MemoryHandle, MemoryImport, SemaphoreHandle};
 use vkcuda::interop::cuda_array_desc;
 use vkcuda::util::{Commands, ComputeTarget, OneShot};
 use vkcuda::vulkan::{ExternalImage, ImageDesc, Semaphore};
 use vkcuda::{cuda, ipc, vulkan, Error};
+use vkcuda_dev::sharing::{fnv1a, Header, Mode, MAX_IMAGES};
+use vkcuda_dev::{png, scene};
 
 /// Bound on every wait of either side.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,7 +75,7 @@ fn parse() -> Result<Role> {
         match a.as_str() {
             "--consumer" => consumer = Some(PathBuf::from(value()?)),
             "--frames" => o.frames = value()?.parse().context("--frames")?,
-            "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
+            "--size" => (o.width, o.height) = vkcuda_dev::parse_size(&value()?)?,
             "--images" => o.images = value()?.parse().context("--images")?,
             "--out" => o.out = PathBuf::from(value()?),
             // cargo test / bundle runners pass these to every executable.
