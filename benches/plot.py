@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Plots the frame-throughput and hand-off tables of benches/RESULTS.md into
-benches/results.png (needs matplotlib: pip install matplotlib).
+"""Plots the frame-throughput (share of the GPU-busy bound per mode) and hand-off tables
+of benches/RESULTS.md into benches/results.png (needs matplotlib: pip install matplotlib).
 
     python3 benches/plot.py
 
@@ -38,36 +38,37 @@ def number(cell):
 
 fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
 
-# Frames per second of the render -> CUDA -> Vulkan loop, log scale.
-frames = table("size | zero-copy fps")
-labels = [r[0] for r in frames]
-series = {
-    "zero-copy, semaphores": [number(r[1].split("/")[0]) for r in frames],
-    "zero-copy, low-latency": [number(r[1].split("/")[1]) for r in frames],
-    "staged through host": [number(r[2]) for r in frames],
-    "GPU-busy bound": [number(r[5]) for r in frames],
-}
-width = 0.2
-for k, (name, values) in enumerate(series.items()):
-    xs = [i + (k - 1.5) * width for i in range(len(labels))]
-    left.bar(xs, values, width, label=name)
-left.set_xticks(range(len(labels)), labels)
-left.set_yscale("log")
-left.set_ylabel("frames per second")
-left.set_title("render -> CUDA tone map -> Vulkan (H100)")
-left.legend(fontsize=8)
+# Share of the GPU-busy bound each mode of the render -> CUDA -> Vulkan loop reaches.
+frames = [r for r in table("size | mode | frames per crossing") if r[2] != "-" and r[1] != "staged through the host"]
+sizes = sorted({r[0] for r in frames}, key=lambda s: ["1080p", "4K"].index(s) if s in ("1080p", "4K") else 9)
+modes = []
+for r in frames:
+    m = r[1].split(" (")[0]
+    if m not in modes:
+        modes.append(m)
+width = 0.8 / len(modes)
+for k, mode in enumerate(modes):
+    values = []
+    for size in sizes:
+        row = next((r for r in frames if r[0] == size and r[1].split(" (")[0] == mode), None)
+        values.append(number(row[6]) if row else 0.0)
+    xs = [i + (k - (len(modes) - 1) / 2) * width for i in range(len(sizes))]
+    left.bar(xs, values, width, label=mode)
+left.axhline(0.9, color="grey", linestyle="--", linewidth=1, label="goal 0.9")
+left.set_xticks(range(len(sizes)), sizes)
+left.set_ylabel("fps / GPU-busy bound")
+left.set_title("render -> CUDA tone map -> Vulkan (H200)")
+left.legend(fontsize=7)
 
-# Pipelined hand-offs per second with empty work, by frames in flight.
-sync = [r for r in table("measurement (empty work)") if r[0].startswith("pipelined")]
+# Pipelined hand-offs per second with a kernel in every frame, by frames in flight.
+sync = [r for r in table("hand-offs, a 32 MiB CUDA kernel") if r[0].startswith("pipelined")]
 n = [int(re.search(r"(\d+) in flight", r[0]).group(1)) for r in sync]
 for col, name in [(1, "naive chain"), (2, "FrameSync semaphores"), (3, "FrameSync low-latency")]:
     right.plot(n, [number(r[col]) for r in sync], marker="o", label=name)
-right.axhline(10_000, color="grey", linestyle="--", linewidth=1, label="goal 10,000/s")
 right.set_xticks(n)
-right.set_xlabel("frames in flight")
+right.set_xlabel("frames in flight (one frame per crossing)")
 right.set_ylabel("hand-offs per second")
-right.set_yscale("log")
-right.set_title("Vulkan -> CUDA -> Vulkan, empty work (H100)")
+right.set_title("Vulkan -> CUDA kernel -> Vulkan (H200)")
 right.legend(fontsize=8)
 
 fig.tight_layout()

@@ -325,40 +325,143 @@ impl SemaphoreHandle {
 /// `import` receives a duplicate of `fd`. On success the driver owns the duplicate and `fd`
 /// is closed. On failure the duplicate is closed too, unless the driver already closed it:
 /// the spec leaves it to the caller, but some drivers (Mesa's lavapipe) close it anyway, and
-/// closing it twice could close an unrelated fd that reused the number. Which happened is
-/// told by comparing the duplicate's device and inode with the original's. Either way the
-/// caller's fd is gone afterwards and nothing leaks.
+/// closing it twice could close an unrelated fd that another thread opened meanwhile and
+/// got the recycled number. Which happened is told by [`same_open_file`]: the duplicate is
+/// closed only when its number still names the caller's open file description. When that
+/// cannot be told, the number is left open (at worst one fd leaks; no unrelated fd is
+/// closed). Either way the caller's fd is gone afterwards.
+///
+/// # Errors
+/// [`crate::Error::Io`] (`fcntl(F_DUPFD_CLOEXEC)`) when `fd` cannot be duplicated (nothing
+/// was imported; `fd` is closed); otherwise what `import` returns.
 #[cfg(unix)]
 pub(crate) fn lend_fd<T>(
     fd: OwnedFd,
     import: impl FnOnce(std::os::fd::RawFd) -> crate::Result<T>,
 ) -> crate::Result<T> {
     use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
-    use std::os::unix::fs::MetadataExt;
 
-    let identity = |f: &std::fs::File| f.metadata().ok().map(|m| (m.dev(), m.ino()));
-    let dup = fd.try_clone().map_err(|e| crate::Error::Unsupported {
-        what: "duplicating an fd for import".into(),
-        reason: e.to_string(),
+    let dup = fd.try_clone().map_err(|source| crate::Error::Io {
+        call: "fcntl(F_DUPFD_CLOEXEC)",
+        source,
     })?;
-    let original = std::fs::File::from(fd);
     let raw = dup.into_raw_fd();
     let result = import(raw);
-    if result.is_err() {
-        // SAFETY: `raw` is only inspected (never closed) through this borrowed File.
-        let probe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(raw) });
-        let still_ours = probe.as_raw_fd() == raw && identity(&probe) == identity(&original);
-        if still_ours {
-            // SAFETY: the driver refused the fd and left it open; it is ours to close.
-            drop(unsafe { OwnedFd::from_raw_fd(raw) });
-        }
+    if result.is_err() && same_open_file(raw, fd.as_raw_fd()) == Some(true) {
+        // SAFETY: the driver refused the fd and left it open (the number still names our
+        // open file description); it is ours to close, once.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
     }
     result
+}
+
+/// Whether fd number `a` names the same open file description as `b` (as a `dup` of it
+/// does): `Some(false)` when `a` is closed or names another file, `None` when this cannot
+/// be told (no `kcmp`, e.g. under a seccomp filter, and both are the same inode: every
+/// `/dev/nvidia*` fd and every anon-inode fd such as an eventfd share one).
+#[cfg(unix)]
+fn same_open_file(a: std::os::fd::RawFd, b: std::os::fd::RawFd) -> Option<bool> {
+    // SAFETY: F_GETFD only reads the fd flags of the number; any number is allowed.
+    if unsafe { libc::fcntl(a, libc::F_GETFD) } == -1 {
+        return Some(false);
+    }
+    #[cfg(target_os = "linux")]
+    {
+        /// `KCMP_FILE` of `<linux/kcmp.h>` (not in the `libc` crate).
+        const KCMP_FILE: libc::c_long = 0;
+        // SAFETY: getpid has no preconditions.
+        let pid = libc::c_long::from(unsafe { libc::getpid() });
+        // SAFETY: kcmp(pid, pid, KCMP_FILE, a, b) only compares two fd table entries of this
+        // process; it takes no pointers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_kcmp,
+                pid,
+                pid,
+                KCMP_FILE,
+                libc::c_long::from(a),
+                libc::c_long::from(b),
+            )
+        };
+        match r {
+            0 => return Some(true),
+            1..=3 => return Some(false),
+            _ => {} // kcmp unavailable: fall back to the inode
+        }
+    }
+    let stat = |fd: std::os::fd::RawFd| {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is a writable stat buffer; fstat fills it on success.
+        (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| {
+            // SAFETY: fstat succeeded, so `st` is initialised.
+            let st = unsafe { st.assume_init() };
+            (st.st_dev, st.st_ino)
+        })
+    };
+    match (stat(a), stat(b)) {
+        (Some(x), Some(y)) if x == y => None,
+        _ => Some(false),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An eventfd stands for a driver fd: every eventfd shares one anon inode, as every
+    /// `/dev/nvidia*` fd shares its device's.
+    #[cfg(target_os = "linux")]
+    fn eventfd() -> OwnedFd {
+        use std::os::fd::FromRawFd;
+        // SAFETY: eventfd takes no pointers.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(raw >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: a new fd that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn is_open(fd: std::os::fd::RawFd) -> bool {
+        // SAFETY: F_GETFD only reads the fd's flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        flags != -1
+    }
+
+    /// Issue 10 row 10: a driver that closes the fd it refused, while another thread opens
+    /// a file of the same inode that gets the recycled number: `lend_fd` must not close
+    /// the other thread's fd (comparing (dev, ino) did).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_recycled_fd_number_of_the_same_inode_is_not_closed() {
+        use std::os::fd::AsRawFd;
+        let mut other = None;
+        let r: crate::Result<()> = lend_fd(eventfd(), |raw| {
+            // The "driver" closes the fd; "another thread" opens an eventfd at that number.
+            // SAFETY: the lent duplicate is the driver's to close here.
+            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+            let fresh = eventfd();
+            assert_eq!(fresh.as_raw_fd(), raw, "the number was not recycled");
+            other = Some(fresh);
+            Err(crate::Error::invalid("fd", "refused", "a memory fd"))
+        });
+        assert!(r.is_err());
+        let other = other.unwrap();
+        assert!(is_open(other.as_raw_fd()), "lend_fd closed an unrelated fd");
+        drop(other);
+    }
+
+    /// The other half: a refused fd the driver left open is closed (no leak).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_refused_fd_left_open_is_closed() {
+        let mut lent = -1;
+        let r: crate::Result<()> = lend_fd(eventfd(), |raw| {
+            lent = raw;
+            Err(crate::Error::invalid("fd", "refused", "a memory fd"))
+        });
+        assert!(r.is_err());
+        assert!(!is_open(lent), "the refused duplicate leaked");
+    }
 
     #[test]
     fn uuid_prints_like_nvidia_smi() {

@@ -15,6 +15,23 @@
 //! Received fds are close-on-exec (`MSG_CMSG_CLOEXEC`) and owned from the moment they
 //! arrive: on any error every fd that arrived has been closed.
 //!
+//! # Framing errors
+//! A stream socket has no message boundaries of its own, so an error part-way through a
+//! message (a read or write timeout, a length prefix above [`MAX_PAYLOAD`], the peer
+//! closing) leaves the two sides out of step: the next read would take payload bytes for a
+//! length. vkcuda then **shuts the socket down** (both directions, for both peers) and
+//! returns [`Error::ConnectionBroken`]; every later call on it fails. A timeout *before*
+//! any byte of a message moved is an ordinary [`Error::Io`] (`WouldBlock`/`TimedOut`) and
+//! the connection stays usable. Writes never raise `SIGPIPE` (`MSG_NOSIGNAL`).
+//!
+//! # Trust
+//! Anything that can connect to the socket can send any payload and any fds. The receiver
+//! must treat both as untrusted input: check what an fd is (vkcuda's imports refuse pipes,
+//! sockets and other non-memory fds) and check every size and count in the payload before
+//! using it. The unsafe imports (`ExternalMemory::import`, `ExternalImage::import`) trust
+//! the sizes and descriptions they are given: before passing them a peer's word, check who
+//! the peer is with [`peer_credentials`] (e.g. that it is the process you spawned).
+//!
 //! ```no_run
 //! # fn main() -> vkcuda::Result<()> {
 //! use std::os::fd::AsFd;
@@ -28,7 +45,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -57,17 +74,15 @@ fn control_buffer(bytes: usize) -> Vec<u64> {
     vec![0u64; bytes.div_ceil(size_of::<u64>())]
 }
 
-fn io(call: &'static str) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Io { call, source }
-}
-
 /// Sends `payload` and duplicates of `fds` (the caller keeps its own) as one message.
 ///
 /// # Errors
 /// * [`Error::InvalidArgument`]: `payload` longer than [`MAX_PAYLOAD`], or more than
 ///   [`MAX_FDS`] fds.
-/// * [`Error::Io`]: `sendmsg` or the write of the rest of the payload failed (the peer
-///   closed, ...).
+/// * [`Error::Io`]: `sendmsg` failed before any byte was sent (the peer closed, a write
+///   timeout, ...); the connection is still in step.
+/// * [`Error::ConnectionBroken`]: the write of the rest of the message failed; the socket
+///   was shut down (see the module docs).
 pub fn send(stream: &UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
     if payload.len() > MAX_PAYLOAD {
         return Err(Error::invalid(
@@ -132,16 +147,87 @@ pub fn send(stream: &UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Resu
     // borrowed for the call and the kernel duplicates them.
     let sent = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, flags) };
     if sent < 0 {
+        // Nothing was sent: the stream is still in step.
         return Err(Error::Io {
             call: "sendmsg",
             source: std::io::Error::last_os_error(),
         });
     }
     // A stream socket may take part of the message; the fds went with the first byte.
-    let rest = &message[sent as usize..];
-    let mut writer = stream;
-    writer.write_all(rest).map_err(io("write"))?;
+    let mut rest = &message[sent as usize..];
+    while !rest.is_empty() {
+        // SAFETY: `rest` is a live byte slice; MSG_NOSIGNAL: a closed peer gives EPIPE, not
+        // SIGPIPE.
+        let n = unsafe { libc::send(stream.as_raw_fd(), rest.as_ptr().cast(), rest.len(), flags) };
+        if n < 0 {
+            let source = std::io::Error::last_os_error();
+            if source.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(broken(
+                stream,
+                "send",
+                format!("writing the rest of a message: {source}"),
+            ));
+        }
+        rest = &rest[n as usize..];
+    }
     Ok(())
+}
+
+/// Shuts `stream` down (both directions) after it lost its message framing, and returns
+/// the error that says so.
+fn broken(stream: &UnixStream, call: &'static str, reason: String) -> Error {
+    // An error here means the socket is already unusable, which is the goal.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    Error::ConnectionBroken { call, reason }
+}
+
+/// Who is at the other end of a Unix socket, as the kernel recorded it when the connection
+/// was made (`SO_PEERCRED`): it cannot be forged by the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCredentials {
+    /// Process id of the peer (at connect time).
+    pub pid: u32,
+    /// Its effective user id.
+    pub uid: u32,
+    /// Its effective group id.
+    pub gid: u32,
+}
+
+/// The credentials of `stream`'s peer (`getsockopt(SO_PEERCRED)`).
+///
+/// # Errors
+/// [`Error::Io`] (`getsockopt(SO_PEERCRED)`) when the call fails.
+#[cfg(target_os = "linux")]
+pub fn peer_credentials(stream: &UnixStream) -> Result<PeerCredentials> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a writable ucred and `len` its size, as SO_PEERCRED expects.
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::from_mut(&mut cred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(Error::Io {
+            call: "getsockopt(SO_PEERCRED)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(PeerCredentials {
+        pid: cred.pid.unsigned_abs(),
+        uid: cred.uid,
+        gid: cred.gid,
+    })
 }
 
 /// Receives one message sent by [`send`]: its payload and at most `max_fds` fds, each
@@ -149,11 +235,15 @@ pub fn send(stream: &UnixStream, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Resu
 ///
 /// # Errors
 /// * [`Error::InvalidArgument`]: `max_fds` above [`MAX_FDS`].
-/// * [`Error::Io`]: `recvmsg` or a read failed, the peer closed before a whole message
-///   arrived (`UnexpectedEof`), the length prefix exceeds [`MAX_PAYLOAD`] (`InvalidData`),
-///   or the message carried more fds than `max_fds` (`InvalidData`; the control data was
-///   truncated, `MSG_CTRUNC`). In the last case the rest of the message is read and
-///   dropped, so the stream stays in step, and every fd that arrived is closed.
+/// * [`Error::Io`]: `recvmsg` failed before any byte of a message arrived (a read timeout
+///   gives `WouldBlock`/`TimedOut`; the connection stays usable), the peer closed between
+///   messages (`UnexpectedEof`), or the message carried more fds than `max_fds`
+///   (`InvalidData`; the control data was truncated, `MSG_CTRUNC`): the rest of that
+///   message is read and dropped, so the stream stays in step, and every fd that arrived
+///   is closed.
+/// * [`Error::ConnectionBroken`]: a read failed or timed out part-way through a message,
+///   or its length prefix exceeds [`MAX_PAYLOAD`] (not a vkcuda message): the socket was
+///   shut down, as the module docs say, and every fd that arrived is closed.
 pub fn recv(stream: &UnixStream, max_fds: usize) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     if max_fds > MAX_FDS {
         return Err(Error::invalid(
@@ -194,21 +284,21 @@ pub fn recv(stream: &UnixStream, max_fds: usize) -> Result<(Vec<u8>, Vec<OwnedFd
         });
     }
     let mut reader = stream;
+    let mid_message =
+        |e: std::io::Error| broken(stream, "read", format!("part-way through a message: {e}"));
     reader
         .read_exact(&mut prefix[got as usize..])
-        .map_err(io("read"))?;
+        .map_err(mid_message)?;
     let len = u32::from_le_bytes(prefix) as usize;
     if len > MAX_PAYLOAD {
-        return Err(Error::Io {
-            call: "recvmsg",
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("payload length {len} exceeds {MAX_PAYLOAD}: not a vkcuda::ipc message"),
-            ),
-        });
+        return Err(broken(
+            stream,
+            "recvmsg",
+            format!("payload length {len} exceeds {MAX_PAYLOAD}: not a vkcuda::ipc message"),
+        ));
     }
     let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).map_err(io("read"))?;
+    reader.read_exact(&mut payload).map_err(mid_message)?;
     if truncated || fds.len() > max_fds {
         let arrived = fds.len();
         drop(fds);
@@ -268,7 +358,7 @@ fn take_fds(msg: &libc::msghdr) -> Vec<OwnedFd> {
 mod tests {
     use super::*;
     use std::fs::File;
-    use std::io::{Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom, Write};
     use std::os::fd::AsFd;
 
     fn pair() -> (UnixStream, UnixStream) {
@@ -360,6 +450,91 @@ mod tests {
         let many = vec![f.as_fd(); MAX_FDS + 1];
         let (arg, _, _) = crate::error::invalid_arg(send(&a, b"", &many));
         assert_eq!(arg, "fds");
+    }
+
+    /// Issue 10 row 13: a length prefix above the cap is not followed by a bogus empty
+    /// message: the connection is broken, typed, and stays so.
+    #[test]
+    fn an_oversized_prefix_breaks_the_connection() {
+        let (a, b) = pair();
+        (&a).write_all(&u32::MAX.to_le_bytes()).unwrap();
+        (&a).write_all(&[1, 2, 3]).unwrap();
+        send(&a, b"next", &[]).unwrap();
+        match recv(&b, 1) {
+            Err(Error::ConnectionBroken { reason, .. }) => {
+                assert!(reason.contains("exceeds"), "{reason}")
+            }
+            other => panic!("expected ConnectionBroken, got {other:?}"),
+        }
+        let again = recv(&b, 1);
+        assert!(again.is_err(), "a recv after the desync returned {again:?}");
+        assert!(send(&a, b"x", &[]).is_err(), "the peer sees the shutdown");
+    }
+
+    /// Issue 10 row 13: a read timeout part-way through a message breaks the connection
+    /// instead of leaving it mid-message; a timeout between messages does not.
+    #[test]
+    fn a_timeout_mid_message_breaks_the_connection() {
+        let (a, b) = pair();
+        b.set_read_timeout(Some(std::time::Duration::from_millis(30)))
+            .unwrap();
+        match recv(&b, 0) {
+            Err(Error::Io { source, .. }) => assert!(
+                matches!(
+                    source.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{source}"
+            ),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        send(&a, b"between", &[]).unwrap();
+        assert_eq!(recv(&b, 0).unwrap().0, b"between", "still in step");
+        (&a).write_all(&10u32.to_le_bytes()).unwrap();
+        (&a).write_all(b"abc").unwrap();
+        match recv(&b, 0) {
+            Err(Error::ConnectionBroken { call, .. }) => assert_eq!(call, "read"),
+            other => panic!("expected ConnectionBroken, got {other:?}"),
+        }
+        let _ = (&a).write_all(b"defghij");
+        let _ = send(&a, b"after", &[]);
+        let again = recv(&b, 0);
+        assert!(again.is_err(), "read payload bytes as a message: {again:?}");
+    }
+
+    /// Issue 10 row 13: the tail of a message that did not fit the first `sendmsg` is
+    /// written with MSG_NOSIGNAL: a peer that closes mid-message gives an error, not a
+    /// SIGPIPE that kills the process (SIGPIPE is set to its default for this test).
+    #[test]
+    fn a_peer_closing_mid_message_is_an_error_not_sigpipe() {
+        let (a, b) = pair();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            drop(b);
+        });
+        // SAFETY: restores the default action; no handler function is installed.
+        let old = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let r = send(&a, &vec![0u8; MAX_PAYLOAD], &[]);
+        // SAFETY: puts back the action that was there.
+        unsafe { libc::signal(libc::SIGPIPE, old) };
+        closer.join().unwrap();
+        assert!(
+            matches!(
+                r,
+                Err(Error::ConnectionBroken { .. }) | Err(Error::Io { .. })
+            ),
+            "{r:?}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn peer_credentials_name_this_process_for_a_pair() {
+        let (a, _b) = pair();
+        let c = peer_credentials(&a).unwrap();
+        assert_eq!(c.pid, std::process::id());
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(c.uid, unsafe { libc::geteuid() });
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! examples/, benches/          anyhow; unsafe only for CUDA kernel launches
 //! interop/                     SharedBuffer, SharedImage, SharedSemaphore: a Vulkan resource
 //!                              + its CUDA import (or CUDA VMM memory + its Vulkan import:
-//!                              SharedBuffer::from_cuda); SharedPool: a pool's blocks imported
-//!                              once each; FrameSync: N frames in flight across both
+//!                              SharedBuffer::from_cuda, SharedLinearImage::from_cuda);
+//!                              SharedPool: a pool's blocks imported once each; FrameSync:
+//!                              N frames in flight across both
 //!    |          \
 //! vulkan/       cuda/          each side alone: vulkan/ knows no CUDA, cuda/ knows no ash;
 //!                              vulkan/ExportPool sub-allocates exported blocks,
@@ -56,6 +57,34 @@
 //! submit it; [`util::ComputePass`] is a minimal compute pipeline; [`util::OneShot`] gives
 //! the context staged copies, fills, hand-offs and dispatches that wait.
 //!
+//! # Threads
+//! Every public type is `Send` and `Sync` (checked by a unit test), so contexts, resources
+//! and semaphores may be shared between threads behind an `Arc` or a reference. What that
+//! means per type:
+//!
+//! * [`vulkan::Context`] and [`cuda::Context`] are cheap clones of one shared device; all
+//!   their methods take `&self`. Vulkan queue access is serialised by one lock per queue
+//!   ([`vulkan::Context::queue_at`]): hold that guard only for your own `vkQueue*` calls;
+//!   a vkcuda call that needs the same queue on the same thread then returns an error.
+//! * [`vulkan::ExternalImage`] tracks its owner and layout behind a lock; concurrent users
+//!   of one image see the state of the last recorded transition.
+//! * Timeline signals ([`vulkan::Semaphore::signal`], [`vulkan::Context::submit_to`],
+//!   [`cuda::ExternalSemaphore::signal_many`]) are checked and submitted under one lock per
+//!   timeline, so values never go backwards whatever the threads do.
+//! * [`interop::FrameSync`] and [`util::Commands`] take `&mut self` for everything that
+//!   submits: one thread drives each, and they may move between threads.
+//!
+//! The locks inside vkcuda and the one order they are taken in are listed on
+//! [`vulkan::Context`](vulkan::Context#locks-and-their-order).
+//!
+//! # Logging
+//! The library never prints. What it cannot return as an error (a failure inside a `Drop`,
+//! a leak chosen over freeing memory the GPU may still use, a relay thread that panicked)
+//! goes to the [`log`](https://docs.rs/log) facade: `log::error!` when something was leaked
+//! or lost, `log::warn!` otherwise. Validation-layer messages use the target
+//! `vkcuda::validation` (errors at `error`, warnings at `warn`). Install any logger
+//! (`env_logger`, `tracing-log`, ...) to see them.
+//!
 //! # Presenting (feature `window`)
 //! `vulkan::Presenter` shows an image in a window: a surface from any raw window handle (or
 //! `VK_EXT_headless_surface`), a swapchain recreated on resize, `SUBOPTIMAL` and
@@ -72,6 +101,7 @@ pub mod external;
 pub mod interop;
 #[cfg(unix)]
 pub mod ipc;
+mod timeline;
 pub mod trace;
 pub mod util;
 pub mod vulkan;
@@ -81,3 +111,35 @@ pub use ash;
 /// The cudarc version vkcuda is built against (streams, modules, launches).
 pub use cudarc;
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The crate docs promise these are `Send` and `Sync`.
+    #[test]
+    fn public_types_are_send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<vulkan::Context>();
+        both::<vulkan::Semaphore>();
+        both::<vulkan::ExternalBuffer>();
+        both::<vulkan::ExternalImage>();
+        both::<cuda::Context>();
+        both::<cuda::ExternalMemory>();
+        both::<cuda::MappedBuffer>();
+        both::<cuda::MipmappedArray>();
+        both::<cuda::ArrayLevel>();
+        both::<cuda::SurfaceObject>();
+        both::<cuda::TextureObject>();
+        both::<cuda::ExternalSemaphore>();
+        both::<interop::SharedBuffer>();
+        both::<interop::SharedImage>();
+        both::<interop::SharedSemaphore>();
+        both::<interop::FrameSync>();
+        both::<interop::Frame<'static>>();
+        both::<util::Commands>();
+        both::<util::ComputePass>();
+        both::<util::ComputeTarget>();
+        both::<Error>();
+    }
+}

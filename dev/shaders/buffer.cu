@@ -40,3 +40,17 @@ extern "C" __global__ void saxpy4(const float4 *x, float4 *y, unsigned long long
         y[i] = yv;
     }
 }
+
+// The pattern into `rows` rows of `row_bytes` bytes at `pitch` (a LINEAR image as CUDA sees
+// it): byte x of row y gets pattern(y * row_bytes + x, seed), so the rows read back tightly
+// packed are the plain pattern. Padding between rows is left alone.
+extern "C" __global__ void fill_pitched_pattern(unsigned char *p, unsigned long long pitch,
+                                                unsigned long long row_bytes, unsigned int rows,
+                                                unsigned int seed) {
+    unsigned long long n = row_bytes * rows;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        unsigned long long y = i / row_bytes, x = i % row_bytes;
+        p[y * pitch + x] = pattern(i, seed);
+    }
+}

@@ -14,3 +14,7 @@ pub const IMAGE_CU: &str = concat!(
 
 /// `shaders/sync.cu`: the kernels that prove frame ordering by data.
 pub const SYNC_CU: &str = include_str!("../shaders/sync.cu");
+
+/// `shaders/scene.cu`: the demo scene drawn by CUDA into rows at a pitch (the frame-sharing
+/// example's CUDA producer).
+pub const SCENE_CU: &str = include_str!("../shaders/scene.cu");

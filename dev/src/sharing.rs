@@ -1,12 +1,12 @@
 //! What the frame-sharing producer tells its consumer alongside the fds
-//! (`examples/frame_sharing.rs`): a small text header with the image description and the
+//! (`examples/frame_sharing/`): a small text header with the image description and the
 //! allocation sizes, so the consumer can import exactly what was exported, and the hash
 //! both sides print per frame.
 
 use anyhow::{bail, ensure, Context as _, Result};
 use vkcuda::ash::vk;
 use vkcuda::external::{DeviceIdentity, MemoryHandleType, Uuid};
-use vkcuda::vulkan::{ImageDesc, ImageKind};
+use vkcuda::vulkan::{ImageDesc, ImageKind, LinearLayout};
 
 /// The first line of a header.
 const MAGIC: &str = "vkcuda-frame-sharing 1";
@@ -22,6 +22,11 @@ pub enum Mode {
     /// No CUDA or no semaphore fds here: the consumer imports the images back into Vulkan
     /// and reads each once (fds: images only).
     Vulkan,
+    /// CUDA is the producer: the frames are CUDA (VMM) allocations, LINEAR images laid out
+    /// as [`Header::layout`] says; the consumer imports them into Vulkan and sends back two
+    /// timeline semaphores of its own, "ready" (CUDA signals) and "done" (Vulkan signals)
+    /// (fds: frames; back: ready, done).
+    CudaProducer,
 }
 
 /// Everything the consumer needs besides the fds.
@@ -35,9 +40,19 @@ pub struct Header {
     pub frames: u32,
     /// Every image's description (all images share it).
     pub desc: ImageDesc,
-    /// Allocation size of each image's memory, in fd order (all dedicated).
+    /// Allocation size of each image's memory, in fd order (dedicated, except in
+    /// [`Mode::CudaProducer`]).
     pub sizes: Vec<u64>,
+    /// Where the texels lie in each frame's memory ([`Mode::CudaProducer`]: the layout the
+    /// producer's CUDA kernel writes, which the consumer's import must match).
+    pub layout: Option<LinearLayout>,
 }
+
+const MODES: [(Mode, &str); 3] = [
+    (Mode::Cuda, "cuda"),
+    (Mode::Vulkan, "vulkan"),
+    (Mode::CudaProducer, "cuda-producer"),
+];
 
 impl Header {
     /// The header as text, one `key value` per line.
@@ -51,13 +66,19 @@ impl Header {
             .map(|b| format!("{b:02x}"))
             .collect();
         let sizes: Vec<String> = self.sizes.iter().map(u64::to_string).collect();
+        let mode = MODES
+            .iter()
+            .find(|(m, _)| *m == self.mode)
+            .map_or("", |(_, n)| n);
+        let layout = self.layout.map_or(String::new(), |l| {
+            format!("layout {} {} {}\n", l.offset, l.row_pitch, l.size)
+        });
         format!(
-            "{MAGIC}\nmode {}\nuuid {uuid}\nname {}\nframes {}\nwidth {}\nheight {}\n\
-             layers {}\nmip_levels {}\nformat {}\nusage {}\ntiling {}\nsizes {}\n",
-            match self.mode {
-                Mode::Cuda => "cuda",
-                Mode::Vulkan => "vulkan",
-            },
+            "{MAGIC}\nmode {}\nuuid {uuid}\nnode_mask {}\nname {}\nframes {}\nwidth {}\n\
+             height {}\nlayers {}\nmip_levels {}\nformat {}\nusage {}\ntiling {}\nsizes {}\n\
+             {layout}",
+            mode,
+            self.device.node_mask,
             self.device.name.replace('\n', " "),
             self.frames,
             d.extent.width,
@@ -88,10 +109,9 @@ impl Header {
         let num = |k: &str| -> Result<u64> { field(k)?.parse().with_context(|| k.to_owned()) };
         let small = |k: &str| -> Result<u32> { Ok(u32::try_from(num(k)?)?) };
         let signed = |k: &str| -> Result<i32> { field(k)?.parse().with_context(|| k.to_owned()) };
-        let mode = match field("mode")? {
-            "cuda" => Mode::Cuda,
-            "vulkan" => Mode::Vulkan,
-            other => bail!("unknown mode {other}"),
+        let name = field("mode")?;
+        let Some(&(mode, _)) = MODES.iter().find(|(_, n)| *n == name) else {
+            bail!("unknown mode {name}");
         };
         let hex = field("uuid")?;
         ensure!(hex.len() == 32, "uuid {hex:?} is not 32 hex digits");
@@ -127,17 +147,33 @@ impl Header {
             "{} images (1 to {MAX_IMAGES})",
             sizes.len()
         );
+        let layout = match fields.get("layout") {
+            None => None,
+            Some(v) => {
+                let n: Vec<u64> = v
+                    .split(' ')
+                    .map(|s| s.parse().context("layout"))
+                    .collect::<Result<_>>()?;
+                ensure!(n.len() == 3, "layout needs offset, row pitch and size");
+                Some(LinearLayout {
+                    offset: n[0],
+                    row_pitch: n[1],
+                    size: n[2],
+                })
+            }
+        };
         Ok(Self {
             mode,
             device: DeviceIdentity {
                 name: field("name")?.to_owned(),
                 uuid: Uuid(uuid),
                 luid: None,
-                node_mask: 0,
+                node_mask: small("node_mask")?,
             },
             frames: small("frames")?,
             desc,
             sizes,
+            layout,
         })
     }
 }

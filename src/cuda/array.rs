@@ -111,6 +111,22 @@ impl ArrayDesc {
         Some(channel * self.channels)
     }
 
+    /// Bytes of all levels tightly packed (no row or level alignment): a lower bound on
+    /// what any layout of the array occupies. `Some(0)` for formats without a fixed
+    /// element size (no bound known), `None` when the count overflows a u64.
+    fn packed_bytes(&self) -> Option<u64> {
+        let Some(element) = self.element_bytes() else {
+            return Some(0);
+        };
+        (0..self.levels).try_fold(0u64, |sum, level| {
+            let [w, h, d] = self.level_extent(level);
+            let texels = (w as u64)
+                .checked_mul(h.max(1) as u64)?
+                .checked_mul(d.max(1) as u64)?;
+            sum.checked_add(texels.checked_mul(u64::from(element))?)
+        })
+    }
+
     /// The most mip levels the extent allows.
     fn max_levels(&self) -> u32 {
         let depth = if self.depth_is_layers() {
@@ -220,7 +236,28 @@ fn validate_import_desc(desc: &ArrayDesc, size: u64, handle_type: MemoryHandleTy
             format!("< {size}"),
         ));
     }
-    Ok(())
+    // A lower bound only: the driver's layout adds alignment and padding, which the caller
+    // vouches for (`map_mipmapped_array`'s safety contract).
+    let room = size - desc.offset;
+    match desc.packed_bytes() {
+        Some(need) if need <= room => Ok(()),
+        need => Err(Error::invalid(
+            "desc",
+            format!(
+                "a {}x{}x{} {:?} x{} array of {} levels needs at least {} bytes, but only \
+                 {room} bytes of the {size}-byte import lie after offset {}",
+                desc.width,
+                desc.height,
+                desc.depth,
+                desc.format,
+                desc.channels,
+                desc.levels,
+                need.map_or("more than 2^64".to_owned(), |n| n.to_string()),
+                desc.offset
+            ),
+            format!("an array that fits in {room} bytes"),
+        )),
+    }
 }
 
 impl ExternalMemory {
@@ -231,13 +268,37 @@ impl ExternalMemory {
     /// image's create info (as [`crate::interop::SharedImage`] does) rather than writing it
     /// by hand.
     ///
+    /// # Safety
+    /// 1. `desc` (with its offset) describes an image the exporter laid out inside this
+    ///    import: CUDA reads and writes every byte of its own layout of `desc` (safe
+    ///    methods such as [`ArrayLevel::copy_from_host`] included) without checking it
+    ///    against the import's size. vkcuda checks only a lower bound (the levels tightly
+    ///    packed must fit after `desc.offset`); row and level padding is the caller's to
+    ///    vouch for. A description derived from the exporter's create info and memory
+    ///    requirements ([`crate::interop::SharedImage`]) meets this.
+    ///
     /// # Errors
     /// * [`Error::InvalidArgument`] for a zero width, a channel count other than 1, 2 or 4
     ///   (3 for BC6H), a level count of 0 or more than the extent allows, `SURFACE_LDST`
-    ///   with a BC format, or an offset past the import.
+    ///   with a BC format, an offset past the import, or (`desc`) levels that, tightly
+    ///   packed, do not fit in the import after the offset.
     /// * [`Error::Unsupported`] for a `DmaBufFd` import (CUDA maps those as buffers only).
     /// * [`Error::OutOfMemory`] or [`Error::Cuda`] when the driver call fails.
-    pub fn map_mipmapped_array(&self, desc: &ArrayDesc) -> Result<MipmappedArray> {
+    pub unsafe fn map_mipmapped_array(&self, desc: &ArrayDesc) -> Result<MipmappedArray> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.map_mipmapped_array_gated(desc, None) }
+    }
+
+    /// [`ExternalMemory::map_mipmapped_array`] whose levels' host copies first ask `gate`
+    /// whether the exporter has handed the memory over (see [`HostCopyGate`]).
+    ///
+    /// # Safety
+    /// As [`ExternalMemory::map_mipmapped_array`].
+    pub(crate) unsafe fn map_mipmapped_array_gated(
+        &self,
+        desc: &ArrayDesc,
+        gate: Option<HostCopyGate>,
+    ) -> Result<MipmappedArray> {
         validate_import_desc(desc, self.size(), self.handle_type())?;
         let ctx = self.context();
         bind(ctx)?;
@@ -248,8 +309,8 @@ impl ExternalMemory {
             reserved: [0; 16],
         };
         // SAFETY: the context is current, the import is alive (held by `self`), the
-        // description was checked against it, and the array is destroyed by
-        // `ArrayInner::drop` while it still holds the import.
+        // description lies inside it (checked lower bound, and precondition 1), and the
+        // array is destroyed by `ArrayInner::drop` while it still holds the import.
         let raw = unsafe {
             raw::external_memory_get_mapped_mipmapped_array(self.cu_external_memory(), &raw_desc)
         }
@@ -259,6 +320,7 @@ impl ExternalMemory {
                 raw,
                 desc: *desc,
                 ctx: ctx.clone(),
+                gate,
                 memory: Some(self.clone()),
             }),
         })
@@ -276,10 +338,18 @@ pub struct MipmappedArray {
     inner: Arc<ArrayInner>,
 }
 
+/// Asked before every host copy of an imported array: `Err` when the exporter has not
+/// handed the memory to CUDA (e.g. a Vulkan image not released to
+/// `VK_QUEUE_FAMILY_EXTERNAL`). Set by [`crate::interop::SharedImage`]; the CUDA side knows
+/// nothing of what it checks.
+pub(crate) type HostCopyGate = Arc<dyn Fn() -> Result<()> + Send + Sync>;
+
 struct ArrayInner {
     raw: sys::CUmipmappedArray,
     desc: ArrayDesc,
     ctx: Arc<CudaContext>,
+    /// Checked before host copies (`None`: native arrays and plain imports).
+    gate: Option<HostCopyGate>,
     /// The import it maps (`None` for a native array). Declared last: the import outlives
     /// the `cuMipmappedArrayDestroy` in `Drop`.
     memory: Option<ExternalMemory>,
@@ -338,6 +408,7 @@ impl MipmappedArray {
                 raw,
                 desc: *desc,
                 ctx: cuda.clone(),
+                gate: None,
                 memory: None,
             }),
         })
@@ -524,8 +595,9 @@ impl ArrayLevel {
     /// `cuMemcpy3DAsync` on `stream`, and returns once the copy has completed.
     ///
     /// # Errors
-    /// * [`Error::InvalidArgument`]: `data` is not exactly the level's size, or `stream`
-    ///   belongs to another context.
+    /// * [`Error::InvalidArgument`]: `data` is not exactly the level's size, `stream`
+    ///   belongs to another context, or (`image`) the level belongs to a
+    ///   [`crate::interop::SharedImage`] that Vulkan owns (not released to CUDA).
     /// * [`Error::Unsupported`] for formats without a fixed element size (BC, YUV).
     /// * [`Error::Cuda`] when the copy fails.
     pub fn copy_from_host(&self, stream: &CudaStream, data: &[u8]) -> Result<()> {
@@ -559,8 +631,11 @@ impl ArrayLevel {
         finish_copy(stream, result)
     }
 
-    /// Checks a host copy's length and stream; binds the context; returns the shape.
+    /// Checks a host copy's gate, length and stream; binds the context; returns the shape.
     fn check_host_copy(&self, stream: &CudaStream, len: usize) -> Result<[usize; 3]> {
+        if let Some(gate) = &self.array.inner.gate {
+            gate()?;
+        }
         let shape = self.copy_shape()?;
         let want: usize = shape.iter().product();
         if len != want {
@@ -890,6 +965,39 @@ mod tests {
         assert_eq!(arg, "desc.offset");
         let dmabuf = validate_import_desc(&rgba8(4, 4, 1), size, MemoryHandleType::DmaBufFd);
         assert!(matches!(dmabuf, Err(Error::Unsupported { .. })));
+    }
+
+    /// Issue 10 row 8: an array larger than the import is refused before the driver maps
+    /// it (a safe `copy_from_host` would then write past the import).
+    #[test]
+    fn an_array_larger_than_the_import_is_refused() {
+        let fd = MemoryHandleType::OpaqueFd;
+        // 1024x1024 RGBA8, one level: 4 MiB packed.
+        let desc = rgba8(1024, 1024, 1);
+        assert!(validate_import_desc(&desc, 4 << 20, fd).is_ok());
+        let (arg, problem, _) = invalid_arg(validate_import_desc(&desc, (4 << 20) - 1, fd));
+        assert_eq!(arg, "desc");
+        assert!(problem.contains("4194304 bytes"), "{problem}");
+        // Every level counts: 11 levels need 5,592,404 bytes.
+        let mips = rgba8(1024, 1024, 11);
+        assert_eq!(mips.packed_bytes(), Some(5_592_404));
+        assert!(validate_import_desc(&mips, 4 << 20, fd).is_err());
+        // The offset leaves less room.
+        let shifted = ArrayDesc {
+            offset: 1 << 20,
+            ..desc
+        };
+        assert!(validate_import_desc(&shifted, 4 << 20, fd).is_err());
+        // An extent whose size overflows a u64 is refused, not wrapped.
+        let huge = ArrayDesc {
+            depth: usize::MAX,
+            ..rgba8(usize::MAX, usize::MAX, 1)
+        };
+        assert_eq!(huge.packed_bytes(), None);
+        assert_eq!(
+            invalid_arg(validate_import_desc(&huge, u64::MAX, fd)).0,
+            "desc"
+        );
     }
 
     #[test]

@@ -112,6 +112,27 @@ pub(crate) unsafe fn write(stream: &CudaStream, addr: sys::CUdeviceptr, value: u
         .map_err(|e| memop_error("cuStreamWriteValue32", e))
 }
 
+/// Enqueues on `stream` a call of `wake(user)` on a driver thread once the stream's earlier
+/// work (e.g. a [`write`]) has completed: a host thread can then sleep instead of polling.
+///
+/// # Safety
+/// 1. `wake` makes no CUDA call and returns quickly (the stream waits for it).
+/// 2. `user` stays valid until `wake` has run; on an error `wake` will not run and `user`
+///    is still the caller's.
+///
+/// # Errors
+/// [`Error::Cuda`] when the call fails.
+pub(crate) unsafe fn notify(
+    stream: &CudaStream,
+    wake: unsafe extern "C" fn(*mut std::ffi::c_void),
+    user: *mut std::ffi::c_void,
+) -> Result<()> {
+    bind(stream.context())?;
+    // SAFETY: the context is current (bound above); the caller guarantees `wake` and `user`.
+    unsafe { raw::launch_host_func(stream.cu_stream(), wake, user) }
+        .map_err(|e| Error::cuda("cuLaunchHostFunc", e))
+}
+
 /// Page-locked host memory holding `len` 32-bit words, mapped into the device's address
 /// space (`cuMemHostAlloc` with `DEVICEMAP | PORTABLE`): CUDA streams write them with
 /// [`write`], the host reads them with [`HostWords::read`] without any driver call.

@@ -11,13 +11,14 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use cudarc::driver::{
-    sys, CudaContext, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError, LaunchArgs,
-    PushKernelArg, SyncOnDrop,
+    sys, CudaContext, CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DeviceSlice, DriverError,
+    LaunchArgs, PushKernelArg, SyncOnDrop,
 };
 
 use super::context::bind;
 use super::vmm::VmmAllocation;
 use super::{raw, Context};
+use crate::error::HandleType;
 #[cfg(unix)]
 use crate::external::lend_fd;
 use crate::external::{MemoryHandle, MemoryHandleType, MemoryImport, Win32Handle};
@@ -36,7 +37,7 @@ pub const MAP_OFFSET_ALIGNMENT: u64 = 256;
 /// [`Error::Unsupported`].
 pub(super) fn import_error(
     call: &'static str,
-    handle_type: impl fmt::Display,
+    handle_type: impl Into<HandleType> + fmt::Display + Copy,
     err: DriverError,
 ) -> Error {
     use sys::CUresult as R;
@@ -46,7 +47,7 @@ pub(super) fn import_error(
         | R::CUDA_ERROR_OPERATING_SYSTEM
         | R::CUDA_ERROR_UNKNOWN => Error::InvalidExternalHandle {
             call,
-            handle_type: handle_type.to_string(),
+            handle_type: handle_type.into(),
             detail: format!("{:?}", err.0),
         },
         R::CUDA_ERROR_NOT_SUPPORTED => Error::Unsupported {
@@ -357,17 +358,18 @@ impl ExternalMemory {
     /// * [`Error::InvalidArgument`] for an empty range (`range`), an end past the import
     ///   (`range.end`) or a start that is not a multiple of [`MAP_OFFSET_ALIGNMENT`]
     ///   (`range.start`).
-    /// * [`Error::OutOfMemory`] or [`Error::Cuda`] when the driver mapping fails.
+    /// * [`Error::OutOfMemory`] or [`Error::Cuda`] when the driver mapping or the two
+    ///   use-tracking events fail.
     pub fn map(&self, range: Range<u64>) -> Result<MappedBuffer> {
         let len = validate_map_range(&range, self.size())?;
         let whole = self.whole_mapping()?;
-        Ok(MappedBuffer {
-            ptr: whole.ptr + range.start,
-            offset: range.start,
+        MappedBuffer::new(
+            whole.ptr + range.start,
+            range.start,
             len,
-            stream: self.context().default_stream(),
-            source: Source::Import(whole),
-        })
+            self.context(),
+            Source::Import(whole),
+        )
     }
 
     /// A handle that does not keep the import alive (for caches of imports).
@@ -431,18 +433,32 @@ impl Drop for WholeMapping {
 }
 
 /// A read-write device pointer to a range of an [`ExternalMemory`]
-/// ([`ExternalMemory::map`]). It keeps the import's mapping, and so the import, alive.
+/// ([`ExternalMemory::map`]) or of a [`VmmAllocation`] ([`VmmAllocation::map`]). It keeps
+/// what it points into (the import's mapping, and so the import, or the allocation) alive.
 ///
 /// Works with cudarc's copies and memsets (`DevicePtr<u8>`, `DevicePtrMut<u8>`) and as a
-/// kernel pointer argument (`launch_builder(..).arg(&buf)`). cudarc's stream-event tracking
-/// is not used: ordering against the exporter (Vulkan) is the job of the caller's
-/// semaphores, and ordering between CUDA streams the caller's events. Dropping does not
-/// wait for GPU work that uses the range.
+/// kernel pointer argument (`launch_builder(..).arg(&buf)`).
+///
+/// # Tracking and drop
+/// cudarc's safe operations are tracked as for its own slices: each read records a `read`
+/// event after the operation and each write a `write` event (when the context manages
+/// multi-stream synchronisation, the default once a stream exists; otherwise the operation
+/// synchronises its stream instead), and a new operation first makes its stream wait for
+/// the earlier writes (and, for a write, reads). Dropping waits on the host for both events,
+/// so the range is not unmapped, and the import or allocation not freed, under a pending
+/// cudarc operation. Kernel launches (`unsafe` in cudarc) are not tracked: the launch's safety
+/// contract covers them, so synchronise their stream before dropping. Ordering against the
+/// exporter (Vulkan) is the job of the caller's semaphores.
 pub struct MappedBuffer {
     ptr: sys::CUdeviceptr,
     offset: u64,
     len: usize,
     stream: Arc<CudaStream>,
+    /// Recorded after each tracked read.
+    read: CudaEvent,
+    /// Recorded after each tracked write.
+    write: CudaEvent,
+    /// Declared last: the memory outlives the event waits in `Drop`.
     source: Source,
 }
 
@@ -452,6 +468,60 @@ enum Source {
     Import(Arc<WholeMapping>),
     /// Memory CUDA allocated itself ([`VmmAllocation::map`]).
     Vmm(VmmAllocation),
+}
+
+impl Drop for MappedBuffer {
+    fn drop(&mut self) {
+        // Unrecorded events are complete, so this waits only for tracked uses.
+        let ctx = self.stream.context();
+        ctx.record_err(self.read.synchronize());
+        ctx.record_err(self.write.synchronize());
+    }
+}
+
+impl MappedBuffer {
+    /// A mapping of `len` bytes at `ptr` (`offset` into `source`), with its two tracking
+    /// events made in `ctx`.
+    fn new(
+        ptr: sys::CUdeviceptr,
+        offset: u64,
+        len: usize,
+        ctx: &Arc<CudaContext>,
+        source: Source,
+    ) -> Result<Self> {
+        let event = || {
+            ctx.new_event(None)
+                .map_err(|e| Error::cuda("cuEventCreate", e))
+        };
+        Ok(Self {
+            ptr,
+            offset,
+            len,
+            stream: ctx.default_stream(),
+            read: event()?,
+            write: event()?,
+            source,
+        })
+    }
+
+    /// What a cudarc operation on `stream` gets: waits for `after` (earlier uses it must
+    /// follow), then records `event` after itself; or synchronises `stream` when the
+    /// context does not record events (cudarc's `SyncOnDrop::Record` is then a no-op).
+    fn tracked<'a>(
+        &'a self,
+        stream: &'a CudaStream,
+        after: &[&CudaEvent],
+        event: &'a CudaEvent,
+    ) -> SyncOnDrop<'a> {
+        let ctx = stream.context();
+        if !ctx.is_managing_stream_synchronization() {
+            return SyncOnDrop::Sync(Some(stream));
+        }
+        for e in after {
+            ctx.record_err(stream.wait(e));
+        }
+        SyncOnDrop::Record(Some((event, stream)))
+    }
 }
 
 impl fmt::Debug for MappedBuffer {
@@ -506,13 +576,14 @@ impl MappedBuffer {
     /// `range` of `alloc` (see [`VmmAllocation::map`]).
     pub(super) fn in_vmm(alloc: VmmAllocation, range: Range<u64>) -> Result<Self> {
         let len = validate_map_range(&range, alloc.size())?;
-        Ok(Self {
-            ptr: alloc.cu_device_ptr() + range.start,
-            offset: range.start,
+        let ctx = Arc::clone(alloc.context());
+        Self::new(
+            alloc.cu_device_ptr() + range.start,
+            range.start,
             len,
-            stream: alloc.context().default_stream(),
-            source: Source::Vmm(alloc),
-        })
+            &ctx,
+            Source::Vmm(alloc),
+        )
     }
 
     fn source_debug(&self) -> &dyn fmt::Debug {
@@ -534,17 +605,21 @@ impl DeviceSlice<u8> for MappedBuffer {
 }
 
 impl DevicePtr<u8> for MappedBuffer {
-    fn device_ptr<'a>(&'a self, _stream: &'a CudaStream) -> (sys::CUdeviceptr, SyncOnDrop<'a>) {
-        (self.ptr, SyncOnDrop::Record(None))
+    fn device_ptr<'a>(&'a self, stream: &'a CudaStream) -> (sys::CUdeviceptr, SyncOnDrop<'a>) {
+        (self.ptr, self.tracked(stream, &[&self.write], &self.read))
     }
 }
 
 impl DevicePtrMut<u8> for MappedBuffer {
     fn device_ptr_mut<'a>(
         &'a mut self,
-        _stream: &'a CudaStream,
+        stream: &'a CudaStream,
     ) -> (sys::CUdeviceptr, SyncOnDrop<'a>) {
-        (self.ptr, SyncOnDrop::Record(None))
+        let this = &*self;
+        (
+            this.ptr,
+            this.tracked(stream, &[&this.read, &this.write], &this.write),
+        )
     }
 }
 

@@ -16,6 +16,8 @@
 //!   [`crate::trace`]).
 //! * [`VmmAllocation`] (in `vmm.rs`) is memory CUDA allocates and owns (`cuMemCreate`),
 //!   mapped read-write for CUDA and exported as a POSIX fd for Vulkan to import.
+//! * [`PitchedBuffer`] (in `pitched.rs`) is rows at a pitch in a [`MappedBuffer`]: a LINEAR
+//!   image as CUDA sees it.
 //! * [`Context::compile`] builds `.cu` sources with NVRTC, once per process and device.
 //!
 //! cudarc's own safe layer is used for contexts, streams, events, modules and launches;
@@ -40,15 +42,18 @@ mod context;
 pub(crate) mod memops;
 mod memory;
 mod module;
+mod pitched;
 mod raw;
 mod semaphore;
 mod timing;
 mod vmm;
 
+pub(crate) use array::HostCopyGate;
 pub use array::{ArrayDesc, ArrayLevel, MipmappedArray, SurfaceObject, TextureDesc, TextureObject};
 pub use context::{is_driver_present, Context};
 pub(crate) use memory::WeakExternalMemory;
 pub use memory::{ExternalMemory, MappedBuffer, MAP_OFFSET_ALIGNMENT};
+pub use pitched::PitchedBuffer;
 pub use semaphore::ExternalSemaphore;
 pub use timing::{CudaTimer, MAX_CUDA_TIMER_SLOTS};
 pub use vmm::{vmm_granularity, VmmAllocation};

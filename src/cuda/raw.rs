@@ -577,6 +577,24 @@ pub(crate) unsafe fn mem_export_to_fd(
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
+/// [`cuLaunchHostFunc`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__EXEC.html#group__CUDA__EXEC_1gab95a78143bae7f21eebb978f91e7f3f)
+///
+/// # Safety
+/// 1. The context of `stream` is current on the calling thread.
+/// 2. `f` may be called once, on a driver thread, with `user`, after the stream's earlier
+///    work has completed; it makes no CUDA call and `user` stays valid until then.
+///
+/// # Errors
+/// On an error `f` will not be called: `user` is still the caller's.
+pub(crate) unsafe fn launch_host_func(
+    stream: sys::CUstream,
+    f: unsafe extern "C" fn(*mut std::ffi::c_void),
+    user: *mut std::ffi::c_void,
+) -> Result<(), DriverError> {
+    // SAFETY: the caller guarantees the preconditions above.
+    unsafe { sys::cuLaunchHostFunc(stream, Some(f), user) }.result()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

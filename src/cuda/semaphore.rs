@@ -11,6 +11,7 @@ use super::{raw, Context};
 #[cfg(unix)]
 use crate::external::lend_fd;
 use crate::external::{SemaphoreHandle, SemaphoreHandleType, Win32Handle};
+use crate::timeline::HighWater;
 use crate::{Error, Result};
 
 /// The driver's form of a semaphore handle (the `handle` union of the import descriptor).
@@ -161,6 +162,9 @@ pub struct ExternalSemaphore {
     /// Events recorded after operations on this semaphore. A completed one is re-recorded
     /// for the next operation, so the list stays as long as the operations in flight.
     in_flight: Mutex<Vec<CudaEvent>>,
+    /// The highest timeline value enqueued for signalling (shared with the Vulkan
+    /// semaphore when imported by [`crate::interop::SharedSemaphore`]).
+    high_water: HighWater,
 }
 
 // SAFETY: `CUexternalSemaphore` is an opaque driver handle usable from any thread once its
@@ -229,6 +233,7 @@ impl ExternalSemaphore {
             handle_type,
             ctx: cuda.clone(),
             in_flight: Mutex::default(),
+            high_water: HighWater::new(0),
         })
     }
 
@@ -250,6 +255,19 @@ impl ExternalSemaphore {
     /// The raw handle, for driver calls vkcuda does not wrap. Do not destroy it.
     pub fn cu_external_semaphore(&self) -> sys::CUexternalSemaphore {
         self.raw
+    }
+
+    /// Makes this import check its timeline signals against `mark` (the Vulkan
+    /// semaphore's), so values never go backwards across the two APIs.
+    pub(crate) fn share_high_water(&mut self, mark: &HighWater) {
+        self.high_water = mark.clone();
+    }
+
+    /// The highest timeline value enqueued for signalling through this import (or the
+    /// Vulkan semaphore it shares its mark with): a signal that returned an error after
+    /// being enqueued (at `cuEventRecord`) is counted.
+    pub fn highest_signalled(&self) -> u64 {
+        self.high_water.get()
     }
 
     /// Enqueues a signal on `stream`: a timeline is set to `value`, a binary semaphore
@@ -274,13 +292,24 @@ impl ExternalSemaphore {
     ///
     /// # Errors
     /// * [`Error::InvalidArgument`] for an empty batch, a non-zero value for a binary
-    ///   semaphore, or a semaphore imported in another context than `stream`'s.
+    ///   semaphore, a semaphore imported in another context than `stream`'s, a timeline
+    ///   signalled twice in the batch, or (`ops`) a timeline value not above the highest
+    ///   value already signalled or enqueued through vkcuda for it
+    ///   ([`ExternalSemaphore::highest_signalled`]; checked and enqueued under one lock).
     /// * [`Error::Unsupported`] for keyed mutexes and NvSciSync.
     /// * [`Error::Cuda`] when a driver call fails. If the signal was enqueued but its event
     ///   could not be recorded, the stream is synchronised before the error returns, so
-    ///   the destruction guarantee still holds.
+    ///   the destruction guarantee still holds, and the value counts as signalled: do not
+    ///   signal it again.
     pub fn signal_many(stream: &CudaStream, ops: &[(&ExternalSemaphore, u64)]) -> Result<()> {
         Self::check_batch(stream, ops)?;
+        let timelines: Vec<_> = ops
+            .iter()
+            .enumerate()
+            .filter(|(_, (sem, _))| sem.is_timeline())
+            .map(|(i, &(sem, value))| (i, &sem.high_water, value))
+            .collect();
+        let batch = HighWater::lock_batch("ops", &timelines)?;
         let sems: Vec<_> = ops.iter().map(|(sem, _)| sem.raw).collect();
         let params: Vec<_> = ops.iter().map(|&(_, value)| signal_params(value)).collect();
         // SAFETY: the context is current (bound by `check_batch`), every semaphore belongs
@@ -288,6 +317,7 @@ impl ExternalSemaphore {
         // `c_uint` (checked); `track` keeps each semaphore alive until the signal has run.
         unsafe { raw::signal_external_semaphores_async(&sems, &params, stream.cu_stream()) }
             .map_err(|e| Error::cuda("cuSignalExternalSemaphoresAsync", e))?;
+        batch.commit();
         Self::track(stream, ops)
     }
 

@@ -3,10 +3,9 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::check_same_device;
+use super::{check_same_device, check_vmm_handle_type};
 use crate::cuda::{self, ExternalMemory, MappedBuffer, VmmAllocation};
-use crate::error::{Error, Result};
-use crate::external::MemoryHandleType;
+use crate::error::Result;
 use crate::vulkan::{self, BufferDesc, ExternalBuffer};
 
 /// A Vulkan buffer and its memory as CUDA sees it.
@@ -15,6 +14,19 @@ use crate::vulkan::{self, BufferDesc, ExternalBuffer};
 /// [`SharedBuffer::from_vulkan`], [`SharedPool`](super::SharedPool) sub-allocations), or
 /// CUDA owns it and Vulkan imports it ([`SharedBuffer::from_cuda`]). Map ranges with
 /// [`SharedBuffer::map`] as often as needed.
+///
+/// # Handing the memory between the APIs
+/// The spec asks for a queue-family ownership transfer on a buffer shared with another
+/// API, as on an image (see [`ExternalBuffer`]'s ownership): **release** it to
+/// `VK_QUEUE_FAMILY_EXTERNAL` before CUDA uses memory Vulkan wrote, and **acquire** it
+/// back before Vulkan reads what CUDA wrote; the releasing submission signals what CUDA
+/// waits on, the acquiring one waits on CUDA's signal. Per frame, put
+/// [`Commands::release_buffer`](crate::util::Commands::release_buffer) at the end of the
+/// producing batch and [`Commands::acquire_buffer`](crate::util::Commands::acquire_buffer)
+/// at the start of the consuming one of a [`FrameSync`](super::FrameSync) frame; for setup
+/// and tests, [`OneShot::release_buffer`](crate::util::OneShot::release_buffer) and
+/// [`OneShot::acquire_buffer`](crate::util::OneShot::acquire_buffer) (after synchronising
+/// CUDA's stream). While released, vkcuda's own Vulkan uses of the buffer are refused.
 ///
 /// # Drop order
 /// * Vulkan owns: each [`MappedBuffer`] keeps the import alive, and the import keeps the
@@ -79,25 +91,17 @@ impl SharedBuffer {
     /// [`cuda::vmm_granularity`]) and imports it into Vulkan as a buffer of `desc`.
     ///
     /// # Errors
-    /// * [`Error::InvalidArgument`]: `cu` is not on `vk`'s GPU, `desc.size` is 0 or too
-    ///   large, or `desc.handle_type` is not [`MemoryHandleType::OpaqueFd`] (what CUDA
-    ///   exports).
-    /// * [`Error::Unsupported`]: the device has no VMM or no POSIX-fd export (see
+    /// * [`crate::Error::InvalidArgument`]: `cu` is not on `vk`'s GPU, `desc.size` is 0 or
+    ///   too large, or `desc.handle_type` is not
+    ///   [`MemoryHandleType::OpaqueFd`](crate::external::MemoryHandleType::OpaqueFd) (what
+    ///   CUDA exports).
+    /// * [`crate::Error::Unsupported`]: the device has no VMM or no POSIX-fd export (see
     ///   [`VmmAllocation::new`]).
-    /// * [`Error::InvalidExternalHandle`] when Vulkan refuses the fd; CUDA and Vulkan
+    /// * [`crate::Error::InvalidExternalHandle`] when Vulkan refuses the fd; CUDA and Vulkan
     ///   allocation failures.
     pub fn from_cuda(vk: &vulkan::Context, cu: &cuda::Context, desc: &BufferDesc) -> Result<Self> {
         check_same_device(vk, cu)?;
-        if desc.handle_type != MemoryHandleType::OpaqueFd {
-            return Err(Error::invalid(
-                "desc.handle_type",
-                format!(
-                    "{}, but CUDA exports its memory as opaque fds",
-                    desc.handle_type
-                ),
-                "MemoryHandleType::OpaqueFd",
-            ));
-        }
+        check_vmm_handle_type(desc.handle_type)?;
         let memory = VmmAllocation::new(cu, desc.size)?;
         let import = memory.export()?;
         // SAFETY: the fd is an export of a CUDA allocation on `vk`'s GPU (checked above) of

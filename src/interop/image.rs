@@ -9,12 +9,12 @@ use cudarc::driver::{sys, CudaStream};
 use super::check_same_device;
 use super::format::cuda_format;
 use crate::cuda::{
-    self, ArrayDesc, ArrayLevel, ExternalMemory, MipmappedArray, SurfaceObject, TextureDesc,
-    TextureObject,
+    self, ArrayDesc, ArrayLevel, ExternalMemory, HostCopyGate, MipmappedArray, SurfaceObject,
+    TextureDesc, TextureObject,
 };
 use crate::error::{Error, Result};
 use crate::util::OneShot;
-use crate::vulkan::{self, ExternalImage, ImageDesc, ImageKind};
+use crate::vulkan::{self, ExternalImage, ImageDesc, ImageKind, ImageOwner};
 
 /// The CUDA mipmapped-array layout of an image created from `desc`, as
 /// [`SharedImage`] maps it:
@@ -172,7 +172,21 @@ impl SharedImage {
         // from VkMemoryRequirements and it is a dedicated allocation, as described; `owner`
         // keeps the Vulkan memory alive until after cuDestroyExternalMemory.
         let memory = unsafe { ExternalMemory::import_with_owner(cu, import, owner) }?;
-        let array = memory.map_mipmapped_array(&array_desc)?;
+        // CUDA's host copies of the levels need the image in CUDA's hands.
+        let tracked = image.clone();
+        let gate: HostCopyGate = Arc::new(move || match tracked.state().owner {
+            ImageOwner::External => Ok(()),
+            ImageOwner::Vulkan => Err(Error::invalid(
+                "image",
+                "a CUDA host copy of a level of a SharedImage that Vulkan owns",
+                "the image released to CUDA first (SharedImage::release_to_cuda, \
+                 Commands::release_image)",
+            )),
+        });
+        // SAFETY: `array_desc` is derived from the image's own create info
+        // (`cuda_array_desc`), and `memory` is that image's dedicated allocation of
+        // VkMemoryRequirements size: the image lies inside it, laid out as described.
+        let array = unsafe { memory.map_mipmapped_array_gated(&array_desc, Some(gate)) }?;
         Ok(Self {
             array,
             vulkan: image,

@@ -5,6 +5,9 @@
 //!   CUDA, mapped as read-write device pointers.
 //!   [`SharedBuffer::from_cuda`] is the other direction: memory CUDA allocates
 //!   ([`VmmAllocation`](crate::cuda::VmmAllocation)) imported into Vulkan.
+//! * [`SharedLinearImage`]: memory CUDA allocates, imported into Vulkan as a LINEAR 2D
+//!   image and addressed by CUDA as rows at a pitch ([`PitchedBuffer`](crate::cuda::PitchedBuffer)),
+//!   the pitch taken from the Vulkan driver's layout.
 //! * [`SharedPool`]: many [`SharedBuffer`]s from a few exported blocks, each block imported
 //!   into CUDA once.
 //! * [`SharedSemaphore`]: an [`Semaphore`](crate::vulkan::Semaphore)
@@ -28,6 +31,7 @@ mod buffer;
 pub mod format;
 mod frame_sync;
 mod image;
+mod linear_image;
 mod pool;
 mod semaphore;
 
@@ -39,10 +43,12 @@ pub use batch::{choose_batch, efficiency, BatchGoal, BatchPlan, MAX_BATCH_FRAMES
 pub use buffer::SharedBuffer;
 pub use frame_sync::{Frame, FrameSync, FrameSyncDesc, FrameTrace, QueueLayout, SyncMode};
 pub use image::{cuda_array_desc, SharedImage};
+pub use linear_image::{pitched_row_bytes, SharedLinearImage};
 pub use pool::SharedPool;
 pub use semaphore::SharedSemaphore;
 
 use crate::error::{Error, Result};
+use crate::external::MemoryHandleType;
 use crate::{cuda, vulkan};
 
 /// Checks that the CUDA context runs on the Vulkan context's GPU.
@@ -62,5 +68,17 @@ fn check_same_device(vk: &vulkan::Context, cu: &cuda::Context) -> Result<()> {
             vulkan.uuid
         ),
         "a CUDA context from cuda::Context::matching(vk.identity())",
+    ))
+}
+
+/// Checks that Vulkan is asked to import what CUDA exports its own memory as: opaque fds.
+fn check_vmm_handle_type(t: MemoryHandleType) -> Result<()> {
+    if t == MemoryHandleType::OpaqueFd {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "desc.handle_type",
+        format!("{t}, but CUDA exports its memory as opaque fds"),
+        "MemoryHandleType::OpaqueFd",
     ))
 }

@@ -14,7 +14,9 @@ use crate::vulkan::{self, Semaphore, SemaphoreDesc, SemaphoreKind};
 /// ([`ExternalSemaphore::signal`], [`ExternalSemaphore::wait`], batched with
 /// [`ExternalSemaphore::signal_many`] / [`ExternalSemaphore::wait_many`]). Both name one
 /// payload: a CUDA signal of a timeline value is seen by Vulkan waits and host reads of the
-/// Vulkan semaphore, and the reverse.
+/// Vulkan semaphore, and the reverse. Both halves check timeline signals against one
+/// record of the highest value signalled or submitted on either side, so values never go
+/// backwards across the APIs.
 ///
 /// # Drop order
 /// The CUDA import is declared first, so it is destroyed first: `cuDestroyExternalSemaphore`
@@ -49,8 +51,8 @@ impl SharedSemaphore {
     /// # Errors
     /// * [`crate::Error::InvalidArgument`] (`cu`) when `cu` is not on `vk`'s GPU, or as
     ///   [`Semaphore::new`] for a bad description.
-    /// * [`crate::Error::Unsupported`] when the device cannot export the semaphore (no
-    ///   `VK_KHR_external_semaphore_fd`, e.g. lavapipe; or the handle type is refused).
+    /// * [`crate::Error::MissingExtension`] without `VK_KHR_external_semaphore_fd` (e.g.
+    ///   lavapipe); [`crate::Error::Unsupported`] when the handle type is refused.
     /// * [`crate::Error::InvalidExternalHandle`], [`crate::Error::Cuda`] when CUDA refuses
     ///   the import (the exported fd is closed; nothing leaks).
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &SemaphoreDesc) -> Result<Self> {
@@ -86,7 +88,8 @@ impl SharedSemaphore {
         // SAFETY: `handle` is this semaphore's own export, made by the device `cu` was just
         // checked to run on; its variant (TimelineFd / OpaqueFd) matches the semaphore's kind
         // because `export` derives it from the kind.
-        let cuda = unsafe { ExternalSemaphore::import(cu, handle) }?;
+        let mut cuda = unsafe { ExternalSemaphore::import(cu, handle) }?;
+        cuda.share_high_water(semaphore.high_water());
         Ok(Self {
             cuda,
             vulkan: semaphore,

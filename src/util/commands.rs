@@ -1,14 +1,15 @@
 //! [`Commands`]: a command buffer recorded and submitted without `unsafe`.
 //!
 //! Commands are collected as a list of operations and recorded into the Vulkan command
-//! buffer only at submission, while the tracked state of every image they touch is locked
-//! and up to the queue submission itself. So the layouts and owners the barriers assume are
-//! always the ones the image really has in submission order, whatever other command
-//! buffers are recorded meanwhile; if recording or the submission fails, no image state
-//! changes. Every resource an operation names is kept alive until the submission's fence
-//! has signalled.
+//! buffer only at submission, while the tracked state of every image and buffer they touch
+//! is locked and up to the queue submission itself. So the layouts and owners the barriers
+//! assume are always the ones the resource really has in submission order, whatever other
+//! command buffers are recorded meanwhile; if recording or the submission fails, no state
+//! changes. A resource last used on another queue is accepted only when the submission is
+//! ordered after that use (see [`crate::vulkan::ExternalImage`]'s "Queues"). Every resource
+//! an operation names is kept alive until the submission's fence has signalled.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use ash::vk;
@@ -17,8 +18,9 @@ use super::one_shot::copy_region;
 use super::ComputeTarget;
 use crate::error::{Error, Result};
 use crate::vulkan::{
-    level_bytes, Context, ExternalBuffer, ExternalImage, FencedCommandBuffer, ImageState,
-    Semaphore, SemaphoreKind, Step,
+    level_bytes, require_buffer_owned, BufferStep, Context, ExternalBuffer, ExternalImage,
+    FencedCommandBuffer, ImageOwner, ImageState, QueueUse, Semaphore, SemaphoreKind, Step,
+    Submission, Tracked,
 };
 
 /// How long `Drop` waits for a pending submission before leaking its objects instead of
@@ -37,15 +39,42 @@ enum Op {
         image: Arc<ExternalImage>,
         buffer: Arc<ExternalBuffer>,
     },
+    Buffer(Arc<ExternalBuffer>, BufferStep),
 }
 
 impl Op {
-    fn image(&self) -> &Arc<ExternalImage> {
+    fn image(&self) -> Option<&Arc<ExternalImage>> {
         match self {
-            Op::Dispatch { target, .. } => target.image(),
-            Op::Release(i) | Op::Acquire(i, _) | Op::CopyToBuffer { image: i, .. } => i,
+            Op::Dispatch { target, .. } => Some(target.image()),
+            Op::Release(i) | Op::Acquire(i, _) | Op::CopyToBuffer { image: i, .. } => Some(i),
+            Op::Buffer(..) => None,
         }
     }
+
+    fn buffer(&self) -> Option<&Arc<ExternalBuffer>> {
+        match self {
+            Op::CopyToBuffer { buffer, .. } | Op::Buffer(buffer, _) => Some(buffer),
+            _ => None,
+        }
+    }
+}
+
+/// The distinct resources of `items`, in address order (the lock order among them).
+fn distinct<'a, T>(items: impl Iterator<Item = &'a Arc<T>>) -> Vec<&'a Arc<T>>
+where
+    T: 'a,
+{
+    let mut v: Vec<_> = items.collect();
+    v.sort_by_key(|r| Arc::as_ptr(r));
+    v.dedup_by_key(|r| Arc::as_ptr(r));
+    v
+}
+
+/// Where `r` is in `all` (from [`distinct`], so it is there).
+fn index_of<T>(all: &[&Arc<T>], r: &Arc<T>) -> usize {
+    all.iter()
+        .position(|a| Arc::ptr_eq(a, r))
+        .unwrap_or_default()
 }
 
 /// A primary command buffer with its own pool and fence, recorded through safe methods.
@@ -60,8 +89,9 @@ pub struct Commands {
     buffer: FencedCommandBuffer,
     /// Operations added since the last submission.
     ops: Vec<Op>,
-    /// Operations of the pending submission (kept alive until its fence signals).
-    pending: Option<Vec<Op>>,
+    /// Operations of the pending submission (kept alive until its fence signals), and the
+    /// id of its use of their resources.
+    pending: Option<(Vec<Op>, u64)>,
     /// Semaphores of the pending submission.
     pending_semaphores: Vec<Arc<Semaphore>>,
 }
@@ -80,9 +110,7 @@ impl Drop for Commands {
         if let Err(e) = self.wait(DROP_TIMEOUT) {
             // Destroying the pool of a pending command buffer would be undefined behaviour:
             // leak it (and what it keeps alive) instead.
-            eprintln!(
-                "vkcuda: dropping Commands whose submission did not finish ({e}); leaking it"
-            );
+            log::error!("dropping Commands whose submission did not finish ({e}); leaking it");
             std::mem::forget(self.pending.take());
             std::mem::forget(std::mem::take(&mut self.pending_semaphores));
             return;
@@ -131,6 +159,25 @@ impl Commands {
         self.push_op(Op::Release(image.clone()))
     }
 
+    /// Releases `buffer` to `VK_QUEUE_FAMILY_EXTERNAL`, for CUDA (see [`ExternalBuffer`]'s
+    /// ownership). The submission must then signal what CUDA waits on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the buffer is on another device (checked now);
+    /// ownership errors are reported at submission.
+    pub fn release_buffer(&mut self, buffer: &Arc<ExternalBuffer>) -> Result<()> {
+        self.push_op(Op::Buffer(buffer.clone(), BufferStep::Release))
+    }
+
+    /// Acquires `buffer` back from `VK_QUEUE_FAMILY_EXTERNAL`, before Vulkan uses what CUDA
+    /// wrote. The submission must wait on CUDA's signal first.
+    ///
+    /// # Errors
+    /// As [`Commands::release_buffer`].
+    pub fn acquire_buffer(&mut self, buffer: &Arc<ExternalBuffer>) -> Result<()> {
+        self.push_op(Op::Buffer(buffer.clone(), BufferStep::Acquire))
+    }
+
     /// Acquires `image` back from `VK_QUEUE_FAMILY_EXTERNAL` into `layout`. The submission
     /// must wait on CUDA's signal first.
     ///
@@ -176,7 +223,6 @@ impl Commands {
                 format!("at least {bytes} bytes (level 0 of the image)"),
             ));
         }
-        self.ctx.check_owns("buffer", buffer.context())?;
         self.push_op(Op::CopyToBuffer {
             image: image.clone(),
             buffer: buffer.clone(),
@@ -184,7 +230,12 @@ impl Commands {
     }
 
     fn push_op(&mut self, op: Op) -> Result<()> {
-        self.ctx.check_owns("image", op.image().context())?;
+        if let Some(image) = op.image() {
+            self.ctx.check_owns("image", image.context())?;
+        }
+        if let Some(buffer) = op.buffer() {
+            self.ctx.check_owns("buffer", buffer.context())?;
+        }
         self.ops.push(op);
         Ok(())
     }
@@ -195,18 +246,28 @@ impl Commands {
     }
 
     /// Waits (at most `timeout`) for the previous submission and frees what it kept alive.
+    /// Its images and buffers may then be used on any queue.
     ///
     /// # Errors
     /// [`Error::Timeout`] when it has not finished in time (it stays pending).
     pub fn wait(&mut self, timeout: Duration) -> Result<()> {
-        if self.pending.is_none() {
+        let Some((ops, id)) = &self.pending else {
             return Ok(());
-        }
+        };
         self.buffer.wait(
             self.ctx.device(),
             timeout,
             "a Vulkan command buffer submission",
         )?;
+        // The host has seen the use complete: it no longer orders later uses.
+        for op in ops {
+            if let Some(image) = op.image() {
+                image.lock_state().complete(*id);
+            }
+            if let Some(buffer) = op.buffer() {
+                buffer.lock_owner().complete(*id);
+            }
+        }
         self.pending = None;
         self.pending_semaphores.clear();
         Ok(())
@@ -220,11 +281,16 @@ impl Commands {
     /// Every wait must be signalled by someone (CUDA, the host, another submission), or the
     /// queue stalls; [`crate::interop::FrameSync`] pairs them for you.
     ///
+    /// An image or buffer last used on another queue must be ordered before this
+    /// submission: `waits` holds a value that use's submission signals, or the host has
+    /// seen it complete (its value reached, [`Commands::wait`], a one-shot).
+    ///
     /// # Errors
     /// [`Error::Timeout`] from the wait; [`Error::InvalidArgument`] for a binary semaphore,
-    /// or when an operation does not fit its image's state (e.g. releasing an image already released) or a semaphore
-    /// value check of [`Context::submit_to`] fails: nothing was submitted and no image
-    /// state changed.
+    /// when an operation does not fit its resource's state (e.g. releasing an image already
+    /// released), when a resource was last used on another queue by a submission this one
+    /// is not ordered after (the error names both queues), or when a semaphore value check
+    /// of [`Context::submit_to`] fails: nothing was submitted and no state changed.
     pub fn submit(
         &mut self,
         queue: usize,
@@ -251,8 +317,14 @@ impl Commands {
             .map(|(s, v)| (s.as_ref(), *v, vk::PipelineStageFlags::ALL_COMMANDS))
             .collect();
         let signal_list: Vec<_> = signals.iter().map(|(s, v)| (s.as_ref(), *v)).collect();
+        let after: Vec<_> = waits.iter().map(|(s, v)| (s.raw(), *v)).collect();
+        let order = Submission {
+            queue,
+            after: &after,
+        };
+        let keep: Vec<_> = signals.iter().map(|(s, v)| ((*s).clone(), *v)).collect();
         let ctx = self.ctx.clone();
-        self.submit_via(timeout, |cmds, fence| {
+        self.submit_via(timeout, &order, keep, |cmds, fence| {
             // SAFETY: `cmds` were recorded by `submit_via` on this device's family and are
             // kept alive (with what they use) until `fence` signals; the fence is
             // unsignalled and only ours; the semaphores are kept alive below until then.
@@ -267,35 +339,47 @@ impl Commands {
     }
 
     /// Records the pending operations and hands the command buffer and fence to `submit`,
-    /// with every touched image's state locked; commits the new image states only if
+    /// with every touched image's and buffer's state locked, after checking that `order`
+    /// (the submission's queue and what it runs after) is ordered after each one's last
+    /// use; commits the new states, and this use (which signals `signals`), only if
     /// `submit` succeeds. Used by [`Commands::submit`] and by FrameSync's frames.
     pub(crate) fn submit_via(
         &mut self,
         timeout: Duration,
+        order: &Submission<'_>,
+        signals: Vec<(Arc<Semaphore>, u64)>,
         submit: impl FnOnce(&[vk::CommandBuffer], vk::Fence) -> Result<()>,
     ) -> Result<()> {
         self.wait(timeout)?;
         let ops = std::mem::take(&mut self.ops);
-        // Lock each distinct image once, in address order (no lock-order inversions
-        // between two Commands).
-        let mut images: Vec<&Arc<ExternalImage>> = ops.iter().map(Op::image).collect();
-        images.sort_by_key(|i| Arc::as_ptr(i));
-        images.dedup_by_key(|i| Arc::as_ptr(i));
-        let mut guards: Vec<_> = images.iter().map(|i| i.lock_state()).collect();
-        let mut states: Vec<ImageState> = guards.iter().map(|g| **g).collect();
-        let recorded = self.record(&ops, &images, &mut states);
-        let result = recorded.and_then(|()| submit(&[self.buffer.cmd], self.buffer.fence));
+        // Lock each distinct image, then each distinct buffer, once, in address order (no
+        // lock-order inversions between two Commands).
+        let images = distinct(ops.iter().filter_map(Op::image));
+        let buffers = distinct(ops.iter().filter_map(Op::buffer));
+        let mut image_guards: Vec<_> = images.iter().map(|i| i.lock_state()).collect();
+        let mut buffer_guards: Vec<_> = buffers.iter().map(|b| b.lock_owner()).collect();
+        let mut tracked = Planned {
+            images: &images,
+            states: image_guards.iter().map(|g| g.now).collect(),
+            buffers: &buffers,
+            owners: buffer_guards.iter().map(|g| g.now).collect(),
+        };
+        let result = check_order(&image_guards, "image", order)
+            .and_then(|()| check_order(&buffer_guards, "buffer", order))
+            .and_then(|()| self.record(&ops, &mut tracked))
+            .and_then(|()| submit(&[self.buffer.cmd], self.buffer.fence));
         match result {
             Ok(()) => {
-                for (g, s) in guards.iter_mut().zip(&states) {
-                    **g = *s;
-                }
-                drop(guards);
-                self.pending = Some(ops);
+                let queue_use = QueueUse::new(order.queue, signals);
+                let id = queue_use.id();
+                commit(&mut image_guards, tracked.states, &queue_use);
+                commit(&mut buffer_guards, tracked.owners, &queue_use);
+                drop((image_guards, buffer_guards));
+                self.pending = Some((ops, id));
                 Ok(())
             }
             Err(e) => {
-                drop(guards);
+                drop((image_guards, buffer_guards));
                 // Nothing was submitted: the buffer can be reset; the operations are dropped.
                 // SAFETY: the command buffer is not pending (waited above, not submitted).
                 let reset = unsafe {
@@ -309,13 +393,14 @@ impl Commands {
         }
     }
 
-    /// Records `ops` into the command buffer, planning barriers from `states` (updated).
-    fn record(
-        &self,
-        ops: &[Op],
-        images: &[&Arc<ExternalImage>],
-        states: &mut [ImageState],
-    ) -> Result<()> {
+    /// Records `ops` into the command buffer, planning barriers from `tracked` (updated).
+    fn record(&self, ops: &[Op], tracked: &mut Planned<'_>) -> Result<()> {
+        let Planned {
+            images,
+            states,
+            buffers,
+            owners,
+        } = tracked;
         let d = self.ctx.device();
         let begin = vk::CommandBufferBeginInfo::default()
             .flags(vk::CommandBufferUsageFlags::ONE_TIME_SUBMIT);
@@ -323,11 +408,16 @@ impl Commands {
         unsafe { d.begin_command_buffer(self.buffer.cmd, &begin) }
             .map_err(|r| Error::vk("vkBeginCommandBuffer", r))?;
         for op in ops {
-            let image = op.image();
-            let k = images
-                .iter()
-                .position(|i| Arc::ptr_eq(i, image))
-                .unwrap_or_default();
+            if let Op::Buffer(buffer, step) = op {
+                let owner = &mut owners[index_of(buffers, buffer)];
+                let (barrier, next) = buffer.plan(*owner, *step)?;
+                // SAFETY: the buffer is recording, on the buffer's device.
+                unsafe { buffer.record_barrier(self.buffer.cmd, &barrier) };
+                *owner = next;
+                continue;
+            }
+            let Some(image) = op.image() else { continue };
+            let k = index_of(images, image);
             let step = |s: &mut ImageState, step: Step| -> Result<()> {
                 let (barrier, next) = image.plan(*s, step)?;
                 if let Some(b) = barrier {
@@ -347,6 +437,7 @@ impl Commands {
                 Op::Release(_) => step(&mut states[k], Step::Release)?,
                 Op::Acquire(_, layout) => step(&mut states[k], Step::Acquire(*layout))?,
                 Op::CopyToBuffer { image, buffer } => {
+                    require_buffer_owned(owners[index_of(buffers, buffer)])?;
                     step(
                         &mut states[k],
                         Step::Transition(vk::ImageLayout::TRANSFER_SRC_OPTIMAL),
@@ -381,10 +472,36 @@ impl Commands {
                         )
                     };
                 }
+                Op::Buffer(..) => {}
             }
         }
         // SAFETY: recording began above.
         unsafe { d.end_command_buffer(self.buffer.cmd) }
             .map_err(|r| Error::vk("vkEndCommandBuffer", r))
+    }
+}
+
+/// The states planned through one recording, starting from the tracked ones.
+struct Planned<'a> {
+    images: &'a [&'a Arc<ExternalImage>],
+    states: Vec<ImageState>,
+    buffers: &'a [&'a Arc<ExternalBuffer>],
+    owners: Vec<ImageOwner>,
+}
+
+/// Checks that `order` runs after the last use of every resource (`arg`) of `guards`.
+fn check_order<S>(
+    guards: &[MutexGuard<'_, Tracked<S>>],
+    arg: &'static str,
+    order: &Submission<'_>,
+) -> Result<()> {
+    guards.iter().try_for_each(|g| g.check_order(arg, order))
+}
+
+/// Stores the planned `states` and the submission's `queue_use` into `guards`.
+fn commit<S>(guards: &mut [MutexGuard<'_, Tracked<S>>], states: Vec<S>, queue_use: &QueueUse) {
+    for (g, s) in guards.iter_mut().zip(states) {
+        g.now = s;
+        g.used(queue_use.clone());
     }
 }

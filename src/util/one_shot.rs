@@ -5,13 +5,21 @@
 //! own command buffers ([`Commands`](super::Commands)).
 
 use std::ops::Range;
+use std::sync::MutexGuard;
 
 use ash::vk;
 
 use super::{ComputePass, ComputeTarget};
 use crate::error::{Error, Result};
 use crate::vulkan::{
-    level_bytes, Context, Direction, ExternalBuffer, ExternalImage, ImageDesc, OneShotLock, Step,
+    level_bytes, require_buffer_owned, BufferStep, Context, Direction, ExternalBuffer,
+    ExternalImage, ImageDesc, OneShotLock, QueueUse, Step, Submission, Tracked,
+};
+
+/// What every one-shot submission is: on queue 0, after no wait.
+const ONE_SHOT: Submission<'static> = Submission {
+    queue: 0,
+    after: &[],
 };
 
 /// One-shot operations on a [`vulkan::Context`](Context): each records one command buffer,
@@ -42,6 +50,25 @@ pub trait OneShot {
     /// range is empty, past the end, or its start or length is not a multiple of 4 (the
     /// command's rule), or the buffer lacks `TRANSFER_DST` usage.
     fn fill_buffer(&self, buffer: &ExternalBuffer, range: Range<u64>, value: u32) -> Result<()>;
+
+    /// Releases `buffer` to `VK_QUEUE_FAMILY_EXTERNAL` as a one-shot submission, and waits
+    /// for it: when this returns, every earlier Vulkan write to it is complete and CUDA may
+    /// use it (see [`ExternalBuffer`]'s ownership). For setup and tests; per frame, use
+    /// [`Commands::release_buffer`](super::Commands::release_buffer) and signal a semaphore.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the buffer is already released, belongs to another
+    /// context, or was last used on another queue by a submission not known to be complete;
+    /// [`Error::Timeout`] if the submission hangs.
+    fn release_buffer(&self, buffer: &ExternalBuffer) -> Result<()>;
+
+    /// Acquires `buffer` back from `VK_QUEUE_FAMILY_EXTERNAL` as a one-shot submission, and
+    /// waits for it. CUDA's work on it must have completed (its stream synchronised) before
+    /// this is called.
+    ///
+    /// # Errors
+    /// As [`OneShot::release_buffer`], when the buffer is not released.
+    fn acquire_buffer(&self, buffer: &ExternalBuffer) -> Result<()>;
 
     /// Releases `image` to `VK_QUEUE_FAMILY_EXTERNAL` (in `GENERAL`) as a one-shot
     /// submission on the context's queue, and waits for it: when this returns, every
@@ -110,7 +137,7 @@ impl OneShot for Context {
         let len = range.end - range.start;
         let mut lock = self.one_shot_lock();
         let staging = lock.staging(len, Direction::Download)?.buffer;
-        lock.submit(|cmd| {
+        buffer_use(self, &mut lock, buffer, |cmd| {
             let region = vk::BufferCopy::default().src_offset(range.start).size(len);
             // SAFETY: both buffers are alive for the submission (the staging one until it
             // is seen complete); the region was checked.
@@ -118,9 +145,7 @@ impl OneShot for Context {
                 self.device()
                     .cmd_copy_buffer(cmd, buffer.raw(), staging, &[region])
             };
-            record_host_visibility(self, cmd);
         })?;
-        lock.finish()?;
         staged_bytes(&mut lock, len, Direction::Download)
     }
 
@@ -134,7 +159,7 @@ impl OneShot for Context {
         let staging = lock.staging(len, Direction::Upload)?;
         staging.bytes(len)?.copy_from_slice(data);
         let staging = staging.buffer;
-        lock.submit(|cmd| {
+        buffer_use(self, &mut lock, buffer, |cmd| {
             let region = vk::BufferCopy::default().dst_offset(offset).size(len);
             // SAFETY: both buffers are alive for the submission (the staging one until it
             // is seen complete); the region was checked.
@@ -142,8 +167,7 @@ impl OneShot for Context {
                 self.device()
                     .cmd_copy_buffer(cmd, staging, buffer.raw(), &[region])
             };
-        })?;
-        lock.finish()
+        })
     }
 
     fn fill_buffer(&self, buffer: &ExternalBuffer, range: Range<u64>, value: u32) -> Result<()> {
@@ -158,7 +182,7 @@ impl OneShot for Context {
             ));
         }
         let mut lock = self.one_shot_lock();
-        lock.submit(|cmd| {
+        buffer_use(self, &mut lock, buffer, |cmd| {
             // SAFETY: the buffer is alive for the submission; the range was checked.
             unsafe {
                 self.device().cmd_fill_buffer(
@@ -169,8 +193,15 @@ impl OneShot for Context {
                     value,
                 )
             };
-        })?;
-        lock.finish()
+        })
+    }
+
+    fn release_buffer(&self, buffer: &ExternalBuffer) -> Result<()> {
+        buffer_hand_off(self, buffer, BufferStep::Release)
+    }
+
+    fn acquire_buffer(&self, buffer: &ExternalBuffer) -> Result<()> {
+        buffer_hand_off(self, buffer, BufferStep::Acquire)
     }
 
     fn release_image(&self, image: &ExternalImage) -> Result<()> {
@@ -275,10 +306,10 @@ impl OneShot for Context {
         pass.check_push(push)?;
         // Lock order: the one-shot state, then the image's state (see `Context`).
         let mut lock = self.one_shot_lock();
-        let mut state = image.lock_state();
-        let (barrier, next) = image.plan(*state, Step::Transition(vk::ImageLayout::GENERAL))?;
+        let state = image.lock_state();
+        let (barrier, next) = image.plan(state.now, Step::Transition(vk::ImageLayout::GENERAL))?;
         let mut recorded = Ok(());
-        lock.submit(|cmd| {
+        let id = submit_use(&mut lock, state, "target", next, |cmd| {
             if let Some(b) = barrier {
                 // SAFETY: `cmd` is the context's recording one-shot command buffer.
                 unsafe { image.record_barrier(cmd, &b) };
@@ -288,27 +319,31 @@ impl OneShot for Context {
             // timeout the caller still holds it); the image is in GENERAL at this point.
             recorded = unsafe { pass.record_dispatch(cmd, target, push) };
         })?;
-        // Submitted: the barrier will run, so the tracked state follows it.
-        *state = next;
-        drop(state);
         lock.finish()?;
+        image.lock_state().complete(id);
         recorded
     }
 }
 
-/// Makes transfer writes visible to the host (for readbacks).
-fn record_host_visibility(ctx: &Context, cmd: vk::CommandBuffer) {
-    let to_host = vk::MemoryBarrier::default()
+/// Makes the one-shot's transfer writes visible to the host (for readbacks) and to every
+/// later command on the device, whatever resource it reaches the memory through (a buffer
+/// and an image may alias one allocation, e.g. a pool block and a LINEAR image).
+fn record_visibility(ctx: &Context, cmd: vk::CommandBuffer) {
+    let to_all = vk::MemoryBarrier::default()
         .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-        .dst_access_mask(vk::AccessFlags::HOST_READ);
+        .dst_access_mask(
+            vk::AccessFlags::HOST_READ
+                | vk::AccessFlags::MEMORY_READ
+                | vk::AccessFlags::MEMORY_WRITE,
+        );
     // SAFETY: `cmd` is recording on this device.
     unsafe {
         ctx.device().cmd_pipeline_barrier(
             cmd,
             vk::PipelineStageFlags::TRANSFER,
-            vk::PipelineStageFlags::HOST,
+            vk::PipelineStageFlags::HOST | vk::PipelineStageFlags::ALL_COMMANDS,
             vk::DependencyFlags::empty(),
-            &[to_host],
+            &[to_all],
             &[],
             &[],
         )
@@ -330,19 +365,73 @@ fn one_shot(ctx: &Context, image: &ExternalImage, step: Step) -> Result<()> {
     ctx.check_owns("image", image.context())?;
     // Lock order: the one-shot state, then the image's state (see `Context`).
     let mut lock = ctx.one_shot_lock();
-    let mut state = image.lock_state();
-    let (barrier, next) = image.plan(*state, step)?;
-    if let Some(b) = barrier {
-        lock.submit(|cmd| {
+    let state = image.lock_state();
+    let (barrier, next) = image.plan(state.now, step)?;
+    let id = submit_use(&mut lock, state, "image", next, |cmd| {
+        if let Some(b) = barrier {
             // SAFETY: `cmd` is the context's recording one-shot command buffer.
             unsafe { image.record_barrier(cmd, &b) };
-        })?;
-    }
-    // Submitted (or nothing to do): the barrier will run, so the tracked state follows it
-    // even if the wait below times out. The image lock is not held across that wait.
-    *state = next;
-    drop(state);
-    lock.finish()
+        }
+    })?;
+    lock.finish()?;
+    image.lock_state().complete(id);
+    Ok(())
+}
+
+/// Submits `record` as a one-shot use of a tracked resource (named `arg` in errors)
+/// whose state becomes `next` with it, after checking that queue 0 may use it now. Once
+/// submitted, the barriers will run, so the tracked state follows them even if the wait
+/// that follows times out; the lock on the state is released before that wait. Returns
+/// the use's id, for [`Tracked::complete`] once the wait has seen it finish.
+fn submit_use<S>(
+    lock: &mut OneShotLock<'_>,
+    mut tracked: MutexGuard<'_, Tracked<S>>,
+    arg: &'static str,
+    next: S,
+    record: impl FnOnce(vk::CommandBuffer),
+) -> Result<u64> {
+    tracked.check_order(arg, &ONE_SHOT)?;
+    lock.submit(record)?;
+    let queue_use = QueueUse::new(ONE_SHOT.queue, Vec::new());
+    let id = queue_use.id();
+    tracked.now = next;
+    tracked.used(queue_use);
+    Ok(id)
+}
+
+/// Submits `record`, a one-shot use of `buffer`, which must be owned by Vulkan, and waits.
+fn buffer_use(
+    ctx: &Context,
+    lock: &mut OneShotLock<'_>,
+    buffer: &ExternalBuffer,
+    record: impl FnOnce(vk::CommandBuffer),
+) -> Result<()> {
+    // Lock order: the one-shot state, then the buffer's owner (see `Context`).
+    let owner = buffer.lock_owner();
+    require_buffer_owned(owner.now)?;
+    let now = owner.now;
+    let id = submit_use(lock, owner, "buffer", now, |cmd| {
+        record(cmd);
+        record_visibility(ctx, cmd);
+    })?;
+    lock.finish()?;
+    buffer.lock_owner().complete(id);
+    Ok(())
+}
+
+/// Releases or acquires `buffer` as a one-shot, and waits.
+fn buffer_hand_off(ctx: &Context, buffer: &ExternalBuffer, step: BufferStep) -> Result<()> {
+    ctx.check_owns("buffer", buffer.context())?;
+    let mut lock = ctx.one_shot_lock();
+    let owner = buffer.lock_owner();
+    let (barrier, next) = buffer.plan(owner.now, step)?;
+    let id = submit_use(&mut lock, owner, "buffer", next, |cmd| {
+        // SAFETY: `cmd` is the context's recording one-shot command buffer.
+        unsafe { buffer.record_barrier(cmd, &barrier) };
+    })?;
+    lock.finish()?;
+    buffer.lock_owner().complete(id);
+    Ok(())
 }
 
 /// Checks a staged copy and returns its size in bytes.
@@ -404,8 +493,8 @@ fn copy_image(
     layout: vk::ImageLayout,
     copy: impl FnOnce(vk::CommandBuffer),
 ) -> Result<()> {
-    let mut state = image.lock_state();
-    let (mut before, during) = image.plan(*state, Step::Transition(layout))?;
+    let state = image.lock_state();
+    let (mut before, during) = image.plan(state.now, Step::Transition(layout))?;
     let (mut after, next) = image.plan(during, Step::Transition(vk::ImageLayout::GENERAL))?;
     // Narrow the copy's side of both barriers to the transfer stage and its access.
     let copy_access = if layout == vk::ImageLayout::TRANSFER_SRC_OPTIMAL {
@@ -421,7 +510,7 @@ fn copy_image(
         b.src_stage = vk::PipelineStageFlags::TRANSFER;
         b.src_access = copy_access & vk::AccessFlags::TRANSFER_WRITE;
     }
-    lock.submit(|cmd| {
+    let id = submit_use(lock, state, "image", next, |cmd| {
         if let Some(b) = before {
             // SAFETY: `cmd` is the context's recording one-shot command buffer.
             unsafe { image.record_barrier(cmd, &b) };
@@ -431,13 +520,11 @@ fn copy_image(
             // SAFETY: as above.
             unsafe { image.record_barrier(cmd, &b) };
         }
-        record_host_visibility(ctx, cmd);
+        record_visibility(ctx, cmd);
     })?;
-    // Submitted: the barriers will run, so the tracked state follows them even if the
-    // wait below times out. The image lock is not held across that wait.
-    *state = next;
-    drop(state);
-    lock.finish()
+    lock.finish()?;
+    image.lock_state().complete(id);
+    Ok(())
 }
 
 /// The whole of mip `level` of `layers`, from offset 0 of a tightly packed buffer.

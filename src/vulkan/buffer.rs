@@ -2,13 +2,14 @@
 //! of an exportable pool block.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ash::vk;
 
 use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
 use super::pool::{PoolBlock, PoolSlot};
-use super::Context;
+use super::queue_use::Tracked;
+use super::{Context, ImageOwner};
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
 
@@ -53,10 +54,24 @@ impl BufferDesc {
 /// ([`ExternalBuffer::import`]), or bound at a slot of an exportable pool block
 /// ([`ExportPool::allocate`](super::ExportPool::allocate)). Destroys the buffer and frees the
 /// memory (or returns the slot) on drop; GPU work that uses it must have finished by then.
+///
+/// # Ownership
+/// A buffer shared with another API belongs either to the context's queue family
+/// ([`ImageOwner::Vulkan`]) or to `VK_QUEUE_FAMILY_EXTERNAL` ([`ImageOwner::External`]),
+/// as an [`ExternalImage`](super::ExternalImage) does (buffers have no layout). The spec
+/// asks for the same queue-family ownership transfer: release the buffer
+/// ([`Commands::release_buffer`](crate::util::Commands::release_buffer),
+/// [`OneShot::release_buffer`](crate::util::OneShot::release_buffer)) before CUDA uses
+/// memory Vulkan wrote, and acquire it back before Vulkan uses memory CUDA wrote, with the
+/// same semaphores as for images. vkcuda tracks the owner ([`ExternalBuffer::owner`]) in
+/// submission order and refuses its own Vulkan uses of a released buffer. Every buffer,
+/// imported ones too, starts owned by Vulkan.
 pub struct ExternalBuffer {
     bound: Bound<vk::Buffer>,
     size: u64,
     usage: vk::BufferUsageFlags,
+    /// Owner and last queue use.
+    pub(super) owner: Mutex<Tracked<ImageOwner>>,
 }
 
 impl std::fmt::Debug for ExternalBuffer {
@@ -66,6 +81,7 @@ impl std::fmt::Debug for ExternalBuffer {
             .field("allocation_size", &self.bound.allocation_size())
             .field("handle_type", &self.bound.handle_type())
             .field("exportable", &self.bound.is_exportable())
+            .field("owner", &self.owner())
             .finish_non_exhaustive()
     }
 }
@@ -77,8 +93,9 @@ impl ExternalBuffer {
     /// # Errors
     /// * [`Error::InvalidArgument`]: `desc.size` is 0 or above `maxMemoryAllocationSize`.
     /// * [`Error::Unsupported`]: the handle type cannot be exported here (Vulkan has no
-    ///   such type, its extension is not enabled, the driver refuses it for this usage,
-    ///   or it is a Win32 type on a non-Windows platform).
+    ///   such type, the driver refuses it for this usage, or it is a Win32 type on a
+    ///   non-Windows platform).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`.
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &BufferDesc) -> Result<Self> {
         check_size(ctx, desc.size)?;
@@ -99,6 +116,7 @@ impl ExternalBuffer {
     ///   `desc.handle_type` differs from the handle's type.
     /// * [`Error::InvalidExternalHandle`]: the driver rejected the handle.
     /// * [`Error::Unsupported`]: non-fd handle types (vkcuda imports fds only).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`.
     ///
     /// On success the fd belongs to Vulkan; on failure vkcuda has closed it.
     ///
@@ -149,6 +167,7 @@ impl ExternalBuffer {
             bound,
             size: desc.size,
             usage: desc.usage,
+            owner: Mutex::new(Tracked::new(ImageOwner::Vulkan)),
         }
     }
 

@@ -130,12 +130,25 @@ pub(crate) struct Enabled {
 /// 1. the **one-shot transfer state** (command buffer, fence, staging buffers) of
 ///    [`OneShot`](crate::util::OneShot), held for one one-shot, including its bounded
 ///    fence wait;
-/// 2. the **tracked state of images** ([`ExternalImage`](super::ExternalImage)), several
-///    at once in address order ([`Commands`](crate::util::Commands)), held while barriers
+/// 2. the **tracked state of images** ([`ExternalImage`](super::ExternalImage)), then of
+///    **buffers** (their owner, [`ExternalBuffer`](super::ExternalBuffer)), several at
+///    once in address order ([`Commands`](crate::util::Commands)), held while barriers
 ///    are planned, recorded and submitted, never across a fence wait;
-/// 3. a **queue** ([`Context::queue_at`]), held for one `vkQueueSubmit` (or by the caller's
+/// 3. the **high-water marks of timelines** a batch signals (one per semaphore payload,
+///    shared by its Vulkan semaphore and CUDA imports), several at once in address order,
+///    held while the signal values are checked and the batch submitted
+///    ([`Context::submit_to`], [`Semaphore::signal`](super::Semaphore::signal),
+///    [`ExternalSemaphore::signal_many`](crate::cuda::ExternalSemaphore::signal_many)),
+///    never across a wait;
+/// 4. a **queue** ([`Context::queue_at`]), held for one `vkQueueSubmit` (or by the caller's
 ///    [`QueueGuard`]);
-/// 4. the staging allocator, a leaf held only inside one allocation or free.
+/// 5. the staging allocator, a leaf held only inside one allocation or free.
+///
+/// The other locks are leaves, held briefly with nothing else taken under them: a CUDA
+/// semaphore's in-flight events, a CUDA import's shared mapping, the NVRTC module cache,
+/// the low-latency relay's state, FrameSync's tracer, the validation message counts, and
+/// the pools' (an [`ExportPool`](super::ExportPool)'s size classes, then a block's free
+/// slots; a [`SharedPool`](crate::interop::SharedPool)'s imports).
 ///
 /// Waiting for a queue is bounded ([`Context::QUEUE_LOCK_TIMEOUT`]), and a thread that
 /// holds a [`QueueGuard`] and calls into vkcuda gets an error for that queue, not a

@@ -106,9 +106,10 @@ unsafe extern "system" fn callback(
         let mut by_id = counts.by_id.lock().unwrap_or_else(PoisonError::into_inner);
         *by_id.entry(id).or_default() += 1;
     }
-    eprintln!(
-        "[vulkan validation {}] {text}",
-        if is_error { "ERROR" } else { "warning" }
-    );
+    if is_error {
+        log::error!(target: "vkcuda::validation", "{text}");
+    } else {
+        log::warn!(target: "vkcuda::validation", "{text}");
+    }
     vk::FALSE
 }

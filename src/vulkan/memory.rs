@@ -125,6 +125,16 @@ impl<'a, R: Resource> Unbound<'a, R> {
         Self { device, raw }
     }
 
+    /// The resource, still unbound.
+    pub(crate) fn raw(&self) -> R {
+        self.raw
+    }
+
+    /// The device it was created from.
+    pub(crate) fn device(&self) -> &'a ash::Device {
+        self.device
+    }
+
     /// Its memory requirements.
     pub(crate) fn requirements(&self) -> vk::MemoryRequirements {
         // SAFETY: created from `device` and alive (`new`'s precondition).
@@ -378,10 +388,10 @@ pub(crate) fn export_flags(
         return Err(unsupported_type(t));
     }
     if t == MemoryHandleType::DmaBufFd && !ctx.can_export_dma_buf() {
-        return Err(Error::Unsupported {
-            what: "DmaBufFd memory from Vulkan".into(),
-            reason: "the device does not have VK_EXT_external_memory_dma_buf".into(),
-        });
+        return Err(Error::missing_extension(
+            "VK_EXT_external_memory_dma_buf",
+            "DmaBufFd memory in Vulkan",
+        ));
     }
     memory_handle_flags(t).ok_or_else(|| unsupported_type(t))
 }
@@ -527,7 +537,7 @@ fn invalid_handle(call: &'static str, t: MemoryHandleType, r: vk::Result) -> Err
     if r == vk::Result::ERROR_INVALID_EXTERNAL_HANDLE {
         Error::InvalidExternalHandle {
             call,
-            handle_type: t.to_string(),
+            handle_type: t.into(),
             detail: format!("{r}"),
         }
     } else {
@@ -568,7 +578,7 @@ fn check_memory_fd(fd: OwnedFd, handle_type: MemoryHandleType) -> Result<OwnedFd
     let raw = fd.as_raw_fd();
     let refuse = |detail: String| Error::InvalidExternalHandle {
         call: "vkcuda fd check (fstat)",
-        handle_type: handle_type.to_string(),
+        handle_type: handle_type.into(),
         detail,
     };
     // SAFETY: an all-zero `stat` is a valid value of this plain C struct.

@@ -10,6 +10,8 @@
 //!   ([`PoolBlock`]), one block per size class, so one export serves many buffers.
 //! * [`ExternalImage`] is the same for optimally (or linearly) tiled images, with the
 //!   queue-family release/acquire to and from `VK_QUEUE_FAMILY_EXTERNAL` tracked for you.
+//!   LINEAR 2D images are rows at a pitch ([`LinearLayout`]) and can be bound to memory
+//!   made for no image in particular ([`ExternalImage::import_linear`]).
 //! * [`Semaphore`]: timeline and binary semaphores, exportable as fds or local to Vulkan,
 //!   with a fast bounded host wait; [`Context::submit_to`] submits batches that wait on and
 //!   signal them.
@@ -24,6 +26,7 @@
 //! core, in [`crate::util`].
 
 mod buffer;
+mod buffer_owner;
 mod capabilities;
 mod context;
 mod debug;
@@ -34,6 +37,7 @@ mod memory;
 mod pool;
 #[cfg(feature = "window")]
 mod present;
+mod queue_use;
 pub(crate) mod queues;
 mod semaphore;
 mod submit;
@@ -41,6 +45,7 @@ mod timestamps;
 mod transfer;
 
 pub use buffer::{BufferDesc, ExternalBuffer};
+pub(crate) use buffer_owner::{require_owned as require_buffer_owned, BufferStep};
 pub use capabilities::{
     memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
@@ -50,11 +55,15 @@ pub use context::{
 };
 pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
+pub(crate) use image::linear_row_bytes;
 pub(crate) use image::Step;
-pub use image::{ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState};
+pub use image::{
+    ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, LinearLayout, LinearRequirements,
+};
 pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 #[cfg(feature = "window")]
 pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
+pub(crate) use queue_use::{QueueUse, Submission, Tracked};
 pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};

@@ -278,7 +278,9 @@ impl Drop for Recorded {
     fn drop(&mut self) {
         if let Err(e) = self.wait(DROP_TIMEOUT) {
             // Destroying the pool of a pending command buffer would be undefined behaviour.
-            eprintln!("vkcuda: dropping a command buffer whose submission did not finish ({e}); leaking it");
+            log::error!(
+                "dropping a command buffer whose submission did not finish ({e}); leaking it"
+            );
             return;
         }
         let d = self.ctx.device();

@@ -43,10 +43,10 @@ use super::capabilities::{semaphore_handle_flags, SemaphoreKind};
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{SemaphoreHandle, SemaphoreHandleType};
+use crate::timeline::HighWater;
 
-/// Why a semaphore cannot be exported on a device without `VK_KHR_external_semaphore_fd`.
-const NO_SEMAPHORE_FD: &str = "this device cannot export semaphore fds \
-     (VK_KHR_external_semaphore_fd is missing; lavapipe has none)";
+/// The extension semaphore fd export needs (lavapipe has none).
+const SEMAPHORE_FD: &str = "VK_KHR_external_semaphore_fd";
 
 /// What [`Semaphore::new`] creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,9 @@ pub struct Semaphore {
     handle_type: Option<SemaphoreHandleType>,
     /// `maxTimelineSemaphoreValueDifference`.
     max_difference: u64,
+    /// The highest value signalled or submitted for signalling through vkcuda, shared with
+    /// the CUDA imports made by [`crate::interop::SharedSemaphore`].
+    high_water: HighWater,
     owned: bool,
 }
 
@@ -150,8 +153,9 @@ impl Semaphore {
     ///   `desc.initial_value`.
     /// * [`Error::Unsupported`]: Vulkan has no such handle type (NvSciSync, keyed mutexes);
     ///   it is not a POSIX fd type (vkcuda's Vulkan side exports fds only, so Win32 types
-    ///   are refused); the device lacks `VK_KHR_external_semaphore_fd` (lavapipe); or the
-    ///   driver reports the type as not exportable for this kind.
+    ///   are refused); or the driver reports the type as not exportable for this kind.
+    /// * [`Error::MissingExtension`] (`VK_KHR_external_semaphore_fd`): the device cannot
+    ///   export semaphore fds (lavapipe).
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &SemaphoreDesc) -> Result<Self> {
         check_kind(
@@ -171,10 +175,10 @@ impl Semaphore {
             });
         }
         if !ctx.can_export_semaphore_fds() {
-            return Err(Error::Unsupported {
-                what: format!("export of a {} semaphore as {t}", kind_name(desc.kind)),
-                reason: NO_SEMAPHORE_FD.into(),
-            });
+            return Err(Error::missing_extension(
+                SEMAPHORE_FD,
+                format!("export of a {} semaphore as {t}", kind_name(desc.kind)),
+            ));
         }
         ctx.semaphore_support(desc.kind, t)?
             .require_export(|| format!("export of a {} semaphore as {t}", kind_name(desc.kind)))?;
@@ -195,6 +199,7 @@ impl Semaphore {
             kind: desc.kind,
             handle_type: Some(t),
             max_difference: max_value_difference(ctx),
+            high_water: HighWater::new(desc.initial_value),
             owned: true,
         })
     }
@@ -245,6 +250,7 @@ impl Semaphore {
             kind,
             handle_type: None,
             max_difference: max_value_difference(ctx),
+            high_water: HighWater::new(initial_value),
             owned: true,
         })
     }
@@ -280,6 +286,7 @@ impl Semaphore {
             kind,
             handle_type: exported_as,
             max_difference: max_value_difference(ctx),
+            high_water: HighWater::new(0),
             owned,
         })
     }
@@ -290,6 +297,7 @@ impl Semaphore {
     ///
     /// # Errors
     /// [`Error::Unsupported`] for a wrapped semaphore that was not created exportable;
+    /// [`Error::MissingExtension`] without `VK_KHR_external_semaphore_fd`;
     /// [`Error::Vulkan`] when `vkGetSemaphoreFdKHR` fails.
     pub fn export(&self) -> Result<SemaphoreHandle> {
         let Some(t) = self.handle_type else {
@@ -303,9 +311,8 @@ impl Semaphore {
 
     #[cfg(unix)]
     fn export_fd(&self, t: SemaphoreHandleType) -> Result<SemaphoreHandle> {
-        let loader = self.ctx.semaphore_fd().ok_or_else(|| Error::Unsupported {
-            what: format!("export of a {t} semaphore"),
-            reason: NO_SEMAPHORE_FD.into(),
+        let loader = self.ctx.semaphore_fd().ok_or_else(|| {
+            Error::missing_extension(SEMAPHORE_FD, format!("export of a {t} semaphore"))
         })?;
         let flags = semaphore_handle_flags(t).ok_or_else(|| no_vulkan_type(t))?;
         let info = vk::SemaphoreGetFdInfoKHR::default()
@@ -364,24 +371,39 @@ impl Semaphore {
 
     /// Sets the timeline to `value` from the host (`vkSignalSemaphore`).
     ///
-    /// `value` must be above the current value, within `maxTimelineSemaphoreValueDifference`
-    /// of it, and (not checkable here) below every value a pending queue or CUDA operation
-    /// will signal.
+    /// `value` must be above the current value and within
+    /// `maxTimelineSemaphoreValueDifference` of it, and below every signal submitted
+    /// through vkcuda ([`Context::submit_to`], the CUDA side of a
+    /// [`crate::interop::SharedSemaphore`]) that is still pending: such a signal would
+    /// later set the counter *below* `value` (`VUID-VkSemaphoreSignalInfo-value-03259`). The check and the signal happen under
+    /// the timeline's lock, so concurrent signals from other threads cannot interleave.
+    /// Signals vkcuda does not see (the caller's own submissions with [`Semaphore::raw`],
+    /// another process) remain the caller's to order.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`value`) naming the current and requested values when
-    /// `value` is not above the current value or too far above it, or for a binary
-    /// semaphore; [`Error::Vulkan`] from the driver.
+    /// `value` is not above the current value, too far above it, or not below a pending
+    /// submitted signal; or for a binary semaphore. [`Error::Vulkan`] from the driver.
     pub fn signal(&self, value: u64) -> Result<()> {
         self.require_timeline("signal")?;
-        self.check_signal_value("value", None, value)?;
+        let mut host = self.high_water.lock_host(value);
+        let current = self.check_signal_value("value", None, value)?;
+        host.check(current)?;
         let info = vk::SemaphoreSignalInfo::default()
             .semaphore(self.semaphore)
             .value(value);
-        // SAFETY: a live timeline semaphore of this device; the value was checked above
-        // the current one.
+        // SAFETY: a live timeline semaphore of this device; the value is above the current
+        // one and below every signal submitted through vkcuda that is still pending
+        // (checked under the lock).
         unsafe { self.ctx.device().signal_semaphore(&info) }
-            .map_err(|r| Error::vk("vkSignalSemaphore", r))
+            .map_err(|r| Error::vk("vkSignalSemaphore", r))?;
+        host.commit();
+        Ok(())
+    }
+
+    /// The mark of the highest value submitted for signalling (shared with CUDA imports).
+    pub(crate) fn high_water(&self) -> &HighWater {
+        &self.high_water
     }
 
     /// Waits on the host until the timeline reaches `value`, spinning then sleeping (see
@@ -447,13 +469,14 @@ impl Semaphore {
     }
 
     /// Checks a timeline signal value against the current value and the device's
-    /// `maxTimelineSemaphoreValueDifference`. `entry` numbers it within a submission.
+    /// `maxTimelineSemaphoreValueDifference`, and returns the current value. `entry`
+    /// numbers it within a submission.
     pub(super) fn check_signal_value(
         &self,
         arg: &'static str,
         entry: Option<usize>,
         value: u64,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let current = self.counter()?;
         let at = entry.map_or(String::new(), |i| format!("entry {i}: "));
         if value <= current {
@@ -474,7 +497,7 @@ impl Semaphore {
                 format!("at most {}", current.saturating_add(max)),
             ));
         }
-        Ok(())
+        Ok(current)
     }
 }
 
@@ -776,9 +799,9 @@ mod tests {
         assert!(
             matches!(
                 e,
-                Error::Vulkan {
-                    result: vk::Result::ERROR_DEVICE_LOST,
-                    ..
+                Error::DeviceLost {
+                    call: "vkGetSemaphoreCounterValue",
+                    cuda: None
                 }
             ),
             "{e}"

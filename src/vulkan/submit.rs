@@ -5,6 +5,7 @@ use ash::vk;
 
 use super::{Context, Semaphore, SemaphoreKind};
 use crate::error::{Error, Result};
+use crate::timeline::HighWater;
 
 impl Context {
     /// [`Context::submit_to`] queue 0 ([`Context::queue`]).
@@ -32,9 +33,13 @@ impl Context {
     /// batch completes. An empty `command_buffers` is allowed: a pure wait/signal batch.
     ///
     /// Checked before submitting: every semaphore belongs to this device, binary
-    /// semaphores are given 0, wait stage masks are non-empty, and each timeline signal
-    /// value is above the semaphore's current value (one counter read per timeline
-    /// signal) and within `maxTimelineSemaphoreValueDifference` of it.
+    /// semaphores are given 0, wait stage masks are non-empty, no timeline is signalled
+    /// twice, and each timeline signal value is above the semaphore's current value (one
+    /// counter read per timeline signal) and the highest value already signalled or
+    /// submitted through vkcuda (host, queue or CUDA signals), and within
+    /// `maxTimelineSemaphoreValueDifference` of the current value. The check and the
+    /// submission happen under the timelines' locks, so concurrent signals cannot
+    /// interleave between them.
     ///
     /// # Safety
     /// 1. Each command buffer was allocated from this device, for this queue's family, is
@@ -47,8 +52,8 @@ impl Context {
     /// 4. Every wait will be satisfied: a binary semaphore has a signal submitted before
     ///    this call and no other waiter; a timeline value will be signalled by the host,
     ///    a queue or CUDA. Otherwise the queue hangs.
-    /// 5. Timeline signal values are also below every value a pending operation will
-    ///    signal on the same semaphore (only the current value is checked).
+    /// 5. Timeline signal values are also above every value a pending operation that vkcuda
+    ///    does not see (the caller's own submissions, another process) will signal.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] (`waits` or `signals`, naming the entry) when a check
@@ -75,9 +80,18 @@ impl Context {
         }
         for (i, &(sem, value)) in signals.iter().enumerate() {
             self.check_submit_entry("signals", i, sem, value)?;
-            if sem.kind() == SemaphoreKind::Timeline {
-                sem.check_signal_value("signals", Some(i), value)?;
-            }
+        }
+        // Held until the batch is submitted: no other signal of these timelines can be
+        // checked and submitted in between (lock order: these, then the queue's).
+        let timelines: Vec<_> = signals
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.0.kind() == SemaphoreKind::Timeline)
+            .map(|(i, &(sem, value))| (i, sem.high_water(), value))
+            .collect();
+        let batch = HighWater::lock_batch("signals", &timelines)?;
+        for &(i, _, value) in &timelines {
+            signals[i].0.check_signal_value("signals", Some(i), value)?;
         }
         let wait_semaphores: Vec<vk::Semaphore> = waits.iter().map(|w| w.0.raw()).collect();
         let wait_values: Vec<u64> = waits.iter().map(|w| w.1).collect();
@@ -98,7 +112,9 @@ impl Context {
         // values were checked; the command buffers, fence and lifetimes are the caller's
         // preconditions 1-5.
         unsafe { self.device().queue_submit(*queue, &[submit], fence) }
-            .map_err(|r| Error::vk("vkQueueSubmit", r))
+            .map_err(|r| Error::vk("vkQueueSubmit", r))?;
+        batch.commit();
+        Ok(())
     }
 
     fn check_submit_entry(

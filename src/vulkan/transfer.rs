@@ -214,7 +214,7 @@ impl Staging {
         // SAFETY: precondition 1.
         unsafe { device.destroy_buffer(self.buffer, None) };
         if let Err(e) = allocator.free(self.allocation) {
-            eprintln!("vkcuda: freeing staging memory failed: {e}");
+            log::warn!("freeing staging memory failed: {e}");
         }
     }
 }
@@ -266,9 +266,9 @@ impl OneShotState {
                 .cb
                 .wait(device, DROP_TIMEOUT, "a one-shot Vulkan transfer")
             {
-                eprintln!(
-                    "vkcuda: a one-shot transfer is still pending at context drop ({e}); \
-                     leaking its command pool, fence and staging memory"
+                log::error!(
+                    "a one-shot transfer is still pending at context drop ({e}); leaking its \
+                     command pool, fence and staging memory"
                 );
                 return false;
             }

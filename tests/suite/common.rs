@@ -20,13 +20,41 @@ pub type Test<T> = (&'static str, fn(&T) -> anyhow::Result<()>);
 /// A probed environment, shared by every trial of one subject module.
 pub type Probe<T> = Arc<Result<T, String>>;
 
+/// Prints what the library logs (validation messages, leaks in `Drop`) on stderr, where
+/// libtest shows it with the trial that caused it.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("[{} {}] {}", record.level(), record.target(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs [`StderrLog`] once (later calls do nothing).
+pub fn log_to_stderr() {
+    static LOGGER: StderrLog = StderrLog;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
 /// Vulkan context for tests; validation is on when `VK_INSTANCE_LAYERS` asks for it.
 pub fn vulkan_probe() -> Probe<vulkan::Context> {
+    log_to_stderr();
     Arc::new(vulkan::Context::new(&vulkan::ContextDesc::default()).map_err(|e| e.to_string()))
 }
 
 /// Vulkan + the CUDA context on the same GPU.
 pub fn gpu_probe() -> Probe<(vulkan::Context, cuda::Context)> {
+    log_to_stderr();
     Arc::new(
         vulkan::Context::new(&vulkan::ContextDesc::default())
             .and_then(|vk| {

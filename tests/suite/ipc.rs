@@ -1,12 +1,14 @@
 //! Zero-copy frame sharing across a Unix socket (`vkcuda::ipc` and
-//! `examples/frame_sharing.rs`).
+//! `examples/frame_sharing/`).
 //!
 //! * On any Vulkan device (lavapipe in CI): an exported image's memory fd crosses a socket
 //!   between two threads with the example's header, is imported back into Vulkan on the
 //!   other side, and reads the bytes written on the sending side; fd counts stay flat.
 //! * The example binary run as a child process: in its Vulkan-only mode on any Vulkan
-//!   device, and on a GPU in its CUDA mode (ignored without a CUDA device matching the
-//!   Vulkan device), asserting exit 0 and equal hashes on both sides.
+//!   device, and on a GPU in its CUDA modes, CUDA as the consumer and CUDA as the producer
+//!   (`--producer cuda`; ignored without a CUDA device matching the Vulkan device),
+//!   asserting exit 0 and equal hashes on both sides.
+//! * The header of the CUDA-producer mode carries the frames' LINEAR layout.
 
 use crate::common;
 
@@ -47,6 +49,7 @@ fn image_fd_crosses_socket(vk: &Context) -> anyhow::Result<()> {
                 frames: 1,
                 desc: desc.clone(),
                 sizes: vec![export.size],
+                layout: None,
             };
             ipc::send(&tx, &header.encode(), &[fd.as_fd()])?;
             // `fd` closes here; the receiver holds its own. The image lives until the
@@ -81,6 +84,26 @@ fn image_fd_crosses_socket(vk: &Context) -> anyhow::Result<()> {
         "open fds {fds_before} -> {fds_after}"
     );
     common::assert_no_validation_errors(vk)
+}
+
+/// The CUDA-producer header carries the layout CUDA writes, and decodes to what was sent.
+fn cuda_producer_header_round_trips(vk: &Context) -> anyhow::Result<()> {
+    let desc = ImageDesc::d2(97, 64, vk::Format::R8G8B8A8_UNORM).tiling(vk::ImageTiling::LINEAR);
+    let header = Header {
+        mode: Mode::CudaProducer,
+        device: vk.identity().clone(),
+        frames: 5,
+        desc,
+        sizes: vec![2 << 20, 2 << 20],
+        layout: Some(vkcuda::vulkan::LinearLayout {
+            offset: 0,
+            row_pitch: 512,
+            size: 512 * 64,
+        }),
+    };
+    let back = Header::decode(&header.encode())?;
+    ensure!(back == header, "{back:?} != {header:?}");
+    Ok(())
 }
 
 /// A message with more fds than the receiver allows is refused and every fd that arrived is
@@ -195,6 +218,26 @@ pub fn trials() -> Vec<Trial> {
             run_example(
                 &["--frames", "120", "--size", "96x64", "--images", "3"],
                 "read by CUDA in another process",
+            )
+        }),
+        common::trial(
+            "cuda_producer_header_round_trips",
+            &vulkan,
+            cuda_producer_header_round_trips,
+        ),
+        common::trial_if("example_cuda_producer", &gpu, lacks_example::<_>, |_| {
+            run_example(
+                &[
+                    "--producer",
+                    "cuda",
+                    "--frames",
+                    "120",
+                    "--size",
+                    "97x64",
+                    "--images",
+                    "3",
+                ],
+                "written by CUDA into 3 CUDA allocations, read by Vulkan in another process",
             )
         }),
     ];

@@ -13,7 +13,9 @@ mod buffer;
 mod demo;
 mod image;
 mod ipc;
+mod linear;
 mod pool;
+mod properties;
 mod semaphore;
 mod soundness;
 mod sync;
@@ -32,12 +34,14 @@ type Trials = fn() -> Vec<Trial>;
 const SUBJECTS: &[(&str, Trials)] = &[
     ("buffer", buffer::trials),
     ("image", image::trials),
+    ("linear", linear::trials),
     ("semaphore", semaphore::trials),
     ("timestamps", timestamps::trials),
     ("pool", pool::trials),
     ("alternation", alternation::trials),
     ("sync", sync::trials),
     ("soundness", soundness::trials),
+    ("properties", properties::trials),
     ("demo", demo::trials),
     ("ipc", ipc::trials),
     #[cfg(feature = "window")]

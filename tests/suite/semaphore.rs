@@ -79,9 +79,13 @@ fn expect_unsupported<T>(r: vkcuda::Result<T>, mentions: &str) -> anyhow::Result
 fn export_or_capability_error(vk: &Context) -> anyhow::Result<()> {
     if !vk.can_export_semaphore_fds() {
         for desc in [SemaphoreDesc::timeline(0), SemaphoreDesc::binary()] {
-            let r = Semaphore::new(vk, &desc);
-            expect_unsupported(r, "VK_KHR_external_semaphore_fd")
-                .with_context(|| format!("{desc:?}"))?;
+            match Semaphore::new(vk, &desc) {
+                Err(Error::MissingExtension {
+                    name: "VK_KHR_external_semaphore_fd",
+                    ..
+                }) => {}
+                other => bail!("{desc:?}: expected MissingExtension, got {other:?}"),
+            }
         }
         eprintln!("export_or_capability_error: no semaphore fds here; checked the error only");
         return Ok(());
@@ -386,8 +390,12 @@ fn submit_rejects_bad_values(vk: &Context) -> anyhow::Result<()> {
     let r = unsafe { vk.submit(&[], &[(&bin, 1, all)], &[], none) };
     expect_invalid(r, "waits", &["entry 0", "binary"])?;
     // SAFETY: as above.
-    let r = unsafe { vk.submit(&[], &[], &[(&tl, 6), (&tl, 5)], none) };
-    expect_invalid(r, "signals", &["entry 1", "current value 5"])?;
+    let r = unsafe { vk.submit(&[], &[], &[(&tl, 6), (&tl, 7)], none) };
+    expect_invalid(r, "signals", &["entries 0 and 1", "same timeline"])?;
+    let tl2 = plain(vk, SemaphoreKind::Timeline, 0)?;
+    // SAFETY: as above.
+    let r = unsafe { vk.submit(&[], &[], &[(&tl2, 6), (&tl, 5)], none) };
+    expect_invalid(r, "signals", &["entry 1", "not above 5"])?;
     // SAFETY: as above.
     let r = unsafe { vk.submit(&[], &[(&tl, 6, vk::PipelineStageFlags::empty())], &[], none) };
     expect_invalid(r, "waits", &["stage"])?;
@@ -397,6 +405,66 @@ fn submit_rejects_bad_values(vk: &Context) -> anyhow::Result<()> {
     let r = unsafe { vk.submit(&[], &[], &[(&foreign, 1)], none) };
     expect_invalid(r, "signals", &["another device"])?;
     ensure!(tl.value()? == 5, "a refused submission ran");
+    Ok(())
+}
+
+/// Issue 10 row 6: timeline values never go backwards. A queue signal of 5 is pending
+/// (its batch waits on a gate): a host signal of 5 or more would be overtaken by it
+/// (VUID-VkSemaphoreSignalInfo-value-03259), and a queue signal of 5 or less would run after
+/// it; both are refused although the counter is still 0. Below the pending value the host
+/// may signal. Two threads racing host and queue signals never go backwards either.
+fn signals_never_go_backwards(vk: &Context) -> anyhow::Result<()> {
+    let all = vk::PipelineStageFlags::ALL_COMMANDS;
+    let none = vk::Fence::null();
+    let gate = plain(vk, SemaphoreKind::Timeline, 0)?;
+    let tl = plain(vk, SemaphoreKind::Timeline, 0)?;
+    // SAFETY: no command buffers; the gate is signalled below, and `idle` runs before the
+    // semaphores drop.
+    unsafe { vk.submit(&[], &[(&gate, 1, all)], &[(&tl, 5)], none) }?;
+    let checks = (|| -> anyhow::Result<()> {
+        expect_invalid(tl.signal(7), "value", &["signal of 5 is still pending"])?;
+        expect_invalid(tl.signal(5), "value", &["signal of 5 is still pending"])?;
+        // SAFETY: refused before vkQueueSubmit.
+        let r = unsafe { vk.submit(&[], &[], &[(&tl, 4)], none) };
+        expect_invalid(r, "signals", &["entry 0", "not above 5"])?;
+        tl.signal(3)?; // below the pending 5: allowed
+        ensure!(tl.value()? == 3);
+        Ok(())
+    })();
+    gate.signal(1)?;
+    idle(vk)?;
+    checks?;
+    ensure!(tl.value()? == 5, "value {}", tl.value()?);
+
+    // Host and queue signals from two threads: whatever interleaving, each accepted value
+    // is above the one before, so the counter ends at the highest accepted one.
+    let accepted = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let (tl, accepted) = (&tl, &accepted);
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    let v = 10 + i * 2 + t;
+                    let r = if t == 0 {
+                        tl.signal(v)
+                    } else {
+                        // SAFETY: no command buffers or waits; `idle` runs before drop.
+                        unsafe { vk.submit(&[], &[], &[(tl, v)], none) }
+                    };
+                    if r.is_ok() {
+                        accepted.lock().unwrap().push(v);
+                    }
+                }
+            });
+        }
+    });
+    idle(vk)?;
+    let top = accepted.lock().unwrap().iter().copied().max().unwrap_or(5);
+    ensure!(
+        tl.value()? == top,
+        "value {} != highest accepted {top}",
+        tl.value()?
+    );
     Ok(())
 }
 
@@ -427,7 +495,7 @@ type WaitFn = fn(&Semaphore, u64, Duration) -> vkcuda::Result<()>;
 /// The trials of this file.
 pub fn trials() -> Vec<Trial> {
     let probe = common::vulkan_probe();
-    let always: [(&str, Test); 8] = [
+    let always: [(&str, Test); 9] = [
         (
             "validation_is_counted_when_requested",
             common::validation_is_counted_when_requested,
@@ -439,6 +507,10 @@ pub fn trials() -> Vec<Trial> {
         ("binary_has_no_counter", binary_has_no_counter),
         ("submit_signal_wait_plain", submit_plain),
         ("submit_rejects_bad_values", submit_rejects_bad_values),
+        (
+            "timeline_signals_never_go_backwards",
+            signals_never_go_backwards,
+        ),
     ];
     let exporting: [(&str, ExportTest); 3] = [
         ("host_timeline_ops_exported", host_ops_exported),

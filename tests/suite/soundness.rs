@@ -260,7 +260,8 @@ fn hostile_fds_are_refused(vk: &Context) -> anyhow::Result<()> {
                 let pipe_write = unsafe { OwnedFd::from_raw_fd(ends[1]) };
                 let (sock, peer) = std::os::unix::net::UnixStream::pair()?;
                 let dir = std::fs::File::open("/")?;
-                let path = std::env::current_dir()?.join("target/vulkan_soundness_regular_file");
+                let path = std::env::temp_dir()
+                    .join(format!("vkcuda_soundness_file_{}", std::process::id()));
                 std::fs::write(&path, [0u8; 4096])?;
                 let file = std::fs::File::open(&path)?;
                 std::fs::remove_file(&path)?;
@@ -303,7 +304,7 @@ fn hostile_fds_are_refused(vk: &Context) -> anyhow::Result<()> {
                 if !vk.can_export_dma_buf() {
                     let memfd = std::fs::File::open("/dev/zero")?;
                     match import_fd(&vk, memfd.into(), MemoryHandle::DmaBufFd) {
-                        Err(Error::Unsupported { reason, .. }) if reason.contains("dma_buf") => {}
+                        Err(Error::MissingExtension { name, .. }) if name.contains("dma_buf") => {}
                         other => bail!("DmaBufFd without the extension: got {:?}", other.err()),
                     }
                 }
@@ -316,6 +317,111 @@ fn hostile_fds_are_refused(vk: &Context) -> anyhow::Result<()> {
         Err(_) => bail!("an import of a hostile fd hung (watchdog fired)"),
     }
     worker.join().ok();
+    assert_no_validation_errors(vk)
+}
+
+/// Row 5: an image used on queue 1 is refused on queue 0 (one-shot and `Commands`) while
+/// nothing orders the two; a submission that waits for a value the first one signals is
+/// accepted, and so is any use once the host has seen the first one finish.
+fn cross_queue_use_must_be_ordered(vk: &Context) -> anyhow::Result<()> {
+    let t = Duration::from_secs(5);
+    let image = Arc::new(ExternalImage::new(
+        vk,
+        &ImageDesc::d2(16, 16, vk::Format::R8G8B8A8_UNORM),
+    )?);
+    let buffer = Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(256))?);
+    // Queue 1 stalls behind a gate, so its work is certainly not done below.
+    let gate = Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?);
+    let done = Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?);
+    let mut stall = Commands::new(vk)?;
+    stall.submit(1, &[(&gate, 1)], &[], t)?;
+    let mut on1 = Commands::new(vk)?;
+    on1.release_image(&image)?;
+    on1.release_buffer(&buffer)?;
+    on1.submit(1, &[], &[(&done, 1)], t)?;
+    let outcome = (|| {
+        let e = expect_invalid_arg(vk.acquire_image(&image, vk::ImageLayout::GENERAL), "image")?;
+        ensure!(e.to_string().contains("queue 1"), "{e}");
+        expect_invalid_arg(vk.acquire_buffer(&buffer), "buffer")?;
+        let mut on0 = Commands::new(vk)?;
+        on0.acquire_image(&image, vk::ImageLayout::GENERAL)?;
+        expect_invalid_arg(on0.submit(0, &[], &[], t), "image")?;
+        ensure!(
+            image.state().owner == ImageOwner::External,
+            "a refused submission changed the tracked state"
+        );
+        // Ordered by a wait for the value queue 1's use signals: accepted.
+        on0.acquire_image(&image, vk::ImageLayout::GENERAL)?;
+        on0.acquire_buffer(&buffer)?;
+        on0.submit(0, &[(&done, 1)], &[], t)?;
+        Ok(on0)
+    })();
+    gate.signal(1)?;
+    let mut on0 = outcome?;
+    on0.wait(t)?;
+    ensure!(image.state().owner == ImageOwner::Vulkan);
+    ensure!(buffer.owner() == ImageOwner::Vulkan);
+    // Seen complete on the host (Commands::wait): any queue may use them now.
+    let mut on1 = Commands::new(vk)?;
+    on1.release_buffer(&buffer)?;
+    on1.submit(1, &[], &[], t)?;
+    let mut again = Commands::new(vk)?;
+    again.acquire_buffer(&buffer)?;
+    expect_invalid_arg(again.submit(0, &[], &[], t), "buffer")?;
+    on1.wait(t)?;
+    vk.acquire_buffer(&buffer)?;
+    stall.wait(t)?;
+    assert_no_validation_errors(vk)
+}
+
+/// Row 18: a buffer is released to `VK_QUEUE_FAMILY_EXTERNAL` and acquired back, one-shot
+/// and through `Commands`; while released, Vulkan uses of it are refused; its contents
+/// survive the round trip.
+fn buffer_ownership_is_tracked(vk: &Context) -> anyhow::Result<()> {
+    let t = Duration::from_secs(5);
+    let size = 4096;
+    let buffer = Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(size))?);
+    ensure!(
+        buffer.owner() == ImageOwner::Vulkan,
+        "a new buffer starts owned by Vulkan"
+    );
+    let data = pattern_bytes(size, 7);
+    vk.write_buffer(&buffer, 0, &data)?;
+    vk.release_buffer(&buffer)?;
+    ensure!(buffer.owner() == ImageOwner::External);
+    expect_invalid_arg(vk.read_buffer(&buffer, 0..size), "buffer")?;
+    expect_invalid_arg(vk.write_buffer(&buffer, 0, &data), "buffer")?;
+    expect_invalid_arg(vk.fill_buffer(&buffer, 0..size, 1), "buffer")?;
+    expect_invalid_arg(vk.release_buffer(&buffer), "buffer")?;
+    let image = Arc::new(ExternalImage::new(
+        vk,
+        &ImageDesc::d2(16, 16, vk::Format::R8G8B8A8_UNORM)
+            .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST),
+    )?);
+    vk.write_image(&image, 0, 0..1, &pattern_bytes(1024, 3))?;
+    let mut cmds = Commands::new(vk)?;
+    cmds.copy_image_to_buffer(&image, &buffer)?;
+    expect_invalid_arg(cmds.submit(0, &[], &[], t), "buffer")?;
+    cmds.acquire_buffer(&buffer)?;
+    cmds.submit(0, &[], &[], t)?;
+    cmds.wait(t)?;
+    ensure!(buffer.owner() == ImageOwner::Vulkan);
+    assert_bytes(
+        &vk.read_buffer(&buffer, 0..size)?,
+        &data,
+        "after release/acquire",
+    )?;
+    expect_invalid_arg(vk.acquire_buffer(&buffer), "buffer")?;
+    cmds.release_buffer(&buffer)?;
+    cmds.submit(0, &[], &[], t)?;
+    cmds.wait(t)?;
+    vk.acquire_buffer(&buffer)?;
+    vk.fill_buffer(&buffer, 0..size, 0x0101_0101)?;
+    assert_bytes(
+        &vk.read_buffer(&buffer, 0..size)?,
+        &vec![1; size as usize],
+        "fill after acquire",
+    )?;
     assert_no_validation_errors(vk)
 }
 
@@ -340,11 +446,18 @@ pub fn trials() -> Vec<Trial> {
             bad_enums_and_layouts_are_refused,
         ),
         ("hostile_fds_are_refused", hostile_fds_are_refused),
+        ("buffer_ownership_is_tracked", buffer_ownership_is_tracked),
     ];
-    let trials = tests
+    let mut trials: Vec<_> = tests
         .into_iter()
         .map(|(name, f)| trial(name, &probe, f))
         .collect();
+    trials.push(common::trial_if(
+        "cross_queue_use_must_be_ordered",
+        &probe,
+        |vk| (vk.queue_count() < 2).then(|| "the device has one queue".to_owned()),
+        cross_queue_use_must_be_ordered,
+    ));
     common::note(&probe, "Vulkan device with VK_KHR_external_memory_fd");
     trials
 }

@@ -22,7 +22,7 @@ use vkcuda::cuda::{self, ExternalSemaphore, MappedBuffer};
 use vkcuda::interop::{
     FrameSync, FrameSyncDesc, QueueLayout, SharedBuffer, SharedSemaphore, SyncMode,
 };
-use vkcuda::util::OneShot;
+use vkcuda::util::{Commands, OneShot};
 use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, Semaphore, SemaphoreDesc, SemaphoreKind};
 use vkcuda::Error;
 
@@ -569,6 +569,74 @@ fn timeouts_and_misuse((vk, cu): &Env) -> anyhow::Result<()> {
     validation_since(vk, &before, &[])
 }
 
+/// Issue 10 row 15: a frame leaked with `mem::forget` (its drop never runs) is finished by
+/// the next `begin`, so its slot does not stay stuck (that `begin` timed out before).
+fn a_forgotten_frame_does_not_stick_its_slot((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+        let desc = FrameSyncDesc::new(1)
+            .mode(mode)
+            .timeout(Duration::from_millis(500));
+        let mut sync = FrameSync::new(vk, cu, &desc)?;
+        std::mem::forget(sync.begin()?); // before step 1
+        let mut f = sync.begin()?;
+        // SAFETY: no command buffers or semaphores.
+        unsafe { f.submit_vulkan(&[], &[], &[], vk::Fence::null()) }?;
+        f.cuda_wait()?;
+        std::mem::forget(f); // after step 2
+        let f = sync.begin().context("the slot stayed stuck")?;
+        ensure!(f.index() == 2, "{mode:?}: frame {}", f.index());
+        drop(f);
+        sync.wait_idle(TIMEOUT)?;
+        drop(sync);
+    }
+    validation_since(vk, &before, &[])
+}
+
+/// Issue 10 row 6 on the CUDA side: the two halves of a SharedSemaphore check signals
+/// against one record of the highest value, so a CUDA signal never goes below a Vulkan one,
+/// a Vulkan one never below a CUDA one, and a value is never signalled twice.
+fn cuda_signals_never_go_backwards((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    let stream = cu.new_stream()?;
+    let tl = SharedSemaphore::timeline(vk, cu, 0)?;
+    tl.cuda().signal(&stream, 5)?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 5), "ops")?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 3), "ops")?;
+    // A Vulkan queue signal below CUDA's pending 5 is refused before submitting.
+    // SAFETY: refused before vkQueueSubmit.
+    let r = unsafe { vk.submit(&[], &[], &[(tl.vulkan(), 4)], vk::Fence::null()) };
+    common::expect_invalid_arg(r, "signals")?;
+    stream.synchronize()?;
+    tl.vulkan().wait(5, TIMEOUT)?;
+    tl.vulkan().signal(6)?;
+    common::expect_invalid_arg(tl.cuda().signal(&stream, 6), "ops")?;
+    tl.cuda().signal(&stream, 8)?;
+    stream.synchronize()?;
+    ensure!(tl.vulkan().value()? == 8, "value {}", tl.vulkan().value()?);
+    ensure!(tl.cuda().highest_signalled() == 8);
+    drop(tl);
+    let known: Vec<_> = common::orphaned_counter_reads(vk, 1).into_iter().collect();
+    validation_since(vk, &before, &known)
+}
+
+/// `Duration::MAX` ("wait for ever") as FrameSync's timeout and as `wait_idle`'s is no
+/// deadline: `begin` on a reused slot, `wait_idle` and the drop do not panic (issue 10 row 11).
+fn duration_max_is_no_deadline((vk, cu): &Env) -> anyhow::Result<()> {
+    let before = validation_snapshot(vk);
+    for mode in [SyncMode::Semaphores, SyncMode::LowLatency] {
+        let desc = FrameSyncDesc::new(1).mode(mode).timeout(Duration::MAX);
+        let mut sync = FrameSync::new(vk, cu, &desc)?;
+        for _ in 0..3 {
+            drop(sync.begin()?); // finished with empty work; the next begin reuses the slot
+        }
+        sync.wait_idle(Duration::MAX)?;
+        sync.wait_frame(3, Duration::MAX)?;
+        drop(sync);
+    }
+    validation_since(vk, &before, &[])
+}
+
 /// 2,000 create/export/import/use/destroy cycles of a timeline and a binary semaphore:
 /// open fds and free device memory stay flat.
 fn no_leaks_2000((vk, cu): &Env) -> anyhow::Result<()> {
@@ -616,6 +684,92 @@ fn no_leaks_2000((vk, cu): &Env) -> anyhow::Result<()> {
     validation_since(vk, &before, &[])
 }
 
+/// Issue 10 rows 5 and 18, with `Commands` on FrameSync's `Split` queues (produce on queue 0,
+/// consume on queue 1): per-slot buffers are released to CUDA by the producing batch,
+/// written by CUDA, acquired by the consuming batch and read back after the frame, with
+/// CUDA's bytes (order by data); a buffer shared by two slots, whose last use (a consuming
+/// batch on queue 1) has not finished, is refused for the next slot's producing batch on
+/// queue 0, naming both queues.
+fn commands_hand_off_buffers_across_split_queues((vk, cu): &Env) -> anyhow::Result<()> {
+    ensure!(vk.queue_count() >= 2, "needs two queues for Split");
+    let before = validation_snapshot(vk);
+    let size = 4096u64;
+    let byte = |i: u64| (i as u8).wrapping_mul(37).wrapping_add(1);
+    let mut sync = FrameSync::new(
+        vk,
+        cu,
+        &FrameSyncDesc::new(2)
+            .lanes(QueueLayout::Split, 1)
+            .timeout(TIMEOUT),
+    )?;
+    let mut slots = (0..2)
+        .map(|_| -> anyhow::Result<_> {
+            let buffer = SharedBuffer::new(vk, cu, &BufferDesc::new(size))?;
+            let map = buffer.map(0..size)?;
+            Ok((buffer, map, Commands::new(vk)?, Commands::new(vk)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for i in 0..64 {
+        let mut f = sync.begin()?;
+        let (buffer, map, produce, consume) = &mut slots[f.slot()];
+        produce.release_buffer(buffer.vulkan())?;
+        f.submit_commands(produce)?;
+        let stream = f.cuda_wait()?;
+        // SAFETY: `size` bytes of the live mapping, on the frame's stream.
+        unsafe {
+            cudarc::driver::result::memset_d8_async(
+                map.cu_device_ptr(),
+                byte(i),
+                size as usize,
+                stream.cu_stream(),
+            )
+        }?;
+        f.cuda_signal()?;
+        consume.acquire_buffer(buffer.vulkan())?;
+        let v = f.submit_commands_after_cuda(consume)?;
+        sync.wait_frame(v, TIMEOUT)?;
+        // A one-shot on queue 0 after the consuming batch on queue 1: ordered by the
+        // frame's completion value, which the host has seen.
+        let got = vk.read_buffer(buffer.vulkan(), 0..size)?;
+        ensure!(
+            got.iter().all(|&b| b == byte(i)),
+            "frame {i}: Vulkan read {:#x}, expected CUDA's {:#x}",
+            got[0],
+            byte(i)
+        );
+    }
+    // One buffer for both slots, with queue 1 held up so frame 0's consume is pending.
+    let shared = Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(size))?);
+    let gate = Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?);
+    let mut stall = Commands::new(vk)?;
+    stall.submit(1, &[(&gate, 1)], &[], TIMEOUT)?;
+    let outcome = (|| -> anyhow::Result<()> {
+        for k in 0..2 {
+            let mut f = sync.begin()?;
+            let (_, _, produce, consume) = &mut slots[f.slot()];
+            produce.release_buffer(&shared)?;
+            let r = f.submit_commands(produce);
+            if k == 1 {
+                let e = common::expect_invalid_arg(r, "buffer")?;
+                ensure!(e.to_string().contains("queue 1"), "{e}");
+                return Ok(()); // the dropped frame completes with empty work
+            }
+            r?;
+            f.cuda_wait()?;
+            f.cuda_signal()?;
+            consume.acquire_buffer(&shared)?;
+            f.submit_commands_after_cuda(consume)?;
+        }
+        bail!("the second slot's use of the shared buffer was not checked")
+    })();
+    gate.signal(1)?;
+    outcome?;
+    sync.wait_idle(TIMEOUT)?;
+    stall.wait(TIMEOUT)?;
+    drop(sync);
+    validation_since(vk, &before, &[])
+}
+
 /// The trials of this file.
 pub fn trials() -> Vec<Trial> {
     let probe = common::gpu_probe();
@@ -639,13 +793,29 @@ pub fn trials() -> Vec<Trial> {
             ));
         }
     }
-    let tests: [common::Test<Env>; 6] = [
+    let tests: [common::Test<Env>; 10] = [
         ("every_queue_layout_ordered_by_data", every_layout),
         ("shared_timeline_chains_ordered_by_data", timeline_chains),
         ("shared_binary_chains_ordered_by_data", binary_chains),
         ("batched_waits_and_signals_ordered_by_data", batched_waits),
         ("timeouts_and_misuse_are_typed", timeouts_and_misuse),
+        (
+            "frame_sync_duration_max_is_no_deadline",
+            duration_max_is_no_deadline,
+        ),
+        (
+            "cuda_signals_never_go_backwards",
+            cuda_signals_never_go_backwards,
+        ),
+        (
+            "a_forgotten_frame_does_not_stick_its_slot",
+            a_forgotten_frame_does_not_stick_its_slot,
+        ),
         ("semaphore_import_destroy_2000_no_leaks", no_leaks_2000),
+        (
+            "commands_hand_off_buffers_across_split_queues",
+            commands_hand_off_buffers_across_split_queues,
+        ),
     ];
     trials.extend(tests.into_iter().map(|(name, f)| trial(name, &probe, f)));
     common::note(&probe, "CUDA device matching the Vulkan device");

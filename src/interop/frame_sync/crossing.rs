@@ -170,8 +170,19 @@ impl Crossing {
                 // (precondition 1).
                 unsafe { memops::write(stream, addr, value as u32) }?;
                 relay.expect(slot, value);
+                relay.kick_after(stream);
                 Ok(())
             }
+        }
+    }
+
+    /// Whether step 3 of `value` was enqueued, even if it then returned an error (a failed
+    /// `cuEventRecord` after the semaphore signal): it must not be enqueued again.
+    pub(super) fn signalled(&self, slot: usize, value: u64) -> bool {
+        match self {
+            Self::Semaphores(pairs) => pairs[slot].to_vulkan.cuda().highest_signalled() >= value,
+            // The relay is told only after the write was enqueued without error.
+            Self::LowLatency { .. } => false,
         }
     }
 

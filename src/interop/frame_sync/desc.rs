@@ -205,12 +205,10 @@ pub(super) fn check_mode(
     memops: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     match mode {
-        SyncMode::Semaphores if !semaphore_fds => Err(Error::Unsupported {
-            what: "FrameSync in SyncMode::Semaphores".into(),
-            reason: "the Vulkan device cannot export semaphore fds \
-                     (VK_KHR_external_semaphore_fd is missing)"
-                .into(),
-        }),
+        SyncMode::Semaphores if !semaphore_fds => Err(Error::missing_extension(
+            "VK_KHR_external_semaphore_fd",
+            "FrameSync in SyncMode::Semaphores (exported semaphore fds)",
+        )),
         SyncMode::Semaphores => Ok(()),
         SyncMode::LowLatency => memops(),
     }
@@ -286,6 +284,16 @@ mod tests {
             })
         };
         let e = check_mode(SyncMode::Semaphores, false, no_memops).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::MissingExtension {
+                    name: "VK_KHR_external_semaphore_fd",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(
             e.to_string().contains("VK_KHR_external_semaphore_fd"),
             "{e}"

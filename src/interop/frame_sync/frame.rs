@@ -10,7 +10,43 @@ use super::ledger::Ticket;
 use super::FrameSync;
 use crate::error::{Error, Result};
 use crate::util;
-use crate::vulkan::Semaphore;
+use crate::vulkan::{Semaphore, Submission};
+
+/// What the library knows orders step 1 or 4 (`step`) of `t` with `Commands`, for the
+/// image and buffer tracking ([`Submission`]): its queue; the slot's timeline values it
+/// runs after (the previous frame of the slot, which `begin` waited for on the host, and,
+/// for step 4, step 1 of the frame, through CUDA's wait and signal); and the values it
+/// signals, by which later uses on other queues can order themselves after it.
+fn hand_off(sync: &FrameSync, t: &Ticket, step: Step) -> HandOff {
+    let slot = &sync.slots[t.slot];
+    let mut after = Vec::with_capacity(3);
+    if let Some(previous) = t.reuses {
+        after.push((slot.done.raw(), previous));
+        after.extend(slot.produced.iter().map(|p| (p.raw(), previous)));
+    }
+    if step == Step::SubmitVulkan {
+        let signals = slot.produced.iter().map(|p| (p.clone(), t.value)).collect();
+        HandOff {
+            queue: slot.produce_queue,
+            after,
+            signals,
+        }
+    } else {
+        after.extend(slot.produced.iter().map(|p| (p.raw(), t.value)));
+        HandOff {
+            queue: slot.consume_queue,
+            after,
+            signals: vec![(slot.done.clone(), t.value)],
+        }
+    }
+}
+
+/// What [`hand_off`] finds.
+struct HandOff {
+    queue: usize,
+    after: Vec<(vk::Semaphore, u64)>,
+    signals: Vec<(Arc<Semaphore>, u64)>,
+}
 
 /// The steps of a frame, in the only order they may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +110,9 @@ fn check_step(index: u64, expected: Option<Step>, op: Step) -> Result<()> {
 /// order, each once, and [`Frame::submit_vulkan_after_cuda`] consumes the token.
 ///
 /// A frame dropped before its last step is finished with empty work (empty Vulkan batches,
-/// an immediate CUDA wait and signal), so its slot's chain stays whole; a failure there is
-/// reported by the next [`FrameSync::begin`].
+/// an immediate CUDA wait and signal), so its slot's chain stays whole; so is a frame leaked
+/// with `mem::forget`, by the next [`FrameSync::begin`]. When finishing fails, that `begin`
+/// and every later one return [`Error::Unusable`]: rebuild the `FrameSync`.
 pub struct Frame<'a> {
     pub(super) sync: &'a mut FrameSync,
     pub(super) ticket: Ticket,
@@ -95,10 +132,9 @@ impl std::fmt::Debug for Frame<'_> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
+        self.sync.open = None;
         if let Some(step) = self.next {
-            if let Err(e) = self.sync.complete(&self.ticket, step) {
-                self.sync.defer(e);
-            }
+            self.sync.finish(&self.ticket, step);
         }
     }
 }
@@ -138,6 +174,7 @@ impl Frame<'_> {
     /// Advances to the step after `op`, which must be the next one.
     fn advance(&mut self, op: Step) {
         self.next = op.next();
+        self.sync.open = self.next.map(|s| (self.ticket, s));
     }
 
     /// Step 1, safely: submits `commands` (the Vulkan work CUDA will read, typically ending
@@ -168,7 +205,12 @@ impl Frame<'_> {
         check_step(self.ticket.index, self.next, step)?;
         self.sync.vk.check_owns("commands", commands.context())?;
         let (sync, ticket) = (&mut *self.sync, &self.ticket);
-        commands.submit_via(sync.timeout, |cmds, fence| {
+        let h = hand_off(sync, ticket, step);
+        let order = Submission {
+            queue: h.queue,
+            after: &h.after,
+        };
+        commands.submit_via(sync.timeout, &order, h.signals, |cmds, fence| {
             // `cmds` were just recorded by `Commands` for this device's family and stay
             // alive (with everything they use) until `fence`, which only they use, signals;
             // no caller semaphores are added.
@@ -230,12 +272,18 @@ impl Frame<'_> {
     /// frame's stream.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`frame`) out of order; CUDA errors.
+    /// [`Error::InvalidArgument`] (`frame`) out of order; CUDA errors. When the error came
+    /// after the signal was enqueued (recording its completion event failed), the step
+    /// counts as done and the next one is [`Frame::submit_vulkan_after_cuda`]: a retry would
+    /// signal the value twice.
     pub fn cuda_signal(&mut self) -> Result<()> {
         check_step(self.ticket.index, self.next, Step::CudaSignal)?;
-        self.sync.enqueue_cuda_signal(&self.ticket)?;
-        self.advance(Step::CudaSignal);
-        Ok(())
+        let enqueued = self.sync.enqueue_cuda_signal(&self.ticket);
+        let (slot, value) = (self.ticket.slot, self.ticket.value);
+        if enqueued.is_ok() || self.sync.crossing.signalled(slot, value) {
+            self.advance(Step::CudaSignal);
+        }
+        enqueued
     }
 
     /// Step 4: submits `command_buffers` (the Vulkan work that reads CUDA's results) on the

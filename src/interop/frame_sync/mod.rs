@@ -41,10 +41,11 @@ struct Slot {
     consume_queue: usize,
     stream: Arc<CudaStream>,
     /// Vulkan-only timeline, signalled with the frame value by the frame's last batch.
-    done: Semaphore,
+    /// (Shared with the tracked state of the resources the frame used: see `frame.rs`.)
+    done: Arc<Semaphore>,
     /// Vulkan-only timeline signalled by step 1 when it runs on another queue than step 4
     /// (queue order then says nothing about step 1 having finished).
-    produced: Option<Semaphore>,
+    produced: Option<Arc<Semaphore>>,
 }
 
 /// N frames in flight from Vulkan to CUDA and back.
@@ -132,9 +133,11 @@ struct Slot {
 ///   to use where the spec's guarantees are required.
 /// * Needs the V2 stream memory operations (driver 11.7+, checked:
 ///   [`cuda::Context::check_stream_memops`]), but no exportable semaphores.
-/// * The relay spins one host core while frames are pending (falling back to sleeps of
-///   20 us to 1 ms after 200 us without progress, and parking when nothing is pending), so a
-///   frame whose CUDA work is long may reach Vulkan up to ~1 ms after CUDA finished.
+/// * The relay spins one host core while frames are pending, for 200 us without progress;
+///   then it sleeps until a CUDA host function (`cuLaunchHostFunc`, enqueued after each
+///   frame's write) wakes it, with timeouts of 20 us to 1 ms as a fallback should the host
+///   function not run; it parks when nothing is pending. So a frame whose CUDA work is long
+///   reaches Vulkan one host-function wake-up after CUDA finished, not up to ~1 ms later.
 /// * A Vulkan batch that never executes (device lost) leaves the CUDA stream waiting on the
 ///   mailbox for ever; the drop then reports the timeout and leaks the objects the GPU may
 ///   still use rather than freeing them.
@@ -186,8 +189,13 @@ pub struct FrameSync {
     tracer: Option<Mutex<Tracer>>,
     /// Signalled by the empty batch that drains each queue on drop.
     drain_fence: vk::Fence,
-    /// The first failure of a dropped [`Frame`]'s completion, reported by the next `begin`.
-    deferred: Option<Error>,
+    /// The frame begun last and its next step, while unfinished: set by `begin`, kept up
+    /// to date by the [`Frame`], cleared when it finishes or drops. Still set at the next
+    /// `begin` only if the frame was leaked (`mem::forget`): `begin` then finishes it.
+    open: Option<(Ticket, Step)>,
+    /// Why a frame's chain could not be finished: its slot would never become free, so
+    /// every later `begin` refuses with [`Error::Unusable`].
+    stuck: Option<String>,
     vk: vulkan::Context,
 }
 
@@ -217,9 +225,10 @@ impl FrameSync {
     /// * [`Error::InvalidArgument`]: `cu` is not on `vk`'s GPU (`cu`),
     ///   `desc.frames_in_flight` is outside `1..=MAX_FRAMES_IN_FLIGHT`, or the stream count
     ///   outside `1..=frames_in_flight` (`desc.streams`).
-    /// * [`Error::Unsupported`]: [`SyncMode::Semaphores`] on a device without
-    ///   `VK_KHR_external_semaphore_fd`; [`SyncMode::LowLatency`] with a driver without the
-    ///   V2 stream memory operations.
+    /// * [`Error::MissingExtension`]: [`SyncMode::Semaphores`] on a device without
+    ///   `VK_KHR_external_semaphore_fd`.
+    /// * [`Error::Unsupported`]: [`SyncMode::LowLatency`] with a driver without the V2
+    ///   stream memory operations.
     /// * Creation failures of the semaphores, streams, buffer, host memory or thread.
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &FrameSyncDesc) -> Result<Self> {
         check_same_device(vk, cu)?;
@@ -249,7 +258,8 @@ impl FrameSync {
             frames_per_crossing: desc.frames_per_crossing,
             tracer: None,
             drain_fence,
-            deferred: None,
+            open: None,
+            stuck: None,
             vk: vk.clone(),
         };
         let streams = (0..stream_count)
@@ -261,13 +271,13 @@ impl FrameSync {
         for slot in 0..n {
             let (produce_queue, consume_queue) = slot_queues(layout, slot, vk.queue_count());
             let produced = (produce_queue != consume_queue)
-                .then(|| Semaphore::local(vk, SemaphoreKind::Timeline, 0))
+                .then(|| Semaphore::local(vk, SemaphoreKind::Timeline, 0).map(Arc::new))
                 .transpose()?;
             sync.slots.push(Slot {
                 produce_queue,
                 consume_queue,
                 stream: streams[slot % stream_count].clone(),
-                done: Semaphore::local(vk, SemaphoreKind::Timeline, 0)?,
+                done: Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?),
                 produced,
             });
         }
@@ -281,27 +291,35 @@ impl FrameSync {
     /// # Errors
     /// * [`Error::Timeout`] naming the frame waited for; no frame was begun, `begin` may be
     ///   called again.
-    /// * The deferred failure of a dropped, unfinished [`Frame`] (its chain was completed
-    ///   with empty work, and that failed), or of the low-latency relay, once.
+    /// * [`Error::Unusable`] once a frame's chain could not be finished (a frame dropped
+    ///   half-way, or leaked with `mem::forget`, is finished with empty work, and a CUDA or
+    ///   Vulkan error stopped that): its slot would never become free. Drop this
+    ///   `FrameSync` and create a new one.
+    /// * The failure of the low-latency relay, once.
     /// * [`Error::InvalidArgument`] (`frame`) after 2^64 - 2 frames.
     pub fn begin(&mut self) -> Result<Frame<'_>> {
-        if let Some(e) = self.deferred.take() {
-            return Err(e);
+        if let Some((ticket, step)) = self.open.take() {
+            // The previous frame was leaked without running its drop: finish it now.
+            self.finish(&ticket, step);
+        }
+        if let Some(reason) = &self.stuck {
+            return Err(Error::Unusable {
+                what: "FrameSync",
+                reason: reason.clone(),
+            });
         }
         self.crossing.take_error()?;
         let started = crate::trace::now_ns();
         let ticket = self.ledger.peek()?;
         if let Some(previous) = ticket.reuses {
             let slot = &self.slots[ticket.slot];
-            let deadline = Instant::now() + self.timeout;
-            let produced = slot.produced.as_ref().map_or(Ok(()), |p| {
-                p.wait(previous, deadline.saturating_duration_since(Instant::now()))
-            });
+            let deadline = Deadline::after(self.timeout);
+            let produced = slot
+                .produced
+                .as_ref()
+                .map_or(Ok(()), |p| p.wait(previous, deadline.left()));
             produced
-                .and_then(|()| {
-                    slot.done
-                        .wait(previous, deadline.saturating_duration_since(Instant::now()))
-                })
+                .and_then(|()| slot.done.wait(previous, deadline.left()))
                 .map_err(|e| match e {
                     Error::Timeout { what, waited } => Error::Timeout {
                         what: format!(
@@ -324,6 +342,7 @@ impl FrameSync {
             tracer.host_step("begin (wait for the slot)", started, ticket.index);
         }
         self.ledger.commit(&ticket);
+        self.open = Some((ticket, Step::SubmitVulkan));
         Ok(Frame {
             sync: self,
             ticket,
@@ -350,11 +369,10 @@ impl FrameSync {
     /// # Errors
     /// As [`FrameSync::wait_frame`].
     pub fn wait_idle(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Deadline::after(timeout);
         for (s, slot) in self.slots.iter().enumerate() {
             if let Some(last) = self.ledger.last_in_slot(s) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                slot.done.wait(last, left)?;
+                slot.done.wait(last, deadline.left())?;
             }
         }
         Ok(())
@@ -411,11 +429,22 @@ impl FrameSync {
             .map(|t| t.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Keeps the first failure of a dropped frame's completion for the next `begin`.
-    fn defer(&mut self, e: Error) {
-        match &self.deferred {
-            None => self.deferred = Some(e),
-            Some(first) => eprintln!("vkcuda: FrameSync: {e} (after an unreported {first})"),
+    /// Finishes the chain of frame `t` from `step` with empty work (a frame dropped
+    /// half-way or leaked). When that fails the slot is stuck: recorded for `begin`.
+    fn finish(&mut self, t: &Ticket, step: Step) {
+        match self.complete(t, step) {
+            Ok(None) => {}
+            Ok(Some(late)) => log::warn!("FrameSync: frame {} finished, but: {late}", t.index),
+            Err(e) => {
+                log::error!("FrameSync: frame {} could not be finished: {e}", t.index);
+                self.stuck.get_or_insert_with(|| {
+                    format!(
+                        "frame {} (slot {}) could not be finished ({e}), so its slot never \
+                         becomes free",
+                        t.index, t.slot
+                    )
+                });
+            }
         }
     }
 
@@ -446,7 +475,7 @@ impl FrameSync {
         );
         let mut all_signals = Vec::with_capacity(signals.len() + 2);
         all_signals.extend(extra.signal.map(|s| (s, t.value)));
-        all_signals.extend(slot.produced.iter().map(|p| (p, t.value)));
+        all_signals.extend(slot.produced.iter().map(|p| (&**p, t.value)));
         all_signals.extend_from_slice(signals);
         // SAFETY: the caller's preconditions cover its command buffers, waits, signals and
         // fence; the crossing's command buffer and the timer's brackets were recorded for
@@ -518,7 +547,7 @@ impl FrameSync {
         all_waits.push((crossing, t.value, vk::PipelineStageFlags::ALL_COMMANDS));
         all_waits.extend_from_slice(waits);
         let mut all_signals = Vec::with_capacity(signals.len() + 1);
-        all_signals.push((&slot.done, t.value));
+        all_signals.push((&*slot.done, t.value));
         all_signals.extend_from_slice(signals);
         let started = crate::trace::now_ns();
         let bracket = self
@@ -535,9 +564,12 @@ impl FrameSync {
         self.traced(r, bracket, "submit consume", started, t.index)
     }
 
-    /// Runs the steps of `t` from `from` on with empty work, so the chain is complete.
-    fn complete(&self, t: &Ticket, from: Step) -> Result<()> {
+    /// Runs the steps of `t` from `from` on with empty work, so the chain is complete
+    /// (`Err`: it is not). A CUDA signal that failed after it was enqueued does not stop the
+    /// chain (its value will be signalled); its error is returned as `Ok(Some(..))`.
+    fn complete(&self, t: &Ticket, from: Step) -> Result<Option<Error>> {
         let mut step = Some(from);
+        let mut late = None;
         while let Some(s) = step {
             match s {
                 Step::SubmitVulkan => {
@@ -545,7 +577,10 @@ impl FrameSync {
                     unsafe { self.submit_produce(t, &[], &[], &[], vk::Fence::null()) }?
                 }
                 Step::CudaWait => drop(self.enqueue_cuda_wait(t)?),
-                Step::CudaSignal => self.enqueue_cuda_signal(t)?,
+                Step::CudaSignal => match self.enqueue_cuda_signal(t) {
+                    Err(e) if self.crossing.signalled(t.slot, t.value) => late = Some(e),
+                    other => other?,
+                },
                 Step::SubmitVulkanAfterCuda => {
                     // SAFETY: as above.
                     unsafe { self.submit_consume(t, &[], &[], &[], vk::Fence::null()) }?
@@ -553,7 +588,7 @@ impl FrameSync {
             }
             step = s.next();
         }
-        Ok(())
+        Ok(late)
     }
 
     /// Waits for everything the frames submitted: their `done` values, then an empty
@@ -563,7 +598,7 @@ impl FrameSync {
         if self.ledger.begun == 0 {
             return Ok(());
         }
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Deadline::after(self.timeout);
         self.wait_idle(self.timeout)?;
         let mut queues: Vec<usize> = self
             .slots
@@ -577,8 +612,7 @@ impl FrameSync {
             // SAFETY: an empty batch; the fence is unsignalled (reset after each use below)
             // and used by no other submission.
             unsafe { self.vk.submit_to(q, &[], &[], &[], self.drain_fence) }?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let nanos = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
+            let nanos = u64::try_from(deadline.left().as_nanos()).unwrap_or(u64::MAX);
             // SAFETY: the fence belongs to this device.
             match unsafe { device.wait_for_fences(&[self.drain_fence], true, nanos) } {
                 Ok(()) => {}
@@ -603,11 +637,31 @@ impl FrameSync {
     }
 }
 
+/// The end of a bounded wait. A timeout too long to add to `Instant::now()` (such as
+/// `Duration::MAX`, "wait for ever") has no end: `checked_add` gives `None`, and the time
+/// left is then `Duration::MAX`.
+#[derive(Debug, Clone, Copy)]
+struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `timeout` from now.
+    fn after(timeout: Duration) -> Self {
+        Self(Instant::now().checked_add(timeout))
+    }
+
+    /// The time left (zero once passed; `Duration::MAX` without an end).
+    fn left(&self) -> Duration {
+        self.0.map_or(Duration::MAX, |end| {
+            end.saturating_duration_since(Instant::now())
+        })
+    }
+}
+
 impl Drop for FrameSync {
     fn drop(&mut self) {
         if let Err(e) = self.drain() {
-            eprintln!(
-                "vkcuda: FrameSync dropped before its frames finished ({e}); leaking its \
+            log::error!(
+                "FrameSync dropped before its frames finished ({e}); leaking its \
                  semaphores, streams, fence and memory rather than freeing them in use"
             );
             self.crossing.stop();
@@ -621,5 +675,23 @@ impl Drop for FrameSync {
         unsafe { self.vk.device().destroy_fence(self.drain_fence, None) };
         // The slots and the crossing drop after this (the relay stops first), every use of
         // them finished.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_of_duration_max_is_no_deadline_not_a_panic() {
+        let forever = Deadline::after(Duration::MAX);
+        assert_eq!(forever.left(), Duration::MAX);
+        let passed = Deadline::after(Duration::ZERO);
+        assert_eq!(passed.left(), Duration::ZERO);
+        let soon = Deadline::after(Duration::from_secs(60)).left();
+        assert!(
+            soon <= Duration::from_secs(60) && soon > Duration::from_secs(59),
+            "{soon:?}"
+        );
     }
 }

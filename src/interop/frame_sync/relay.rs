@@ -2,11 +2,14 @@
 //! sees CUDA's writes of frame values into page-locked host words and signals the slot's
 //! Vulkan-only timeline with them (CUDA → host → Vulkan).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::cuda::{self, memops::HostWords};
+use cudarc::driver::CudaStream;
+
+use crate::cuda::{self, memops, memops::HostWords};
 use crate::error::{Error, Result};
 use crate::vulkan::{self, Semaphore, SemaphoreKind};
 
@@ -29,6 +32,9 @@ struct RelayShared {
     semaphores: Vec<Semaphore>,
     state: Mutex<RelayState>,
     wake: Condvar,
+    /// Counts the host functions CUDA ran after a word's write ([`Relay::kick_after`]): a
+    /// relay backing off sleeps on `wake` until this changes, instead of for a fixed time.
+    kicks: AtomicU64,
 }
 
 struct RelayState {
@@ -71,6 +77,7 @@ impl RelayShared {
                     sleeps = 0;
                 }
             };
+            let kicks = self.kicks.load(Ordering::Acquire);
             match self.relay_once(&expected, &mut relayed) {
                 Ok(true) => {
                     active = Instant::now();
@@ -79,7 +86,16 @@ impl RelayShared {
                 Ok(false) => match vulkan::backoff(active.elapsed(), sleeps) {
                     None => std::hint::spin_loop(),
                     Some(pause) => {
-                        std::thread::sleep(pause);
+                        // Sleeps until CUDA's host function says a write has landed (or
+                        // `pause` at most, should it never run).
+                        let state = self.lock();
+                        drop(
+                            self.wake
+                                .wait_timeout_while(state, pause, |s| {
+                                    !s.stop && self.kicks.load(Ordering::Acquire) == kicks
+                                })
+                                .unwrap_or_else(PoisonError::into_inner),
+                        );
                         sleeps = sleeps.saturating_add(1);
                     }
                 },
@@ -109,6 +125,19 @@ impl RelayShared {
     }
 }
 
+/// The host function of [`Relay::kick_after`]: counts a kick and wakes the relay.
+///
+/// # Safety
+/// `user` comes from `Arc::into_raw` of a `RelayShared`, whose count this call takes over.
+unsafe extern "C" fn kick(user: *mut std::ffi::c_void) {
+    // SAFETY: the caller's precondition: the count `kick_after` leaked is ours now.
+    let shared = unsafe { Arc::from_raw(user as *const RelayShared) };
+    shared.kicks.fetch_add(1, Ordering::Release);
+    // Taking the lock orders the count with a relay between its check and its wait.
+    drop(shared.lock());
+    shared.wake.notify_all();
+}
+
 /// The relay of [`SyncMode::LowLatency`]: CUDA → host → Vulkan.
 pub(super) struct Relay {
     shared: Arc<RelayShared>,
@@ -129,14 +158,15 @@ impl Relay {
                 failed: None,
             }),
             wake: Condvar::new(),
+            kicks: AtomicU64::new(0),
         });
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("vkcuda-frame-relay".into())
             .spawn(move || worker.run())
-            .map_err(|e| Error::Unsupported {
-                what: "the FrameSync relay thread".into(),
-                reason: e.to_string(),
+            .map_err(|source| Error::Io {
+                call: "std::thread::Builder::spawn (the FrameSync relay)",
+                source,
             })?;
         Ok(Self {
             shared,
@@ -154,6 +184,21 @@ impl Relay {
         self.shared.wake.notify_one();
     }
 
+    /// Enqueues on `stream`, after the word's write, a host function that wakes the relay,
+    /// so a relay backing off during long CUDA work does not oversleep the write. Without
+    /// it (on an error, logged) the relay still finds the write by polling.
+    pub(super) fn kick_after(&self, stream: &CudaStream) {
+        let user = Arc::into_raw(self.shared.clone()) as *mut std::ffi::c_void;
+        // SAFETY: `kick` only touches the `RelayShared` that `user` holds a strong count of
+        // (reclaimed by `kick`, or below when it will not run), makes no CUDA call and
+        // returns after a short lock.
+        if let Err(e) = unsafe { memops::notify(stream, kick, user) } {
+            // SAFETY: the host function will not run, so the count is still ours.
+            drop(unsafe { Arc::from_raw(user as *const RelayShared) });
+            log::warn!("FrameSync relay: no host-function wake-up, polling only ({e})");
+        }
+    }
+
     /// The relay's failure, once.
     pub(super) fn take_error(&self) -> Result<()> {
         self.shared.lock().failed.take().map_or(Ok(()), Err)
@@ -165,7 +210,7 @@ impl Relay {
         self.shared.wake.notify_one();
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
-                eprintln!("vkcuda: the FrameSync relay thread panicked");
+                log::error!("the FrameSync relay thread panicked");
             }
         }
     }

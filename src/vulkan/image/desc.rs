@@ -270,6 +270,26 @@ fn check_format_value(ctx: &Context, format: vk::Format) -> Result<()> {
     ))
 }
 
+/// A transient attachment is only an attachment (VUID-VkImageCreateInfo-usage-00963 and
+/// -00966): with `TRANSIENT_ATTACHMENT`, the other bits must be attachment bits, and one at
+/// least.
+fn check_transient_usage(usage: vk::ImageUsageFlags) -> Result<()> {
+    use vk::ImageUsageFlags as U;
+    let attachments = U::COLOR_ATTACHMENT | U::DEPTH_STENCIL_ATTACHMENT | U::INPUT_ATTACHMENT;
+    if !usage.contains(U::TRANSIENT_ATTACHMENT)
+        || ((attachments | U::TRANSIENT_ATTACHMENT).contains(usage)
+            && usage.intersects(attachments))
+    {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "desc.usage",
+        format!("{usage:?}"),
+        "TRANSIENT_ATTACHMENT only with COLOR, DEPTH_STENCIL or INPUT_ATTACHMENT (one at \
+         least, nothing else)",
+    ))
+}
+
 /// Checks `desc` against the rules and device limits that need no format query.
 pub(super) fn check_desc(ctx: &Context, desc: &ImageDesc) -> Result<()> {
     let kind = desc.kind;
@@ -286,10 +306,10 @@ pub(super) fn check_desc(ctx: &Context, desc: &ImageDesc) -> Result<()> {
         desc.format,
         vk::Format::A8_UNORM_KHR | vk::Format::A1B5G5R5_UNORM_PACK16_KHR
     ) {
-        return Err(Error::Unsupported {
-            what: format!("VkFormat {:?}", desc.format),
-            reason: "it needs VK_KHR_maintenance5, which the context does not enable".into(),
-        });
+        return Err(Error::missing_extension(
+            "VK_KHR_maintenance5",
+            format!("VkFormat {:?}", desc.format),
+        ));
     }
     // Formats that need a sampler Y'CbCr conversion have one mip level
     // (VUID-VkImageCreateInfo-format-06410).
@@ -318,6 +338,7 @@ pub(super) fn check_desc(ctx: &Context, desc: &ImageDesc) -> Result<()> {
             "core VkImageUsageFlags bits (TRANSFER_SRC ..= INPUT_ATTACHMENT)",
         ));
     }
+    check_transient_usage(desc.usage)?;
     if !matches!(
         desc.tiling,
         vk::ImageTiling::OPTIMAL | vk::ImageTiling::LINEAR
@@ -478,6 +499,27 @@ mod tests {
         let mut d = ImageDesc::d2(4, 4, f);
         d.extent.depth = 64;
         assert_eq!(d.max_mip_levels(), 3);
+    }
+
+    #[test]
+    fn transient_usage_is_only_attachments() {
+        use vk::ImageUsageFlags as U;
+        for ok in [
+            U::STORAGE | U::TRANSFER_SRC,
+            U::TRANSIENT_ATTACHMENT | U::COLOR_ATTACHMENT,
+            U::TRANSIENT_ATTACHMENT | U::DEPTH_STENCIL_ATTACHMENT | U::INPUT_ATTACHMENT,
+        ] {
+            assert!(check_transient_usage(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            U::TRANSIENT_ATTACHMENT,
+            U::TRANSIENT_ATTACHMENT | U::COLOR_ATTACHMENT | U::SAMPLED,
+            U::TRANSIENT_ATTACHMENT | U::TRANSFER_DST,
+        ] {
+            let (arg, _, expected) = crate::error::invalid_arg(check_transient_usage(bad));
+            assert_eq!(arg, "desc.usage");
+            assert!(expected.contains("TRANSIENT"), "{expected}");
+        }
     }
 
     #[test]

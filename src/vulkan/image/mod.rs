@@ -3,11 +3,14 @@
 //! * `desc.rs`: what an image is ([`ImageKind`], [`ImageDesc`]) and its checks;
 //! * `state.rs`: who owns it and in which layout ([`ImageState`]), the barrier plan and its
 //!   recording;
+//! * `linear.rs`: LINEAR images as rows at a pitch ([`LinearLayout`]), and their import
+//!   from memory made for no image in particular ([`ExternalImage::import_linear`]);
 //! * here: [`ExternalImage`] itself, its constructors and export.
 //!
 //! The contract (checks, ownership, memory ordering) is documented on [`ExternalImage`].
 
 mod desc;
+mod linear;
 mod state;
 
 use std::sync::Mutex;
@@ -15,6 +18,8 @@ use std::sync::Mutex;
 use ash::vk;
 
 pub use desc::{ImageDesc, ImageKind};
+pub(crate) use linear::linear_row_bytes;
+pub use linear::{LinearLayout, LinearRequirements};
 /// For the presenter, which narrows a planned barrier to its transfer.
 #[cfg(feature = "window")]
 pub(crate) use state::Barrier;
@@ -22,6 +27,7 @@ pub(crate) use state::Step;
 pub use state::{ImageOwner, ImageState};
 
 use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
+use super::queue_use::Tracked;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
@@ -75,6 +81,22 @@ use desc::{check_desc, check_format_limits};
 /// this is what the `# Safety` sections of the `record_*` methods ask. A caller that moves
 /// the image with its own barriers says so with [`ExternalImage::assume_state`].
 ///
+/// # Queues
+/// The context may have several queues of its family ([`Context::queue_at`]). Submission
+/// order is execution order only on one queue, so vkcuda also tracks **which queue** last
+/// used the image, and its safe paths ([`crate::util::Commands`], [`crate::util::OneShot`]
+/// on queue 0, [`crate::interop::Frame::submit_commands`], the `Presenter`) accept a use
+/// on another queue only when it is ordered after that one:
+/// * the new submission waits for a timeline value the last one signals
+///   ([`Commands::submit`](crate::util::Commands::submit)'s `waits`), or
+///   [`crate::interop::FrameSync`] knows the order (a frame's consuming batch runs after
+///   its producing one through CUDA; a slot's next frame after `begin` waited for it);
+/// * or the host has seen the last use complete: a value it signals was reached,
+///   [`Commands::wait`](crate::util::Commands::wait) returned, or it was a one-shot.
+///
+/// Otherwise the submission is refused with [`Error::InvalidArgument`] naming both queues,
+/// before anything is submitted. The `record_*` methods leave this to their `# Safety`.
+///
 /// # Memory ordering with the other API
 /// * **Release** (Vulkan → CUDA): the barrier's first scope is every earlier command on the
 ///   queue (`ALL_COMMANDS`, `MEMORY_WRITE`), so their writes are made available before the
@@ -93,7 +115,7 @@ use desc::{check_desc, check_format_limits};
 pub struct ExternalImage {
     bound: Bound<vk::Image>,
     desc: ImageDesc,
-    state: Mutex<ImageState>,
+    state: Mutex<Tracked<ImageState>>,
 }
 
 impl std::fmt::Debug for ExternalImage {
@@ -130,10 +152,13 @@ impl ExternalImage {
     /// # Errors
     /// * [`Error::InvalidArgument`] naming the field: zero or too large extent, non-square
     ///   cube, wrong layer count for the kind, 0 or too many mip levels, empty usage,
-    ///   tiling other than `OPTIMAL`/`LINEAR`, or a value above the format's limits.
+    ///   `TRANSIENT_ATTACHMENT` beside non-attachment bits (or alone), tiling other than
+    ///   `OPTIMAL`/`LINEAR`, or a value above the format's limits.
     /// * [`Error::Unsupported`]: the format cannot be used with this usage and tiling, or
     ///   the handle type cannot be exported here (Win32 types on non-Windows platforms,
-    ///   missing extension, refused by the driver).
+    ///   refused by the driver).
+    /// * [`Error::MissingExtension`]: `DmaBufFd` without `VK_EXT_external_memory_dma_buf`,
+    ///   or a format of `VK_KHR_maintenance5` (which vkcuda does not enable).
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &ImageDesc) -> Result<Self> {
         check_desc(ctx, desc)?;
@@ -184,6 +209,21 @@ impl ExternalImage {
     ///    (VUID-VkMemoryAllocateInfo-allocationSize-01742); a mismatch the driver does not
     ///    catch is undefined behaviour. [`ExternalImage::alias`] is the safe loopback.
     pub unsafe fn import(ctx: &Context, desc: &ImageDesc, import: MemoryImport) -> Result<Self> {
+        // SAFETY: forwarded to the caller (precondition 1).
+        unsafe { Self::import_checked(ctx, desc, import, |_| Ok(())) }
+    }
+
+    /// [`ExternalImage::import`], with `check` run on the created image before its memory is
+    /// imported and bound.
+    ///
+    /// # Safety
+    /// As [`ExternalImage::import`].
+    unsafe fn import_checked(
+        ctx: &Context,
+        desc: &ImageDesc,
+        import: MemoryImport,
+        check: impl FnOnce(&Unbound<'_, vk::Image>) -> Result<()>,
+    ) -> Result<Self> {
         check_import_type(desc.handle_type, &import)?;
         let handle_type = desc.handle_type;
         check_desc(ctx, desc)?;
@@ -209,6 +249,7 @@ impl ExternalImage {
             ));
         }
         let image = create_image(ctx.device(), desc, flags)?;
+        check(&image)?;
         let what = || "this image".to_owned();
         // SAFETY: the image was created from `ctx`'s device with `flags` for this handle
         // type; the payload fits it (precondition 1).
@@ -234,7 +275,7 @@ impl ExternalImage {
         Self {
             bound,
             desc: desc.clone(),
-            state: Mutex::new(state),
+            state: Mutex::new(Tracked::new(state)),
         }
     }
 

@@ -9,6 +9,7 @@ use ash::vk;
 
 use super::ExternalImage;
 use crate::error::{Error, Result};
+use crate::vulkan::queue_use::Tracked;
 
 /// Which queue family may use an image's memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,7 +34,7 @@ pub struct ImageState {
 impl ExternalImage {
     /// Owner and layout once every barrier recorded so far has executed.
     pub fn state(&self) -> ImageState {
-        *self.lock_state()
+        self.lock_state().now
     }
 
     /// Tells the tracker the image's state after barriers the caller recorded itself.
@@ -42,7 +43,7 @@ impl ExternalImage {
     /// 1. Once the caller's commands recorded so far execute, the image is owned and laid
     ///    out as `state` says, for all levels and layers.
     pub unsafe fn assume_state(&self, state: ImageState) {
-        *self.lock_state() = state;
+        self.lock_state().now = state;
     }
 
     /// Records `UNDEFINED` → `GENERAL` over the whole image, **discarding** its contents:
@@ -121,17 +122,18 @@ impl ExternalImage {
     /// As [`ExternalImage::record_release`].
     unsafe fn record(&self, cmd: vk::CommandBuffer, step: Step) -> Result<()> {
         let mut state = self.lock_state();
-        let (barrier, next) = self.plan(*state, step)?;
+        let (barrier, next) = self.plan(state.now, step)?;
         if let Some(b) = barrier {
             // SAFETY: forwarded to the caller (precondition 1 of `record_release`).
             unsafe { self.record_barrier(cmd, &b) };
         }
-        *state = next;
+        state.now = next;
         Ok(())
     }
 
-    pub(crate) fn lock_state(&self) -> MutexGuard<'_, ImageState> {
-        // An ImageState is a plain value: a panic cannot leave it half-written.
+    /// The tracked state and the last queue use, locked.
+    pub(crate) fn lock_state(&self) -> MutexGuard<'_, Tracked<ImageState>> {
+        // The state is plain values: a panic cannot leave it half-written.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 

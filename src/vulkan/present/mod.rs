@@ -17,7 +17,7 @@ use self::ring::{Pending, Ring};
 use self::surface::Surface;
 use self::swapchain::{Request, Swapchain};
 use super::image::{Barrier, Step};
-use super::{Context, ExternalImage, ImageState, Semaphore, SemaphoreKind};
+use super::{Context, ExternalImage, ImageState, QueueUse, Semaphore, SemaphoreKind, Submission};
 use crate::error::{Error, Result};
 
 pub(crate) use self::surface::instance_extensions;
@@ -184,7 +184,8 @@ struct Live {
 /// (queue 0). The image's tracker plans its barriers in submission order, which is
 /// execution order on one queue: the blit runs after the acquire barrier, and the next
 /// render of the slot after the blit. (With `Split` or `PerSlot` lanes the next frame's
-/// render, on another queue, would not wait for the blit.) `waits` adds Vulkan timeline
+/// render, on another queue, would not wait for the blit, so vkcuda refuses it: see
+/// [`ExternalImage`]'s "Queues".) `waits` adds Vulkan timeline
 /// values to wait on. The host never waits on CUDA.
 ///
 /// # Resizing and out-of-date swapchains
@@ -226,8 +227,8 @@ impl Drop for Presenter {
         match self.live.ring.idle(&self.queues, self.desc.timeout) {
             // SAFETY: dropped once, here; nothing in flight uses it any more.
             Ok(()) => unsafe { ManuallyDrop::drop(&mut self.live) },
-            Err(e) => eprintln!(
-                "vkcuda: dropping a Presenter whose presents did not finish ({e}); leaking its \
+            Err(e) => log::error!(
+                "dropping a Presenter whose presents did not finish ({e}); leaking its \
                  swapchain and surface"
             ),
         }
@@ -244,9 +245,10 @@ impl Presenter {
     /// # Errors
     /// * [`Error::Unsupported`]: `ctx` was not created with
     ///   [`PresentTarget::Display`] for the window's display (its instance lacks the surface
-    ///   extension), its device has no `VK_KHR_swapchain`, its queue family cannot present
-    ///   to the surface, the window has no handle yet, or the swapchain cannot be made as
-    ///   `desc` asks (see [`PresenterDesc`]).
+    ///   extension), its queue family cannot present to the surface, the window has no
+    ///   handle yet, or the swapchain cannot be made as `desc` asks (see [`PresenterDesc`]).
+    /// * [`Error::MissingExtension`]: its device has no `VK_KHR_swapchain` (the device
+    ///   lacks it, or the context was not created with `ContextDesc::present`).
     /// * [`Error::InvalidArgument`] (`desc.in_flight`) outside `1..=MAX_IN_FLIGHT`.
     /// * Driver errors creating the surface, swapchain or sync objects.
     pub fn new<W>(ctx: &Context, window: Arc<W>, desc: &PresenterDesc) -> Result<Self>
@@ -278,14 +280,13 @@ impl Presenter {
             ));
         }
         if !ctx.swapchain_enabled() {
-            return Err(Error::Unsupported {
-                what: "a swapchain".into(),
-                reason: format!(
-                    "VK_KHR_swapchain is not enabled on {} (the device lacks it, or the context \
-                     was not created with ContextDesc::present)",
+            return Err(Error::missing_extension(
+                "VK_KHR_swapchain",
+                format!(
+                    "a Presenter on {} (made with ContextDesc::present)",
                     ctx.identity().name
                 ),
-            });
+            ));
         }
         Ok(())
     }
@@ -516,7 +517,16 @@ impl Presenter {
         let s = self.live.ring.next(timeout)?;
         // Checked before acquiring (a source CUDA owns fails here, with no swapchain image
         // taken), and planned again below under the lock held up to the submission.
-        plan_source(image, *image.lock_state())?;
+        let after: Vec<_> = waits.iter().map(|(sem, v)| (sem.raw(), *v)).collect();
+        let order = Submission {
+            queue,
+            after: &after,
+        };
+        {
+            let state = image.lock_state();
+            state.check_order("image", &order)?;
+            plan_source(image, state.now)?;
+        }
 
         let Live {
             ring, swapchain, ..
@@ -641,12 +651,18 @@ impl Presenter {
                     .submit_to(queue, &[cmd], &wait_list, &[(rendered, 0)], slot.fence)
             }
         };
-        let submitted = plan_source(image, *state).and_then(|plan| {
-            record(&plan)?;
-            Ok(plan.next)
-        });
+        let submitted = state
+            .check_order("image", &order)
+            .and_then(|()| plan_source(image, state.now))
+            .and_then(|plan| {
+                record(&plan)?;
+                Ok(plan.next)
+            });
         match submitted {
-            Ok(next) => *state = next,
+            Ok(next) => {
+                state.now = next;
+                state.used(QueueUse::new(queue, Vec::new()));
+            }
             Err(e) => {
                 // The image stays acquired and the acquire semaphore signalled with no
                 // waiter: replace both (a new swapchain, a new semaphore) before the next

@@ -173,6 +173,59 @@ fn drop_order_is_safe_either_way((vk, cu): &Env) -> anyhow::Result<()> {
     assert_no_validation_errors(vk)
 }
 
+/// Issue 10 row 9: a cudarc operation on a MappedBuffer is tracked, so dropping the buffer
+/// waits for it instead of unmapping under it. The stream is held back by a semaphore the
+/// host opens 200 ms later; the memset queued behind it must finish before `drop` returns.
+fn drop_waits_for_pending_cudarc_work((vk, cu): &Env) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    let shared = SharedBuffer::new(vk, cu, &BufferDesc::new(65_536))?;
+    let k = Kernels::new(cu)?;
+    let mut map = shared.map(0..65_536)?;
+    k.fill(&map, 5)?;
+    let gate = vkcuda::interop::SharedSemaphore::timeline(vk, cu, 0)?;
+    let stream = cu.new_stream()?;
+    gate.cuda().wait(&stream, 1)?;
+    let opened = std::thread::scope(|s| -> anyhow::Result<Duration> {
+        let opener = s.spawn(|| -> vkcuda::Result<()> {
+            std::thread::sleep(Duration::from_millis(200));
+            // A queue signal (a host signal of an exported timeline after a counter read
+            // trips the old validation layer's VVL#8212 false positive).
+            // SAFETY: no command buffers or waits; the queue is drained below.
+            unsafe {
+                vk.submit(
+                    &[],
+                    &[],
+                    &[(gate.vulkan(), 1)],
+                    vkcuda::ash::vk::Fence::null(),
+                )
+            }
+        });
+        let t = Instant::now();
+        // Without multi-stream tracking the memset itself waits (it synchronises).
+        stream.memset_zeros(&mut map)?;
+        drop(map);
+        let took = t.elapsed();
+        opener.join().expect("opener thread")?;
+        Ok(took)
+    })?;
+    ensure!(
+        opened >= Duration::from_millis(150),
+        "drop returned after {opened:?}, before the gated memset could run"
+    );
+    assert_bytes(
+        &vk.read_buffer(shared.vulkan(), 0..65_536)?,
+        &vec![0; 65_536],
+        "memset done",
+    )?;
+    stream.synchronize()?;
+    let queue = vk.queue()?;
+    // SAFETY: the queue is locked for the call.
+    unsafe { vk.device().queue_wait_idle(*queue) }?;
+    drop(queue);
+    drop(gate);
+    assert_no_validation_errors(vk)
+}
+
 fn second_export_imports_fine((vk, cu): &Env) -> anyhow::Result<()> {
     let k = Kernels::new(cu)?;
     let buffer = Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(8192))?);
@@ -238,7 +291,7 @@ fn no_leaks_10000((vk, cu): &Env) -> anyhow::Result<()> {
 /// The trials of this file.
 pub fn trials() -> Vec<Trial> {
     let probe = common::gpu_probe();
-    let tests: [common::Test<Env>; 9] = [
+    let tests: [common::Test<Env>; 10] = [
         (
             "cuda_writes_vulkan_reads_1b_to_1gib",
             cuda_writes_vulkan_reads,
@@ -254,6 +307,10 @@ pub fn trials() -> Vec<Trial> {
             drop_order_is_safe_either_way,
         ),
         ("second_export_imports_fine", second_export_imports_fine),
+        (
+            "drop_waits_for_pending_cudarc_work",
+            drop_waits_for_pending_cudarc_work,
+        ),
         (
             "mismatched_device_lists_both_sides",
             mismatched_device_lists_both_sides,

@@ -588,6 +588,32 @@ fn cube_faces_in_order((vk, cu): &Env) -> anyhow::Result<()> {
     assert_no_validation_errors(vk)
 }
 
+/// Issue 10 row 15: CUDA's host copies of a SharedImage's levels respect who owns the
+/// image: refused (typed) while Vulkan owns it, allowed once it is released to CUDA, and
+/// what CUDA wrote is what Vulkan reads after acquiring it back.
+fn host_copies_respect_the_owner((vk, cu): &Env) -> anyhow::Result<()> {
+    let k = Kernels::new(cu)?;
+    let desc = ImageDesc::d2(8, 4, vk::Format::R8G8B8A8_UNORM).usage(STORAGE);
+    let image = SharedImage::new(vk, cu, &desc)?;
+    let level = image.level(0)?;
+    let data = pattern_bytes(level.byte_len()? as u64, 9);
+    common::expect_invalid_arg(level.copy_from_host(&k.stream, &data), "image")?;
+    let mut out = vec![0u8; data.len()];
+    common::expect_invalid_arg(level.copy_to_host(&k.stream, &mut out), "image")?;
+    image.release_to_cuda()?;
+    level.copy_from_host(&k.stream, &data)?;
+    level.copy_to_host(&k.stream, &mut out)?;
+    assert_bytes(&out, &data, "CUDA round trip")?;
+    image.acquire_from_cuda(&k.stream, vk::ImageLayout::GENERAL)?;
+    common::expect_invalid_arg(level.copy_to_host(&k.stream, &mut out), "image")?;
+    assert_bytes(
+        &vk.read_image(image.vulkan(), 0, 0..1)?,
+        &data,
+        "Vulkan read",
+    )?;
+    assert_no_validation_errors(vk)
+}
+
 /// 3D slices keep their order both ways: slice z written by Vulkan is what CUDA samples at
 /// depth z, and what CUDA writes at depth z Vulkan reads as slice z.
 fn volume_slices_in_order((vk, cu): &Env) -> anyhow::Result<()> {
@@ -755,7 +781,7 @@ fn format_trials(
 /// The trials of this file.
 pub fn trials() -> Vec<Trial> {
     let probe = common::gpu_probe();
-    let tests: [common::Test<Env>; 6] = [
+    let tests: [common::Test<Env>; 7] = [
         ("linear_filtering_matches_bilinear", linear_filtering),
         ("cube_faces_in_order", cube_faces_in_order),
         ("volume_slices_in_order", volume_slices_in_order),
@@ -764,6 +790,10 @@ pub fn trials() -> Vec<Trial> {
             drop_order_is_safe_either_way,
         ),
         ("errors_are_typed", errors_are_typed),
+        (
+            "host_copies_respect_the_owner",
+            host_copies_respect_the_owner,
+        ),
         ("create_import_drop_no_leaks", no_leaks),
     ];
     let mut trials = format_trials(&probe, "surface_write", STORAGE, surface_write);

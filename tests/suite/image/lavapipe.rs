@@ -10,7 +10,7 @@ use libtest_mimic::Trial;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use anyhow::{ensure, Context as _};
+use anyhow::{bail, ensure, Context as _};
 use common::{
     assert_bytes, assert_no_validation_errors, expect_invalid_arg, expect_unsupported, open_fds,
     pattern_bytes, trial,
@@ -22,6 +22,7 @@ use vkcuda::vulkan::{
     texel_block, BufferDesc, Context, ContextDesc, ExternalBuffer, ExternalImage, ImageDesc,
     ImageKind, ImageOwner, ImageState,
 };
+use vkcuda::Error;
 
 /// The formats every trial family covers (one trial each).
 const FORMATS: [vk::Format; 5] = [
@@ -378,10 +379,13 @@ fn bad_descriptions(vk: &Context) -> anyhow::Result<()> {
     let padded = ImageDesc::d2(16, 16, vk::Format::R10X6G10X6B10X6A10X6_UNORM_4PACK16).mips(2);
     let e = expect_invalid_arg(new(&padded), "desc.mip_levels")?;
     ensure!(e.to_string().contains("CbCr"), "{e}");
-    expect_unsupported(
-        new(&ImageDesc::d2(4, 4, vk::Format::A8_UNORM_KHR)),
-        &["A8_UNORM", "maintenance5"],
-    )?;
+    match new(&ImageDesc::d2(4, 4, vk::Format::A8_UNORM_KHR)) {
+        Err(Error::MissingExtension { name, needed_for }) => ensure!(
+            name == "VK_KHR_maintenance5" && needed_for.contains("A8_UNORM"),
+            "{name}, {needed_for}"
+        ),
+        other => bail!("A8_UNORM: expected MissingExtension, got {:?}", other.err()),
+    }
 
     let mut oblong = ImageDesc::cube(16, f);
     oblong.extent.height = 8;
@@ -467,7 +471,12 @@ fn bad_descriptions(vk: &Context) -> anyhow::Result<()> {
     expect_unsupported(vk.image_support(&nvsci), &["NvSciBuf"])?;
     if !vk.can_export_dma_buf() {
         let dma = ImageDesc::d2(8, 8, f).handle_type(MemoryHandleType::DmaBufFd);
-        expect_unsupported(new(&dma), &["VK_EXT_external_memory_dma_buf"])?;
+        match new(&dma) {
+            Err(Error::MissingExtension { name, .. }) => {
+                ensure!(name == "VK_EXT_external_memory_dma_buf", "{name}")
+            }
+            other => bail!("DmaBufFd: expected MissingExtension, got {:?}", other.err()),
+        }
     }
     ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
     assert_no_validation_errors(vk)

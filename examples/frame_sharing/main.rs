@@ -23,8 +23,17 @@
 //! consumer imports them back into Vulkan and reads them: the same zero-copy hand-over, with
 //! host waits instead of semaphores, and no CUDA.
 //!
+//! With `--producer cuda` the roles turn around: CUDA allocates the frames (VMM memory laid
+//! out as LINEAR images), writes them with a kernel and exports them; the consumer imports
+//! them into Vulkan, sends back two timeline semaphores for CUDA to wait on and signal, and
+//! reads every frame with Vulkan (see `cuda_producer.rs` beside this file). It needs a CUDA
+//! device matching the Vulkan device and semaphore fds.
+//!
 //! Options: `--frames N` (default 240), `--size WxH` (default 640x360), `--images N`
-//! (default 3), `--out DIR` (default `frame-sharing-out`).
+//! (default 3), `--out DIR` (default `frame-sharing-out`), `--producer vulkan|cuda`
+//! (default vulkan).
+
+mod cuda_producer;
 
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
@@ -53,6 +62,8 @@ struct Options {
     height: u32,
     images: usize,
     out: PathBuf,
+    /// `--producer cuda`: CUDA allocates and writes the frames.
+    cuda_producer: bool,
 }
 
 enum Role {
@@ -67,6 +78,7 @@ fn parse() -> Result<Role> {
         height: 360,
         images: 3,
         out: PathBuf::from("frame-sharing-out"),
+        cuda_producer: false,
     };
     let mut consumer = None;
     let mut args = std::env::args().skip(1);
@@ -78,10 +90,20 @@ fn parse() -> Result<Role> {
             "--size" => (o.width, o.height) = vkcuda_dev::parse_size(&value()?)?,
             "--images" => o.images = value()?.parse().context("--images")?,
             "--out" => o.out = PathBuf::from(value()?),
+            "--producer" => {
+                o.cuda_producer = match value()?.as_str() {
+                    "cuda" => true,
+                    "vulkan" => false,
+                    other => bail!("--producer {other}: use vulkan or cuda"),
+                }
+            }
             // cargo test / bundle runners pass these to every executable.
             "--bench" | "--nocapture" => {}
             other => {
-                bail!("unknown option {other}; use --frames N, --size WxH, --images N, --out DIR")
+                bail!(
+                    "unknown option {other}; use --frames N, --size WxH, --images N, --out DIR, \
+                     --producer vulkan|cuda"
+                )
             }
         }
     }
@@ -99,6 +121,7 @@ fn parse() -> Result<Role> {
 
 fn main() -> Result<()> {
     match parse()? {
+        Role::Producer(o) if o.cuda_producer => cuda_producer::producer(&o),
         Role::Producer(o) => producer(&o),
         Role::Consumer { socket, out } => consumer(&socket, &out),
     }
@@ -138,6 +161,14 @@ fn spawn_consumer(out: &Path) -> Result<(Child, UnixStream)> {
     };
     stream.set_nonblocking(false)?;
     std::fs::remove_dir_all(&dir)?;
+    // Any local process that can reach the socket could have connected first.
+    let peer = ipc::peer_credentials(&stream)?;
+    ensure!(
+        peer.pid == child.id(),
+        "the connection came from process {}, not the consumer {} we started",
+        peer.pid,
+        child.id()
+    );
     Ok((child, stream))
 }
 
@@ -172,7 +203,7 @@ fn producer(o: &Options) -> Result<()> {
     }
     let frames = match mode {
         Mode::Cuda => o.frames,
-        Mode::Vulkan => o.frames.min(o.images as u32),
+        _ => o.frames.min(o.images as u32),
     };
     let desc = ImageDesc::d2(o.width, o.height, vk::Format::R8G8B8A8_UNORM);
     let pass = scene::render_pass(&vk)?;
@@ -198,6 +229,7 @@ fn producer(o: &Options) -> Result<()> {
         frames,
         desc: desc.clone(),
         sizes: images.iter().map(|i| i.allocation_size()).collect(),
+        layout: None,
     };
     let (ready, done) = match mode {
         Mode::Cuda => {
@@ -211,7 +243,7 @@ fn producer(o: &Options) -> Result<()> {
             }
             (Some(ready), Some(done))
         }
-        Mode::Vulkan => (None, None),
+        _ => (None, None),
     };
 
     let (mut child, stream) = spawn_consumer(&o.out)?;
@@ -273,26 +305,13 @@ fn producer(o: &Options) -> Result<()> {
     }
     let (reply, _) = ipc::recv(&stream, 0)?;
     let elapsed = start.elapsed();
-    let theirs = parse_hashes(&reply)?;
-    ensure!(
-        theirs.len() == frames as usize,
-        "the consumer hashed {} frames of {frames}",
-        theirs.len()
-    );
-    let mut equal = true;
-    for (k, theirs) in theirs.iter().enumerate() {
-        let ours = fnv1a(&scene::reference(k as u32, o.width, o.height));
-        if k < 4 || k + 2 > frames as usize || ours != *theirs {
-            println!("producer: frame {k:4} hash {ours:016x}, consumer {theirs:016x}");
-        }
-        equal &= ours == *theirs;
-    }
+    let equal = compare_hashes(&reply, frames, o.width, o.height)?;
     let status = child.wait()?;
     ensure!(status.success(), "the consumer failed: {status}");
     ensure!(equal, "frame hashes differ between producer and consumer");
     let how = match mode {
         Mode::Cuda => "CUDA in another process",
-        Mode::Vulkan => "Vulkan in another process (no CUDA here)",
+        _ => "Vulkan in another process (no CUDA here)",
     };
     println!(
         "frame_sharing: {frames} frames of {}x{} through {} shared images read by {how} in \
@@ -304,6 +323,26 @@ fn producer(o: &Options) -> Result<()> {
         f64::from(frames) / elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Compares the consumer's hashes (its reply) with the CPU reference of each frame, printing
+/// the first, the last and any that differ; whether all are equal.
+fn compare_hashes(reply: &[u8], frames: u32, width: u32, height: u32) -> Result<bool> {
+    let theirs = parse_hashes(reply)?;
+    ensure!(
+        theirs.len() == frames as usize,
+        "the consumer hashed {} frames of {frames}",
+        theirs.len()
+    );
+    let mut equal = true;
+    for (k, theirs) in theirs.iter().enumerate() {
+        let ours = fnv1a(&scene::reference(k as u32, width, height));
+        if k < 4 || k + 2 > frames as usize || ours != *theirs {
+            println!("producer: frame {k:4} hash {ours:016x}, consumer {theirs:016x}");
+        }
+        equal &= ours == *theirs;
+    }
+    Ok(equal)
 }
 
 fn parse_hashes(reply: &[u8]) -> Result<Vec<u64>> {
@@ -320,12 +359,20 @@ fn parse_hashes(reply: &[u8]) -> Result<Vec<u64>> {
 fn consumer(socket: &Path, out: &Path) -> Result<()> {
     let stream = UnixStream::connect(socket)
         .with_context(|| format!("connecting to {}", socket.display()))?;
+    // The imports below trust the sizes and descriptions the peer sends: make sure the
+    // peer is the producer that started us (the kernel's record, not the peer's word).
+    let peer = ipc::peer_credentials(&stream)?;
+    ensure!(
+        peer.pid == std::os::unix::process::parent_id(),
+        "the socket's listener is process {}, not our parent (the producer)",
+        peer.pid
+    );
     let (payload, fds) = ipc::recv(&stream, MAX_IMAGES + 2)?;
     let header = Header::decode(&payload)?;
     let n = header.sizes.len();
     let want = match header.mode {
         Mode::Cuda => n + 2,
-        Mode::Vulkan => n,
+        Mode::Vulkan | Mode::CudaProducer => n,
     };
     ensure!(
         fds.len() == want,
@@ -347,7 +394,8 @@ fn consumer(socket: &Path, out: &Path) -> Result<()> {
         .map(|(fd, &size)| MemoryImport {
             handle: MemoryHandle::OpaqueFd(fd),
             size,
-            dedicated: true,
+            // CUDA's VMM memory was made for no image in particular.
+            dedicated: header.mode != Mode::CudaProducer,
         });
     let hashes = match header.mode {
         Mode::Cuda => {
@@ -358,6 +406,7 @@ fn consumer(socket: &Path, out: &Path) -> Result<()> {
             cuda_consumer(&header, imports.collect(), ready, done, out)?
         }
         Mode::Vulkan => vulkan_consumer(&header, imports.collect(), &stream, out)?,
+        Mode::CudaProducer => cuda_producer::consumer(&header, imports.collect(), &stream, out)?,
     };
     let text: Vec<String> = hashes.iter().map(|h| format!("{h:016x}")).collect();
     ipc::send(
@@ -393,15 +442,18 @@ fn cuda_consumer(
     let array_desc = cuda_array_desc(&header.desc)?;
     let mut levels = Vec::with_capacity(imports.len());
     for import in imports {
-        // SAFETY: the fd is an export of a dedicated allocation of exactly `import.size`
-        // bytes (the producer's `allocation_size`) made by the device with the UUID that
+        // SAFETY: the peer was checked (SO_PEERCRED) to be our parent, the producer (this
+        // same program), so the fd is an export of a dedicated allocation of exactly
+        // `import.size` bytes (its `allocation_size`) made by the device with the UUID that
         // `cu` matched; the fd keeps the memory alive.
         let memory = unsafe { cuda::ExternalMemory::import(&cu, import) }?;
-        let array = memory.map_mipmapped_array(&array_desc)?;
+        // SAFETY: as above, the producer exported images created with `header.desc`, and
+        // `array_desc` is derived from that description as the producer's SharedImage does.
+        let array = unsafe { memory.map_mipmapped_array(&array_desc) }?;
         levels.push(array.level(0)?);
     }
     // SAFETY: both fds are exports of timeline semaphores of the device `cu` matched, made
-    // by the producer (this same program) with `Semaphore::timeline`.
+    // by the producer (our parent, checked with SO_PEERCRED) with `Semaphore::timeline`.
     let ready =
         unsafe { cuda::ExternalSemaphore::import(&cu, SemaphoreHandle::TimelineFd(ready)) }?;
     // SAFETY: as above.
@@ -443,9 +495,10 @@ fn vulkan_consumer(
     );
     let mut images = Vec::with_capacity(imports.len());
     for import in imports {
-        // SAFETY: the fd is an export of a dedicated allocation of `import.size` bytes made
-        // by the device with this context's UUID for an image created with `header.desc`,
-        // by the producer (this same program) with `ExternalImage::new`.
+        // SAFETY: the peer was checked (SO_PEERCRED) to be our parent, the producer (this
+        // same program), so the fd is an export of a dedicated allocation of `import.size`
+        // bytes made by the device with this context's UUID for an image created with
+        // `header.desc` with `ExternalImage::new`.
         images.push(unsafe { ExternalImage::import(&vk, &header.desc, import) }?);
     }
     let (go, _) = ipc::recv(stream, 0)?;
