@@ -1,7 +1,8 @@
 //! The integration tests: one `harness = false` root (libtest-mimic), one module per
 //! subject. Each module lists its trials over its own probe (see `common`): trials that need
 //! a CUDA device are ignored without one and fail under `VKCUDA_REQUIRE_GPU=1`. A trial is
-//! named `SUBJECT::NAME`, so `cargo test --test suite -- buffer::` runs one subject.
+//! named `SUBJECT::NAME`, so `cargo test --test suite -- buffer::` runs one subject (and
+//! `-- buffer:: linear::` two: any number of filters, as with libtest).
 //!
 //! Add a subject: a module `NAME` (file or folder) with `pub fn trials() -> Vec<Trial>`,
 //! and a line in [`SUBJECTS`].
@@ -70,7 +71,48 @@ fn main() {
     }
     // Stable: each group keeps its order.
     trials.sort_by_key(|t| LAST.iter().any(|l| t.name().rsplit("::").next() == Some(l)));
-    let mut args = Arguments::from_args();
+    let (rest, filters) = filters(std::env::args());
+    let mut args = Arguments::from_iter(rest);
+    if !filters.is_empty() {
+        let exact = args.exact;
+        trials.retain(|t| {
+            filters.iter().any(|f| {
+                if exact {
+                    t.name() == f
+                } else {
+                    t.name().contains(f.as_str())
+                }
+            })
+        });
+    }
     args.test_threads = Some(1);
     libtest_mimic::run(&args, trials).exit()
+}
+
+/// Splits libtest's command line into the rest and its positional filters, which libtest
+/// takes any number of (`-- buffer:: linear::` runs both subjects) and libtest-mimic only one.
+fn filters(args: impl Iterator<Item = String>) -> (Vec<String>, Vec<String>) {
+    /// Options that take the next argument as their value.
+    const VALUED: &[&str] = &[
+        "--skip",
+        "--logfile",
+        "--test-threads",
+        "--color",
+        "--format",
+        "-Z",
+    ];
+    let (mut rest, mut filters) = (Vec::new(), Vec::new());
+    let mut args = args.peekable();
+    rest.extend(args.next()); // the program
+    while let Some(a) = args.next() {
+        if VALUED.contains(&a.as_str()) {
+            rest.push(a);
+            rest.extend(args.next());
+        } else if a.starts_with('-') {
+            rest.push(a);
+        } else {
+            filters.push(a);
+        }
+    }
+    (rest, filters)
 }
