@@ -89,6 +89,17 @@ fn vulkan_zero_copy(vk: &vulkan::Context) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    if let Ok(names) = vulkan::instance_extension_names() {
+        let surfaces: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| n.contains("surface"))
+            .collect();
+        println!(
+            "Vulkan instance surface extensions: {}",
+            surfaces.join(", ")
+        );
+    }
     println!("Vulkan devices:");
     let devices = match vulkan::enumerate_devices() {
         Ok(d) => d,

@@ -21,6 +21,8 @@
 //! ipc                          exported fds + a payload to another process (SCM_RIGHTS)
 //! util                         helpers beside the core: Commands, ComputePass, OneShot copies
 //! trace                        frame timelines (host clock, GPU clock mapping, Perfetto JSON)
+//! wgpu_interop (feature wgpu)  a wgpu device's textures/buffers shared with CUDA, frames
+//!                              handed between wgpu's queue and a CUDA stream
 //! ```
 //!
 //! ```no_run
@@ -95,22 +97,32 @@
 //! Tested on Linux with opaque fds. Every handle type CUDA accepts is modelled in
 //! [`external`] and compiles everywhere; the Windows and NvSci ones are untested.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod cuda;
 pub mod error;
 pub mod external;
 pub mod interop;
 #[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub mod ipc;
 mod timeline;
 pub mod trace;
 pub mod util;
 pub mod vulkan;
+#[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+pub mod wgpu_interop;
 
 /// The ash version vkcuda is built against, so callers name the same `vk` types.
 pub use ash;
 /// The cudarc version vkcuda is built against (streams, modules, launches).
 pub use cudarc;
 pub use error::{Error, Result};
+/// The wgpu version [`wgpu_interop`] is built against.
+#[cfg(feature = "wgpu")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wgpu")))]
+pub use wgpu;
 
 #[cfg(test)]
 mod tests {

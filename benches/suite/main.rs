@@ -17,6 +17,8 @@ mod frames;
 mod image;
 mod pool;
 mod sync;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 
 /// Every group, in the order a run without a group name runs them.
 const GROUPS: &[(&str, fn())] = &[
@@ -26,6 +28,8 @@ const GROUPS: &[(&str, fn())] = &[
     ("image", image::run),
     ("pool", pool::run),
     ("sync", sync::run),
+    #[cfg(feature = "wgpu")]
+    ("wgpu", wgpu::run),
 ];
 
 fn main() {

@@ -8,6 +8,8 @@ pub mod png;
 pub mod scene;
 pub mod shaders;
 pub mod sharing;
+#[cfg(feature = "wgpu")]
+pub mod wgpu_pipeline;
 #[cfg(feature = "window")]
 pub mod window;
 

@@ -1,6 +1,8 @@
 //! The CUDA device that is the same GPU as the exporter's, and its primary context.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+#[cfg(feature = "dynamic-loading")]
+use std::sync::OnceLock;
 
 use cudarc::driver::{result, sys, CudaContext, CudaStream, DriverError};
 
@@ -12,14 +14,20 @@ use crate::{Error, Result};
 ///
 /// Every other entry point of [`crate::cuda`] needs it; they check this first and return
 /// [`Error::Missing`] instead of letting cudarc panic. The answer is computed once per
-/// process.
+/// process. Built with the `dynamic-linking` or `static-linking` feature, the driver was
+/// linked and the program could not have started without it: always `true`.
 pub fn is_driver_present() -> bool {
-    static PRESENT: OnceLock<bool> = OnceLock::new();
-    *PRESENT.get_or_init(|| {
-        // SAFETY: this only tries to load the library (running its initialisers), which is
-        // what every CUDA program does; cudarc states no other precondition.
-        unsafe { sys::is_culib_present() }
-    })
+    #[cfg(feature = "dynamic-loading")]
+    {
+        static PRESENT: OnceLock<bool> = OnceLock::new();
+        *PRESENT.get_or_init(|| {
+            // SAFETY: this only tries to load the library (running its initialisers), which
+            // is what every CUDA program does; cudarc states no other precondition.
+            unsafe { sys::is_culib_present() }
+        })
+    }
+    #[cfg(not(feature = "dynamic-loading"))]
+    true
 }
 
 /// Loads and initialises the driver, mapping "no library" and "no device" to
@@ -50,6 +58,13 @@ fn init() -> Result<()> {
 pub(super) fn bind(ctx: &CudaContext) -> Result<()> {
     ctx.bind_to_thread()
         .map_err(|e| Error::cuda("cuCtxSetCurrent", e))
+}
+
+/// `cuDeviceGetName` and `cuDeviceGetUuid` of `dev`.
+fn name_and_uuid(dev: sys::CUdevice) -> Result<(String, Uuid)> {
+    let name = result::device::get_name(dev).map_err(|e| Error::cuda("cuDeviceGetName", e))?;
+    let uuid = result::device::get_uuid(dev).map_err(|e| Error::cuda("cuDeviceGetUuid", e))?;
+    Ok((name, Uuid(uuid.bytes.map(|b| b.to_ne_bytes()[0]))))
 }
 
 /// A CUDA device chosen by UUID, with its primary context.
@@ -103,6 +118,46 @@ impl Context {
         })
     }
 
+    /// Adopts the caller's own context (a candle or burn device holds one) for the GPU
+    /// with `identity.uuid`, after checking that the context's device is that GPU. Imports
+    /// made through the returned context use `ctx` (its primary or any other context).
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`] (`ctx`) naming both devices (CUDA ordinal, name and
+    ///   UUID; Vulkan name and UUID) when the context runs on another GPU.
+    /// * [`Error::Cuda`] when a device query fails.
+    ///
+    /// ```no_run
+    /// # fn main() -> vkcuda::Result<()> {
+    /// # let vk: vkcuda::vulkan::Context = todo!();
+    /// let mine = vkcuda::cudarc::driver::CudaContext::new(0).expect("CUDA context");
+    /// let cu = vkcuda::cuda::Context::adopt(mine, vk.identity())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn adopt(ctx: Arc<CudaContext>, identity: &DeviceIdentity) -> Result<Self> {
+        bind(&ctx)?;
+        let (name, uuid) = name_and_uuid(ctx.cu_device())?;
+        if uuid != identity.uuid {
+            return Err(Error::invalid(
+                "ctx",
+                format!(
+                    "the CUDA context runs on device #{} {name:?} ({uuid}), not on the Vulkan \
+                     device {:?} ({})",
+                    ctx.ordinal(),
+                    identity.name,
+                    identity.uuid
+                ),
+                "a context of the CUDA device with the Vulkan device's UUID",
+            ));
+        }
+        Ok(Self {
+            ordinal: ctx.ordinal(),
+            cuda: ctx,
+            name,
+            uuid,
+        })
+    }
+
     /// Every CUDA device visible to this process (after `CUDA_VISIBLE_DEVICES`), with its
     /// name and UUID. Creates no context.
     ///
@@ -116,14 +171,11 @@ impl Context {
             .map(|ordinal| {
                 let dev =
                     result::device::get(ordinal).map_err(|e| Error::cuda("cuDeviceGet", e))?;
-                let name =
-                    result::device::get_name(dev).map_err(|e| Error::cuda("cuDeviceGetName", e))?;
-                let uuid =
-                    result::device::get_uuid(dev).map_err(|e| Error::cuda("cuDeviceGetUuid", e))?;
+                let (name, uuid) = name_and_uuid(dev)?;
                 Ok(CudaDeviceSeen {
                     ordinal: usize::try_from(ordinal).unwrap_or_default(),
                     name,
-                    uuid: Uuid(uuid.bytes.map(|b| b.to_ne_bytes()[0])),
+                    uuid,
                 })
             })
             .collect()

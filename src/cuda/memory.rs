@@ -100,7 +100,7 @@ pub(super) fn validate_map_range(range: &Range<u64>, size: u64) -> Result<usize>
             format!("end <= {size}"),
         ));
     }
-    if range.start % MAP_OFFSET_ALIGNMENT != 0 {
+    if !range.start.is_multiple_of(MAP_OFFSET_ALIGNMENT) {
         return Err(Error::invalid(
             "range.start",
             format!(

@@ -17,14 +17,20 @@ fn cache() -> &'static Mutex<Cache> {
     CACHE.get_or_init(Mutex::default)
 }
 
-/// Whether the NVRTC library can be loaded; computed once per process.
+/// Whether the NVRTC library can be loaded; computed once per process (always `true` when
+/// it was linked, see [`super::is_driver_present`]).
 fn is_nvrtc_present() -> bool {
-    static PRESENT: OnceLock<bool> = OnceLock::new();
-    *PRESENT.get_or_init(|| {
-        // SAFETY: this only tries to load the library (running its initialisers); cudarc
-        // states no other precondition.
-        unsafe { nvrtc::sys::is_culib_present() }
-    })
+    #[cfg(feature = "dynamic-loading")]
+    {
+        static PRESENT: OnceLock<bool> = OnceLock::new();
+        *PRESENT.get_or_init(|| {
+            // SAFETY: this only tries to load the library (running its initialisers); cudarc
+            // states no other precondition.
+            unsafe { nvrtc::sys::is_culib_present() }
+        })
+    }
+    #[cfg(not(feature = "dynamic-loading"))]
+    true
 }
 
 /// Rejects text NVRTC cannot take (it is passed as a C string).

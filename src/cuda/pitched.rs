@@ -55,7 +55,7 @@ impl PitchedBuffer {
             )
         })?;
         let len = buffer.len() as u64;
-        if !offset.checked_add(span).is_some_and(|end| end <= len) {
+        if offset.checked_add(span).is_none_or(|end| end > len) {
             return Err(Error::invalid(
                 "offset",
                 format!("{span} bytes of rows from offset {offset} end past the {len}-byte buffer"),

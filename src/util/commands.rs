@@ -60,7 +60,7 @@ impl Op {
 }
 
 /// The distinct resources of `items`, in address order (the lock order among them).
-fn distinct<'a, T>(items: impl Iterator<Item = &'a Arc<T>>) -> Vec<&'a Arc<T>>
+pub(crate) fn distinct<'a, T>(items: impl Iterator<Item = &'a Arc<T>>) -> Vec<&'a Arc<T>>
 where
     T: 'a,
 {

@@ -48,7 +48,7 @@ impl Drop for ComputePass {
 
 /// Reads SPIR-V bytes into words, checking length and magic number.
 fn spirv_words(spirv: &[u8]) -> Result<Vec<u32>> {
-    if spirv.len() % 4 != 0 || spirv.len() < 20 {
+    if !spirv.len().is_multiple_of(4) || spirv.len() < 20 {
         return Err(Error::invalid(
             "spirv",
             format!("{} bytes", spirv.len()),

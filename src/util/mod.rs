@@ -13,6 +13,8 @@ mod commands;
 mod compute;
 mod one_shot;
 
+#[cfg(feature = "wgpu")]
+pub(crate) use commands::distinct;
 pub use commands::Commands;
 pub use compute::{ComputePass, ComputeTarget};
 pub use one_shot::OneShot;

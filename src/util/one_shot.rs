@@ -174,7 +174,7 @@ impl OneShot for Context {
         self.check_owns("buffer", buffer.context())?;
         buffer.check_range("range", &range)?;
         buffer.check_usage(vk::BufferUsageFlags::TRANSFER_DST)?;
-        if range.start % 4 != 0 || (range.end - range.start) % 4 != 0 {
+        if !range.start.is_multiple_of(4) || !(range.end - range.start).is_multiple_of(4) {
             return Err(Error::invalid(
                 "range",
                 format!("{range:?} is not 4-byte aligned"),

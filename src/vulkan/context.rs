@@ -1,5 +1,6 @@
 //! The Vulkan instance/device context: created by vkcuda or wrapped from the caller's.
 
+use std::any::Any;
 use std::ffi::{c_char, CStr, CString};
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +49,7 @@ pub struct ContextDesc {
     /// `VK_KHR_swapchain` when it has it. `None` (the default): no surface extensions, and
     /// no presenter can be made on the context.
     #[cfg(feature = "window")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "window")))]
     pub present: Option<super::PresentTarget>,
     /// Also create one queue of a transfer-only family (a copy engine on NVIDIA) where the
     /// device has one: [`Context::transfer_family`] says which, and
@@ -86,7 +88,7 @@ struct Parts {
     physical_device: vk::PhysicalDevice,
     device: ash::Device,
     queue_family_index: u32,
-    /// Queue 0 first; never empty.
+    /// Queue 0 first; empty for a context that must not submit (see [`Context::queue_count`]).
     queues: Vec<vk::Queue>,
     /// The transfer-only family and its one queue, when asked for and present.
     transfer: Option<(u32, vk::Queue)>,
@@ -96,6 +98,18 @@ struct Parts {
     /// `VK_EXT_debug_utils` is enabled on the instance and validation is active.
     debug_utils: bool,
     owned: bool,
+    keep_alive: Option<Box<dyn Any + Send + Sync>>,
+}
+
+/// How [`Context::wrap_borrowed`] wraps a device that another library (wgpu) drives.
+pub(crate) struct Borrowed {
+    /// The device; `desc.queue_index` is used only when `own_queue` is true.
+    pub(crate) desc: WrapDesc,
+    /// `(desc.queue_family_index, desc.queue_index)` is a queue nobody else submits on;
+    /// otherwise the context has no queue and refuses to submit.
+    pub(crate) own_queue: bool,
+    /// Dropped after everything made from the context: keeps the owner's device alive.
+    pub(crate) keep_alive: Box<dyn Any + Send + Sync>,
 }
 
 /// Device extensions enabled on the context's device, as far as vkcuda uses them.
@@ -141,7 +155,8 @@ pub(crate) struct Enabled {
 ///    [`ExternalSemaphore::signal_many`](crate::cuda::ExternalSemaphore::signal_many)),
 ///    never across a wait;
 /// 4. a **queue** ([`Context::queue_at`]), held for one `vkQueueSubmit` (or by the caller's
-///    [`QueueGuard`]);
+///    [`QueueGuard`]); with the `wgpu` feature, wgpu's own queue lock takes this place in
+///    a hand-over on wgpu's queue (wgpu never calls back into vkcuda while holding it);
 /// 5. the staging allocator, a leaf held only inside one allocation or free.
 ///
 /// The other locks are leaves, held briefly with nothing else taken under them: a CUDA
@@ -177,7 +192,7 @@ struct Shared {
     properties: vk::PhysicalDeviceProperties,
     memory_properties: vk::PhysicalDeviceMemoryProperties,
     max_allocation_size: u64,
-    /// Queue 0 first; never empty.
+    /// Queue 0 first; empty for a context that must not submit.
     queues: Vec<QueueSlot>,
     queue_family_index: u32,
     /// The transfer-only family and its queue.
@@ -188,6 +203,9 @@ struct Shared {
     _entry: ash::Entry,
     /// vkcuda created the instance and device and destroys them.
     owned: bool,
+    /// The owner of a borrowed device (a `wgpu::Device`), dropped after the Vulkan objects
+    /// above are destroyed (fields drop after `Drop::drop`, in this order).
+    _keep_alive: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -256,6 +274,27 @@ pub struct PhysicalDeviceInfo {
     pub headless_present: bool,
 }
 
+/// The instance extensions the Vulkan loader offers (its drivers' and layers' together), by
+/// name. For diagnostics (the `doctor` example shows the surface ones).
+///
+/// # Errors
+/// [`Error::Missing`] when no Vulkan loader is installed; [`Error::Vulkan`] from the query.
+pub fn instance_extension_names() -> Result<Vec<String>> {
+    // SAFETY: loading the system Vulkan loader; ash checks the library it opens.
+    let entry = unsafe { ash::Entry::load() }.map_err(|e| Error::Missing {
+        library: "Vulkan loader",
+        reason: e.to_string(),
+    })?;
+    // SAFETY: plain query through a loaded entry.
+    let exts = unsafe { entry.enumerate_instance_extension_properties(None) }
+        .map_err(|r| Error::vk("vkEnumerateInstanceExtensionProperties", r))?;
+    Ok(exts
+        .iter()
+        .filter_map(|e| e.extension_name_as_c_str().ok())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect())
+}
+
 /// Lists every Vulkan physical device with what vkcuda needs from it, through a temporary
 /// instance. For diagnostics (the `doctor` example); [`Context::new`] chooses by itself.
 ///
@@ -314,6 +353,16 @@ pub fn enumerate_devices() -> Result<Vec<PhysicalDeviceInfo>> {
 /// Why a physical device was not chosen, for the "no suitable device" error.
 fn describe(name: &str, why: &str) -> String {
     format!("{name:?}: {why}")
+}
+
+/// The error of every submission on a context without a queue of its own.
+pub(crate) fn no_queue() -> Error {
+    Error::Unsupported {
+        what: "submitting work through vkcuda on this context".into(),
+        reason: "the context shares a wgpu device whose only queue wgpu owns; vkcuda never \
+                 submits on it (submit through wgpu, e.g. with wgpu_interop::WgpuFrameSync)"
+            .into(),
+    }
 }
 
 /// A duration in nanoseconds, saturating.
@@ -467,6 +516,7 @@ impl Context {
             instance_extensions: surface_extensions.iter().map(|&e| e.to_owned()).collect(),
             debug_utils,
             owned: true,
+            keep_alive: None,
         };
         Self::assemble(parts).inspect_err(|_| {
             // SAFETY: `assemble` failed, so no context owns them and nothing made from them
@@ -490,6 +540,28 @@ impl Context {
     ///
     /// The wrapped context has that one queue only ([`Context::queue_count`] is 1).
     pub unsafe fn wrap(desc: WrapDesc) -> Result<Self> {
+        // SAFETY: forwarded to the caller (preconditions 1-4).
+        unsafe {
+            Self::wrap_borrowed(Borrowed {
+                desc,
+                own_queue: true,
+                keep_alive: Box::new(()),
+            })
+        }
+    }
+
+    /// [`Context::wrap`] for a device another library drives (wgpu): with no queue at all
+    /// unless `own_queue`, and holding `keep_alive` until the context is gone.
+    ///
+    /// # Safety
+    /// As [`Context::wrap`] 1-3, where `keep_alive` may be what keeps the instance and
+    /// device alive (precondition 3); 2 and 4 only when `own_queue`.
+    pub(crate) unsafe fn wrap_borrowed(borrowed: Borrowed) -> Result<Self> {
+        let Borrowed {
+            desc,
+            own_queue,
+            keep_alive,
+        } = borrowed;
         let WrapDesc {
             entry,
             instance,
@@ -500,15 +572,19 @@ impl Context {
             semaphore_fd_enabled,
             dma_buf_enabled,
         } = desc;
-        // SAFETY: precondition 2.
-        let queue = unsafe { device.get_device_queue(queue_family_index, queue_index) };
+        let queues = if own_queue {
+            // SAFETY: precondition 2.
+            vec![unsafe { device.get_device_queue(queue_family_index, queue_index) }]
+        } else {
+            Vec::new()
+        };
         Self::assemble(Parts {
             entry,
             instance,
             physical_device,
             device,
             queue_family_index,
-            queues: vec![queue],
+            queues,
             transfer: None,
             enabled: Enabled {
                 semaphore_fd: semaphore_fd_enabled,
@@ -522,6 +598,7 @@ impl Context {
             // The caller's instance may not have VK_EXT_debug_utils enabled.
             debug_utils: false,
             owned: false,
+            keep_alive: Some(keep_alive),
         })
     }
 
@@ -538,6 +615,7 @@ impl Context {
             instance_extensions,
             debug_utils,
             owned,
+            keep_alive,
         } = parts;
         let (properties, identity, max_allocation_size) =
             device_properties(&instance, physical_device);
@@ -596,6 +674,7 @@ impl Context {
                 instance,
                 _entry: entry,
                 owned,
+                _keep_alive: keep_alive,
             }),
         })
     }
@@ -639,8 +718,14 @@ impl Context {
         self.queue_at(0)
     }
 
-    /// How many queues the context has (at least 1, at most [`Context::MAX_QUEUES`]; 1 for a
-    /// wrapped context). They all belong to [`Context::queue_family_index`].
+    /// How many queues the context has (at most [`Context::MAX_QUEUES`]; 1 for a context
+    /// from [`Context::wrap`]). They all belong to [`Context::queue_family_index`].
+    ///
+    /// 0 for the context of a wgpu device that has no spare queue (`wgpu_interop`): wgpu
+    /// owns that device's queue and vkcuda never submits on it behind wgpu's back, so every
+    /// vkcuda call that would submit ([`OneShot`](crate::util::OneShot) copies and
+    /// barriers, [`crate::interop::FrameSync`], [`Context::submit_to`]) returns
+    /// [`Error::Unsupported`] instead.
     pub fn queue_count(&self) -> usize {
         self.shared.queues.len()
     }
@@ -654,12 +739,16 @@ impl Context {
     /// vkcuda from this thread (such a call is refused rather than deadlocking).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] (`queue`) when `index` is not below
-    /// [`Context::queue_count`], or this thread already holds that queue's guard;
+    /// [`Error::Unsupported`] when the context has no queue of its own
+    /// ([`Context::queue_count`] is 0); [`Error::InvalidArgument`] (`queue`) when `index` is
+    /// not below [`Context::queue_count`], or this thread already holds that queue's guard;
     /// [`Error::Timeout`] when another thread holds it longer than
     /// [`Context::QUEUE_LOCK_TIMEOUT`].
     pub fn queue_at(&self, index: usize) -> Result<QueueGuard<'_>> {
         let count = self.queue_count();
+        if count == 0 {
+            return Err(no_queue());
+        }
         let slot = self.shared.queues.get(index).ok_or_else(|| {
             Error::invalid(
                 "queue",

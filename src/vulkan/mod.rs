@@ -49,9 +49,12 @@ pub(crate) use buffer_owner::{require_owned as require_buffer_owned, BufferStep}
 pub use capabilities::{
     memory_handle_flags, semaphore_handle_flags, ExternalSupport, ImageSupport, SemaphoreKind,
 };
+pub(crate) use context::no_queue;
+#[cfg(feature = "wgpu")]
+pub(crate) use context::Borrowed;
 pub use context::{
-    enumerate_devices, Context, ContextDesc, DeviceSelection, PhysicalDeviceInfo, QueueGuard,
-    WrapDesc,
+    enumerate_devices, instance_extension_names, Context, ContextDesc, DeviceSelection,
+    PhysicalDeviceInfo, QueueGuard, WrapDesc,
 };
 pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
@@ -62,7 +65,10 @@ pub use image::{
 };
 pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 #[cfg(feature = "window")]
+#[cfg_attr(docsrs, doc(cfg(feature = "window")))]
 pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, PresenterDesc};
+#[cfg(feature = "wgpu")]
+pub(crate) use queue_use::FOREIGN_QUEUE;
 pub(crate) use queue_use::{QueueUse, Submission, Tracked};
 pub use queues::QueueId;
 pub(crate) use semaphore::backoff;

@@ -24,6 +24,19 @@ use ash::vk;
 use super::Semaphore;
 use crate::error::{Error, Result};
 
+/// The queue index of submissions on a queue the context does not own (wgpu's, feature
+/// `wgpu`): ordered only with itself, like any other queue.
+pub(crate) const FOREIGN_QUEUE: usize = usize::MAX;
+
+/// How errors name queue `queue`.
+fn queue_name(queue: usize) -> String {
+    if queue == FOREIGN_QUEUE {
+        "the foreign (wgpu) queue".into()
+    } else {
+        format!("queue {queue}")
+    }
+}
+
 /// Gives each submission that uses tracked resources its own id.
 static NEXT_USE: AtomicU64 = AtomicU64::new(1);
 
@@ -97,16 +110,17 @@ impl<S> Tracked<S> {
         Err(Error::invalid(
             arg,
             format!(
-                "was last used on queue {} by a submission that this one, on queue {}, is \
-                 not ordered after (the barriers would be planned against a state that \
-                 queue may not have reached)",
-                last.queue, sub.queue
+                "was last used on {} by a submission that this one, on {}, is not ordered \
+                 after (the barriers would be planned against a state that queue may not \
+                 have reached)",
+                queue_name(last.queue),
+                queue_name(sub.queue)
             ),
             format!(
-                "a submission on queue {}, or one that waits for a timeline value that \
+                "a submission on {}, or one that waits for a timeline value that \
                  submission signals, or a wait on the host for it first (Commands::wait, \
                  FrameSync::wait_frame/wait_idle, or a semaphore wait)",
-                last.queue
+                queue_name(last.queue)
             ),
         ))
     }

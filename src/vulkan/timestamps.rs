@@ -364,7 +364,7 @@ impl GpuTimer {
                 let mut best: Option<ClockPair> = None;
                 for _ in 0..CALIBRATION_TRIES {
                     let pair = calibrator.sample()?;
-                    if best.map_or(true, |b| pair.uncertainty_ns < b.uncertainty_ns) {
+                    if best.is_none_or(|b| pair.uncertainty_ns < b.uncertainty_ns) {
                         best = Some(pair);
                     }
                 }

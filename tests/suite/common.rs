@@ -21,7 +21,8 @@ pub type Test<T> = (&'static str, fn(&T) -> anyhow::Result<()>);
 pub type Probe<T> = Arc<Result<T, String>>;
 
 /// Prints what the library logs (validation messages, leaks in `Drop`) on stderr, where
-/// libtest shows it with the trial that caused it.
+/// libtest shows it with the trial that caused it; with the `wgpu` feature it also counts
+/// wgpu's errors (`wgpu::common::errors`).
 struct StderrLog;
 
 impl log::Log for StderrLog {
@@ -30,6 +31,8 @@ impl log::Log for StderrLog {
     }
 
     fn log(&self, record: &log::Record<'_>) {
+        #[cfg(feature = "wgpu")]
+        crate::wgpu::common::count(record);
         if self.enabled(record.metadata()) {
             eprintln!("[{} {}] {}", record.level(), record.target(), record.args());
         }

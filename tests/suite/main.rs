@@ -21,6 +21,8 @@ mod semaphore;
 mod soundness;
 mod sync;
 mod timestamps;
+#[cfg(feature = "wgpu")]
+mod wgpu;
 #[cfg(feature = "window")]
 mod window;
 
@@ -45,6 +47,8 @@ const SUBJECTS: &[(&str, Trials)] = &[
     ("properties", properties::trials),
     ("demo", demo::trials),
     ("ipc", ipc::trials),
+    #[cfg(feature = "wgpu")]
+    ("wgpu", wgpu::trials),
     #[cfg(feature = "window")]
     ("window", window::trials),
 ];

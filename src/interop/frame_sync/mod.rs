@@ -228,10 +228,14 @@ impl FrameSync {
     /// * [`Error::MissingExtension`]: [`SyncMode::Semaphores`] on a device without
     ///   `VK_KHR_external_semaphore_fd`.
     /// * [`Error::Unsupported`]: [`SyncMode::LowLatency`] with a driver without the V2
-    ///   stream memory operations.
+    ///   stream memory operations; `vk` has no queue of its own (it shares a wgpu device's,
+    ///   [`vulkan::Context::queue_count`] is 0).
     /// * Creation failures of the semaphores, streams, buffer, host memory or thread.
     pub fn new(vk: &vulkan::Context, cu: &cuda::Context, desc: &FrameSyncDesc) -> Result<Self> {
         check_same_device(vk, cu)?;
+        if vk.queue_count() == 0 {
+            return Err(vulkan::no_queue());
+        }
         let (layout, stream_count) = desc.layout();
         check_counts(
             desc.frames_in_flight,

@@ -398,7 +398,7 @@ pub(super) fn check_desc(ctx: &Context, desc: &ImageDesc) -> Result<()> {
         ImageKind::D3 if layers != 1 => Some("1 (3D images have depth slices, not layers)"),
         ImageKind::D2Array if layers == 0 => Some("at least 1"),
         ImageKind::Cube if layers != 6 => Some("6, one per face (ImageKind::CubeArray for more)"),
-        ImageKind::CubeArray if layers == 0 || layers % 6 != 0 => {
+        ImageKind::CubeArray if layers == 0 || !layers.is_multiple_of(6) => {
             Some("a non-zero multiple of 6 (6 faces per cube)")
         }
         _ => None,

@@ -1,0 +1,352 @@
+//! N frames in flight from wgpu to CUDA and back, every Vulkan-side wait and signal riding
+//! on wgpu's own submissions.
+
+use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cudarc::driver::CudaStream;
+
+use super::ownership::{Direction, Handed, Points};
+use super::{WgpuBuffer, WgpuContext, WgpuTexture};
+use crate::cuda;
+use crate::error::{Error, Result};
+use crate::interop::SharedSemaphore;
+use crate::vulkan::{Semaphore, SemaphoreKind};
+
+/// Most frames in flight.
+pub const MAX_FRAMES_IN_FLIGHT: usize = 16;
+
+/// Frames from wgpu to CUDA and back on one wgpu queue and one CUDA stream, over two
+/// exported timeline semaphores (wgpu → CUDA, CUDA → wgpu) and a local one that says when
+/// a frame's hand-back has executed. See the [module docs](super) for how the ownership
+/// transfers stay invisible to wgpu's state tracking.
+///
+/// Frame `n` (value `n + 1`) goes: the caller's wgpu work →
+/// [`WgpuFrame::release_to_cuda`] → [`WgpuFrame::cuda_wait`] → the caller's CUDA work →
+/// [`WgpuFrame::cuda_signal`] → [`WgpuFrame::acquire_from_cuda`] → the caller's wgpu work.
+/// The steps are enforced in that order. [`WgpuFrameSync::begin`] waits on the host only when
+/// `frames_in_flight` frames are still unfinished.
+pub struct WgpuFrameSync {
+    ctx: WgpuContext,
+    stream: Arc<CudaStream>,
+    frames_in_flight: usize,
+    timeout: Duration,
+    begun: u64,
+    /// Images and buffers whose barriers a frame recorded behind wgpu's back, kept until
+    /// that frame's hand-back has executed (wgpu does not know our command buffers use
+    /// them).
+    held: VecDeque<(u64, Handed)>,
+    // Dropped only once every frame has finished (see Drop).
+    to_cuda: ManuallyDrop<SharedSemaphore>,
+    to_wgpu: ManuallyDrop<SharedSemaphore>,
+    done: ManuallyDrop<Arc<Semaphore>>,
+}
+
+impl std::fmt::Debug for WgpuFrameSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgpuFrameSync")
+            .field("frames_in_flight", &self.frames_in_flight)
+            .field("begun", &self.begun)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a frame is in its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Step {
+    Begun,
+    Released,
+    CudaWaited,
+    CudaSignalled,
+    /// Handed back (or completed by Drop): nothing left to do.
+    Done,
+}
+
+/// One frame of a [`WgpuFrameSync`]. Dropping it before [`WgpuFrame::acquire_from_cuda`]
+/// completes the chain with empty work (waits and signals still pair up; textures and
+/// buffers released to CUDA are taken back), so later frames never wait on a value nobody
+/// signals.
+pub struct WgpuFrame<'a> {
+    sync: &'a mut WgpuFrameSync,
+    value: u64,
+    step: Step,
+    /// What [`WgpuFrame::release_to_cuda`] handed over, taken back at the end.
+    released: Option<Released>,
+}
+
+/// The textures and buffers a frame released to CUDA.
+struct Released {
+    textures: Vec<WgpuTexture>,
+    buffers: Vec<WgpuBuffer>,
+    handed: Handed,
+}
+
+impl std::fmt::Debug for WgpuFrame<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WgpuFrame")
+            .field("value", &self.value)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WgpuFrameSync {
+    /// Sets up `frames_in_flight` frames between `ctx`'s queue and a new stream of `cu`.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`]: `frames_in_flight` outside `1..=MAX_FRAMES_IN_FLIGHT`,
+    ///   or `cu` is not on `ctx`'s GPU (`cu`).
+    /// * [`Error::MissingExtension`]: the device cannot export semaphore fds
+    ///   ([`WgpuContext::check_semaphore_export`]).
+    /// * Creation failures of the semaphores or the stream.
+    pub fn new(ctx: &WgpuContext, cu: &cuda::Context, frames_in_flight: usize) -> Result<Self> {
+        if !(1..=MAX_FRAMES_IN_FLIGHT).contains(&frames_in_flight) {
+            return Err(Error::invalid(
+                "frames_in_flight",
+                frames_in_flight.to_string(),
+                format!("1..={MAX_FRAMES_IN_FLIGHT}"),
+            ));
+        }
+        ctx.check_semaphore_export()?;
+        let vk = ctx.vulkan();
+        let to_cuda = SharedSemaphore::timeline(vk, cu, 0)?;
+        let to_wgpu = SharedSemaphore::timeline(vk, cu, 0)?;
+        let done = Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?);
+        Ok(Self {
+            ctx: ctx.clone(),
+            stream: cu.new_stream()?,
+            frames_in_flight,
+            timeout: Duration::from_secs(10),
+            begun: 0,
+            held: VecDeque::new(),
+            to_cuda: ManuallyDrop::new(to_cuda),
+            to_wgpu: ManuallyDrop::new(to_wgpu),
+            done: ManuallyDrop::new(done),
+        })
+    }
+
+    /// The CUDA stream every frame's CUDA work runs on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Frames begun so far.
+    pub fn frames_begun(&self) -> u64 {
+        self.begun
+    }
+
+    /// Starts the next frame, first waiting (host, spin then sleep, bounded) until the
+    /// frame `frames_in_flight` earlier has been handed back to wgpu.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] naming the frame waited for (no frame was begun).
+    pub fn begin(&mut self) -> Result<WgpuFrame<'_>> {
+        let value = self.begun + 1;
+        let oldest = value.saturating_sub(self.frames_in_flight as u64);
+        if oldest > 0 {
+            self.done.wait(oldest, self.timeout)?;
+        }
+        self.held.retain(|(v, _)| *v > oldest);
+        self.begun = value;
+        Ok(WgpuFrame {
+            sync: self,
+            value,
+            step: Step::Begun,
+            released: None,
+        })
+    }
+
+    /// Waits (host, bounded) until every frame begun so far has been handed back.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`].
+    pub fn wait_idle(&self) -> Result<()> {
+        self.done.wait(self.begun, self.timeout)
+    }
+}
+
+impl Drop for WgpuFrameSync {
+    fn drop(&mut self) {
+        if let Err(e) = self.wait_idle() {
+            // The semaphores (and the images held) may still be in use: leak them.
+            log::error!("WgpuFrameSync dropped with frames unfinished, leaking: {e}");
+            std::mem::forget(std::mem::take(&mut self.held));
+            return;
+        }
+        // SAFETY: every frame has finished, so no queue or stream uses the semaphores;
+        // each is dropped once, here.
+        unsafe {
+            ManuallyDrop::drop(&mut self.to_cuda);
+        }
+        // SAFETY: as above.
+        unsafe {
+            ManuallyDrop::drop(&mut self.to_wgpu);
+        }
+        // SAFETY: as above.
+        unsafe {
+            ManuallyDrop::drop(&mut self.done);
+        }
+    }
+}
+
+impl WgpuFrame<'_> {
+    /// The frame's timeline value (frame number + 1).
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+
+    fn expect(&self, step: Step, call: &str) -> Result<()> {
+        if self.step == step {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "frame",
+            format!("{call} called after step {:?}", self.step),
+            format!("{call} right after step {step:?}"),
+        ))
+    }
+
+    /// Hands `textures` and `buffers` to CUDA after all wgpu work submitted so far: one
+    /// wgpu submission that parks the textures in wgpu's `COPY_DST` state and releases
+    /// them (in `GENERAL`) and the buffers to `VK_QUEUE_FAMILY_EXTERNAL`, then a signal of
+    /// the wgpu → CUDA timeline. Pass every texture and buffer CUDA will touch; wgpu must
+    /// not use them until [`WgpuFrame::acquire_from_cuda`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`]: out of order (`frame`); one listed twice or not made on
+    /// this frame sync's device (`textures`/`buffers`), already released (`image`/`buffer`),
+    /// or last used by vkcuda on one of its own queues without being waited for.
+    pub fn release_to_cuda(
+        &mut self,
+        textures: &[&WgpuTexture],
+        buffers: &[&WgpuBuffer],
+    ) -> Result<()> {
+        self.expect(Step::Begun, "release_to_cuda")?;
+        let handed = self.sync.ctx.hand_over(
+            Direction::Release,
+            textures,
+            buffers,
+            &Points {
+                wait: None,
+                signals: &[(self.sync.to_cuda.vulkan(), self.value)],
+            },
+        )?;
+        self.released = Some(Released {
+            textures: textures.iter().map(|&t| t.clone()).collect(),
+            buffers: buffers.iter().map(|&b| b.clone()).collect(),
+            handed,
+        });
+        self.step = Step::Released;
+        Ok(())
+    }
+
+    /// Makes the CUDA stream wait for the wgpu → CUDA value of this frame; returns the
+    /// stream to launch the frame's CUDA work on.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] out of order (`frame`); [`Error::Cuda`].
+    pub fn cuda_wait(&mut self) -> Result<Arc<CudaStream>> {
+        self.expect(Step::Released, "cuda_wait")?;
+        self.sync
+            .to_cuda
+            .cuda()
+            .wait(&self.sync.stream, self.value)?;
+        self.step = Step::CudaWaited;
+        Ok(self.sync.stream.clone())
+    }
+
+    /// Signals the CUDA → wgpu value of this frame on the stream, after the CUDA work.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] out of order (`frame`); [`Error::Cuda`].
+    pub fn cuda_signal(&mut self) -> Result<()> {
+        self.expect(Step::CudaWaited, "cuda_signal")?;
+        self.sync
+            .to_wgpu
+            .cuda()
+            .signal(&self.sync.stream, self.value)?;
+        self.step = Step::CudaSignalled;
+        Ok(())
+    }
+
+    /// Takes the released textures and buffers back: a wgpu submission that waits for the
+    /// CUDA → wgpu value (GPU-side) and acquires them from `VK_QUEUE_FAMILY_EXTERNAL` (the
+    /// textures into the parked `COPY_DST` state wgpu's tracker still holds). wgpu work
+    /// submitted afterwards sees CUDA's writes. Returns the frame's value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] out of order (`frame`).
+    pub fn acquire_from_cuda(mut self) -> Result<u64> {
+        self.expect(Step::CudaSignalled, "acquire_from_cuda")?;
+        self.finish()?;
+        Ok(self.value)
+    }
+
+    /// The acquire submission (with the hand-back signal); marks the frame finished
+    /// whatever happens.
+    fn finish(&mut self) -> Result<()> {
+        self.step = Step::Done;
+        let value = self.value;
+        let sync = &mut *self.sync;
+        let released = self.released.take();
+        let (textures, buffers) = match &released {
+            Some(r) => (
+                r.textures.iter().collect::<Vec<_>>(),
+                r.buffers.iter().collect::<Vec<_>>(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let acquired = sync.ctx.hand_over(
+            Direction::Acquire,
+            &textures,
+            &buffers,
+            &Points {
+                wait: Some((sync.to_wgpu.vulkan().raw(), value)),
+                signals: &[(&sync.done, value)],
+            },
+        );
+        match acquired {
+            Ok(handed) => {
+                sync.held.push_back((value, handed));
+                Ok(())
+            }
+            Err(e) => {
+                // Never submitted: what the release used stays held until the frame
+                // sync is dropped (after its bounded wait).
+                if let Some(r) = released {
+                    sync.held.push_back((u64::MAX, r.handed));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for WgpuFrame<'_> {
+    fn drop(&mut self) {
+        let completed = (|| -> Result<()> {
+            if self.step == Step::Released {
+                self.cuda_wait()?;
+            }
+            if self.step == Step::CudaWaited {
+                self.cuda_signal()?;
+            }
+            match self.step {
+                Step::CudaSignalled => self.finish(),
+                Step::Begun => {
+                    // Nothing released: only the hand-back value is owed, signalled by wgpu
+                    // in queue order (a host signal could overtake the previous frame's).
+                    self.step = Step::Done;
+                    let sync = &*self.sync;
+                    sync.ctx.submit_signals(&[(&sync.done, self.value)])
+                }
+                _ => Ok(()),
+            }
+        })();
+        if let Err(e) = completed {
+            log::error!("completing a dropped wgpu frame failed: {e}");
+        }
+    }
+}
