@@ -4,8 +4,8 @@ of benches/RESULTS.md into benches/results.png (needs matplotlib: pip install ma
 
     python3 benches/plot.py
 
-The tables are the ones the benches print (`bash .gpu/run bench-frames --bench`,
-`bench-sync`), pasted into RESULTS.md; this reads them back from there so the plot and the
+The tables are the ones the benches print (`bash .gpu/run bench-suite --bench frames`,
+`--bench sync`), pasted into RESULTS.md; this reads them back from there so the plot and the
 tables cannot disagree.
 """
 import pathlib

@@ -22,10 +22,8 @@
 //! `--out DIR` (default `demo-out`).
 //!
 //! `--window` (feature `window`) runs the same pipeline live in a window and presents each
-//! frame (`examples/common/window.rs`, which lists its own options; one frame per crossing,
+//! frame (`dev/src/window.rs`, which lists its own options; one frame per crossing,
 //! no trace).
-
-mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,8 +35,8 @@ const AUTO: AutoBatch = AutoBatch {
 };
 
 use anyhow::{bail, Context as _, Result};
-use common::pipeline::{gpu_pipeline, vulkan_only, AutoBatch, Options};
 use vkcuda::{cuda, vulkan, Error};
+use vkcuda_dev::pipeline::{gpu_pipeline, vulkan_only, AutoBatch, Options};
 
 fn parse(args: Vec<String>) -> Result<Options> {
     let mut o = Options {
@@ -58,7 +56,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--frames" => o.frames = value()?.parse().context("--frames")?,
-            "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
+            "--size" => (o.width, o.height) = vkcuda_dev::parse_size(&value()?)?,
             "--in-flight" => o.in_flight = value()?.parse().context("--in-flight")?,
             "--low-latency" => o.low_latency = true,
             "--batch" => match value()?.as_str() {
@@ -94,8 +92,8 @@ fn parse(args: Vec<String>) -> Result<Options> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     #[cfg(feature = "window")]
-    if let Some((rest, window)) = common::window::Args::take(&args)? {
-        return common::window::run(parse(rest)?, window);
+    if let Some((rest, window)) = vkcuda_dev::window::Args::take(&args)? {
+        return vkcuda_dev::window::run(parse(rest)?, window);
     }
     #[cfg(not(feature = "window"))]
     if args.iter().any(|a| a == "--window") {

@@ -1,7 +1,8 @@
-//! wgpu renders the demo scene into textures (the WGSL of `shaders/render.wgsl`, compiled by
-//! wgpu at run time), CUDA tone-maps each one in place (`shaders/postprocess.cu` through
-//! NVRTC), and wgpu reads it back; N frames in flight through `WgpuFrameSync`. Every frame
-//! is checked against the CPU reference and the last one is written as a PNG.
+//! wgpu renders the demo scene into textures (the WGSL of `dev/shaders/render.wgsl`,
+//! compiled by wgpu at run time), CUDA tone-maps each one in place
+//! (`dev/shaders/postprocess.cu` through NVRTC), and wgpu reads it back; N frames in flight
+//! through `WgpuFrameSync`. Every frame is checked against the CPU reference and the last
+//! one is written as a PNG.
 //!
 //! Without CUDA (lavapipe) it runs the wgpu/Vulkan half (render, readback, checks) and says
 //! what it could not do.
@@ -11,16 +12,14 @@
 //!     [--size 640x360] [--frames 240] [--in-flight 3] [--out demo-out/wgpu_postprocess.png]
 //! ```
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use common::scene;
-use common::wgpu_pipeline::WgpuPipeline;
 use vkcuda::wgpu;
 use vkcuda::wgpu_interop::WgpuContext;
+use vkcuda_dev::scene;
+use vkcuda_dev::wgpu_pipeline::WgpuPipeline;
 
 struct Options {
     width: u32,
@@ -42,7 +41,7 @@ fn options() -> Result<Options> {
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
-            "--size" => (o.width, o.height) = common::parse_size(&value()?)?,
+            "--size" => (o.width, o.height) = vkcuda_dev::parse_size(&value()?)?,
             "--frames" => o.frames = value()?.parse()?,
             "--in-flight" => o.in_flight = value()?.parse()?,
             "--out" => o.out = value()?.into(),
@@ -105,7 +104,7 @@ fn main() -> Result<()> {
     if let Some(dir) = o.out.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    common::png::write(&o.out, o.width, o.height, &app.last)?;
+    vkcuda_dev::png::write(&o.out, o.width, o.height, &app.last)?;
     println!("wrote {}", o.out.display());
     Ok(())
 }

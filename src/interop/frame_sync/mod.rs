@@ -120,7 +120,7 @@ struct Slot {
 ///   `vkSignalSemaphore`; the consuming batch waits on that timeline.
 ///
 /// Its hand-off latency and throughput against the semaphore mode are measured by
-/// `benches/sync.rs` and recorded in `benches/RESULTS.md`.
+/// `benches/suite/sync.rs` and recorded in `benches/RESULTS.md`.
 ///
 /// Guarantees and limits of the low-latency mode:
 /// * Memory ordering rests on the same-device cache hierarchy, not on a cross-API promise:
@@ -128,7 +128,7 @@ struct Slot {
 ///   Vulkan's writes are made available (device domain, the GPU's L2) by the barrier before
 ///   the mailbox write, and CUDA work starts after its wait with fresh L1s; CUDA's writes
 ///   are fenced system-wide before the host sees the word, and the host signal + semaphore
-///   wait gives Vulkan the usual visibility operation. `tests/sync_gpu.rs` proves the order
+///   wait gives Vulkan the usual visibility operation. `tests/suite/sync.rs` proves the order
 ///   by data over thousands of frames; the semaphore mode remains the default and the one
 ///   to use where the spec's guarantees are required.
 /// * Needs the V2 stream memory operations (driver 11.7+, checked:
@@ -155,7 +155,7 @@ struct Slot {
 /// # Example
 /// With [`util::Commands`](crate::util::Commands) no `unsafe` is needed: record into one `Commands` per slot and
 /// direction, submit with [`Frame::submit_commands`] and [`Frame::submit_commands_after_cuda`]
-/// (`examples/common/pipeline.rs` does). With the caller's own command buffers:
+/// (`dev/src/pipeline.rs` does). With the caller's own command buffers:
 /// ```no_run
 /// # fn main() -> vkcuda::Result<()> {
 /// # let (vk, cu): (vkcuda::vulkan::Context, vkcuda::cuda::Context) = todo!();

@@ -1,0 +1,143 @@
+//! The wgpu pipeline against the same pipeline on vkcuda's own Vulkan context, in one run,
+//! at 1080p and 4K, 3 frames in flight, no readback:
+//! * `wgpu`: wgpu renders the scene (WGSL compiled by wgpu), CUDA tone-maps in place, the
+//!   texture goes back to wgpu (`WgpuFrameSync`: every wait and signal on wgpu's queue).
+//! * `native`: the demo's pipeline (`FrameSync`, vkcuda's own device and queue).
+//!
+//! Wall time per frame. Prints criterion's report, then fps and the ratio wgpu / native
+//! (the goal is >= 0.95). Without a GPU it registers nothing and says why.
+
+use crate::common;
+
+use std::time::Instant;
+
+use common::{median, record, Samples};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use vkcuda::wgpu;
+use vkcuda::wgpu_interop::WgpuContext;
+use vkcuda::{cuda, vulkan};
+use vkcuda_dev::pipeline::{Options, Pipeline};
+use vkcuda_dev::scene;
+use vkcuda_dev::wgpu_pipeline::WgpuPipeline;
+
+const SIZES: [(&str, u32, u32); 2] = [("1080p", 1920, 1080), ("4K", 3840, 2160)];
+const IN_FLIGHT: usize = 3;
+
+/// A wgpu device that can share, opened for the scene shader (immediates).
+fn wgpu_context() -> anyhow::Result<WgpuContext> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::VULKAN,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
+    Ok(WgpuContext::open(
+        &adapter,
+        &wgpu::DeviceDescriptor {
+            required_features: wgpu::Features::IMMEDIATES,
+            required_limits: wgpu::Limits {
+                max_immediate_size: scene::PUSH_SIZE,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )?)
+}
+
+fn bench_size(
+    c: &mut Criterion,
+    samples: &Samples,
+    ctx: &WgpuContext,
+    (vk, cu): &(vulkan::Context, cuda::Context),
+    (label, width, height): (&str, u32, u32),
+) -> anyhow::Result<()> {
+    let mut g = c.benchmark_group(format!("wgpu_{label}"));
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10);
+
+    let mut wgpu_pipeline = WgpuPipeline::new(ctx, (width, height), IN_FLIGHT, false)?;
+    wgpu_pipeline.with_cuda()?;
+    let mut next = 0u32;
+    g.bench_function(BenchmarkId::new("wgpu", label), |b| {
+        b.iter_custom(|iters| {
+            let n = u32::try_from(iters).expect("iteration count fits u32");
+            let t0 = Instant::now();
+            wgpu_pipeline.run(next..next + n).expect("wgpu frames");
+            wgpu_pipeline.finish().expect("wgpu finish");
+            let t = t0.elapsed();
+            next += n;
+            record(samples, &format!("{label}/wgpu"), t, iters);
+            t
+        })
+    });
+
+    let options = Options {
+        frames: 0,
+        width,
+        height,
+        in_flight: IN_FLIGHT,
+        low_latency: false,
+        batch: 1,
+        readback: false,
+        trace: None,
+        auto_batch: None,
+        out: std::env::temp_dir(),
+    };
+    let mut native = Pipeline::new(&options, false, vk, cu)?;
+    let mut next = 0u32;
+    g.bench_function(BenchmarkId::new("native", label), |b| {
+        b.iter_custom(|iters| {
+            let n = u32::try_from(iters).expect("iteration count fits u32");
+            let t0 = Instant::now();
+            native.run(next..next + n).expect("native frames");
+            native.finish().expect("native finish");
+            let t = t0.elapsed();
+            next += n;
+            record(samples, &format!("{label}/native"), t, iters);
+            t
+        })
+    });
+    g.finish();
+    Ok(())
+}
+
+fn print_table(samples: &Samples) {
+    let map = samples.lock().unwrap_or_else(|p| p.into_inner());
+    let get = |k: String| map.get(&k).map(|v| median(v));
+    println!("\n| size | wgpu fps | native fps | wgpu / native |");
+    println!("|---|---|---|---|");
+    for (label, _, _) in SIZES {
+        let (Some(w), Some(n)) = (get(format!("{label}/wgpu")), get(format!("{label}/native")))
+        else {
+            continue;
+        };
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.3} |",
+            1.0 / w,
+            1.0 / n,
+            n / w
+        );
+    }
+}
+
+/// Runs this group's benchmarks, then prints its table.
+pub fn run() {
+    let Some(env) = common::gpu_env("wgpu") else {
+        return;
+    };
+    let ctx = match wgpu_context().and_then(|ctx| Ok(ctx.check_semaphore_export().map(|()| ctx)?)) {
+        Ok(ctx) => ctx,
+        Err(why) => {
+            println!("wgpu bench: nothing registered, no wgpu device that can share ({why:#})");
+            return;
+        }
+    };
+    let samples = Samples::default();
+    let mut c = common::criterion();
+    for size in SIZES {
+        if let Err(e) = bench_size(&mut c, &samples, &ctx, &env, size) {
+            println!("{} skipped: {e:#}", size.0);
+        }
+    }
+    c.final_summary();
+    print_table(&samples);
+}

@@ -1,0 +1,245 @@
+//! `frame_sharing --producer cuda`: CUDA is the exporter. (Part of that example, not of
+//! `vkcuda-dev`: a module of it that uses the example's own helpers.)
+//!
+//! The producer allocates each frame with CUDA ([`VmmAllocation`]) as the memory of a
+//! LINEAR RGBA8 image, its size and row pitch asked of the Vulkan driver up front
+//! ([`ExternalImage::linear_requirements`]; the producer's Vulkan context names the device
+//! and answers that question, nothing else). It sends the frames' fds and that layout to the
+//! consumer, which imports each into a LINEAR image ([`ExternalImage::import_linear`], which
+//! refuses a layout other than the one CUDA writes), creates two timeline semaphores,
+//! "ready" (CUDA signals frame k + 1 written) and "done" (Vulkan signals frame k + 1 read),
+//! and sends their fds back. Per frame k the producer's stream waits for done = k + 1 - N
+//! before it writes slot k % N again, draws the scene into the rows with a kernel
+//! (`dev/shaders/scene.cu`) and signals ready = k + 1; the consumer's submission waits for it,
+//! acquires the image from `VK_QUEUE_FAMILY_EXTERNAL`, copies it out, releases it and
+//! signals done = k + 1. The consumer hashes what it read; the producer compares with the
+//! CPU reference of the scene.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context as _, Result};
+use cudarc::driver::{CudaStream, LaunchConfig, PushKernelArg};
+use vkcuda::ash::vk;
+use vkcuda::cuda::{self, ExternalSemaphore, PitchedBuffer, VmmAllocation};
+use vkcuda::external::{MemoryHandle, MemoryImport, SemaphoreHandle};
+use vkcuda::ipc;
+use vkcuda::util::{Commands, OneShot};
+use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, ExternalImage, ImageDesc, Semaphore};
+use vkcuda_dev::shaders::SCENE_CU;
+use vkcuda_dev::sharing::{fnv1a, Header, Mode};
+
+use super::{compare_hashes, spawn_consumer, write_png, Options, TIMEOUT};
+
+/// What every frame is: a LINEAR RGBA8 image that Vulkan copies out of.
+fn frame_desc(width: u32, height: u32) -> ImageDesc {
+    ImageDesc::d2(width, height, vk::Format::R8G8B8A8_UNORM)
+        .tiling(vk::ImageTiling::LINEAR)
+        .usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
+}
+
+/// Waits (at most [`TIMEOUT`]) for everything enqueued on `stream` so far.
+fn finish(stream: &CudaStream) -> Result<()> {
+    let event = stream.record_event(None)?;
+    let start = Instant::now();
+    while !event.try_is_complete()? {
+        ensure!(
+            start.elapsed() < TIMEOUT,
+            "the CUDA stream did not finish in {TIMEOUT:?} (is the consumer signalling done?)"
+        );
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+pub(super) fn producer(o: &Options) -> Result<()> {
+    let vk = vulkan::Context::new(&vulkan::ContextDesc::default())
+        .context("no usable Vulkan device to name the GPU")?;
+    let cu = cuda::Context::matching(vk.identity())
+        .context("--producer cuda needs a CUDA device whose UUID matches the Vulkan device")?;
+    println!(
+        "producer: CUDA device #{} {} allocates and writes the frames",
+        cu.ordinal(),
+        cu.name()
+    );
+    let desc = frame_desc(o.width, o.height);
+    let needs = ExternalImage::linear_requirements(&vk, &desc)?;
+    println!(
+        "producer: the Vulkan driver lays a {}x{} LINEAR frame out at offset {}, row pitch {} \
+         ({} bytes of texels per row), in {} bytes",
+        o.width, o.height, needs.layout.offset, needs.layout.row_pitch, needs.row_bytes, needs.size
+    );
+    let frames = (0..o.images)
+        .map(|_| VmmAllocation::new(&cu, needs.size))
+        .collect::<vkcuda::Result<Vec<_>>>()?;
+    let mut exports: Vec<OwnedFd> = Vec::with_capacity(frames.len());
+    for f in &frames {
+        match f.export()?.handle {
+            MemoryHandle::OpaqueFd(fd) => exports.push(fd),
+            other => bail!("expected an opaque fd, got {:?}", other.handle_type()),
+        }
+    }
+    let header = Header {
+        mode: Mode::CudaProducer,
+        device: vk.identity().clone(),
+        frames: o.frames,
+        desc,
+        sizes: frames.iter().map(VmmAllocation::size).collect(),
+        layout: Some(needs.layout),
+    };
+    let (mut child, socket) = spawn_consumer(&o.out)?;
+    let fds: Vec<_> = exports.iter().map(AsFd::as_fd).collect();
+    ipc::send(&socket, &header.encode(), &fds)?;
+    drop(fds);
+    drop(exports); // the consumer holds its own
+    let (message, mut sems) = ipc::recv(&socket, 2)?;
+    ensure!(
+        message == b"semaphores" && sems.len() == 2,
+        "expected the consumer's two semaphores"
+    );
+    let done = sems.pop().context("done")?;
+    let ready = sems.pop().context("ready")?;
+    // SAFETY: both fds are exports of timeline semaphores made by the consumer (this same
+    // program) with `Semaphore::timeline` on the device `cu` matched.
+    let ready = unsafe { ExternalSemaphore::import(&cu, SemaphoreHandle::TimelineFd(ready)) }?;
+    // SAFETY: as above.
+    let done = unsafe { ExternalSemaphore::import(&cu, SemaphoreHandle::TimelineFd(done)) }?;
+    println!(
+        "producer: sent {} frame fds, got semaphores ready and done back",
+        frames.len()
+    );
+
+    let kernel = cu
+        .compile("scene.cu", SCENE_CU)?
+        .load_function("render_rows")?;
+    let rows = frames
+        .iter()
+        .map(|f| {
+            let (l, bytes) = (needs.layout, needs.row_bytes);
+            PitchedBuffer::new(f.map(0..f.size())?, l.offset, l.row_pitch, bytes, o.height)
+        })
+        .collect::<vkcuda::Result<Vec<_>>>()?;
+    let stream = cu.new_stream()?;
+    let config = LaunchConfig {
+        grid_dim: (o.width.div_ceil(16), o.height.div_ceil(16), 1),
+        block_dim: (16, 16, 1),
+        shared_mem_bytes: 0,
+    };
+    let n = frames.len() as u64;
+    let start = Instant::now();
+    for k in 0..o.frames {
+        let value = u64::from(k) + 1;
+        let slot = &rows[k as usize % rows.len()];
+        if value > n {
+            done.wait(&stream, value - n)?;
+        }
+        let pitch = slot.pitch();
+        let mut launch = stream.launch_builder(&kernel);
+        launch
+            .arg(slot)
+            .arg(&pitch)
+            .arg(&k)
+            .arg(&o.width)
+            .arg(&o.height);
+        // SAFETY: render_rows(uchar*, u64, u32, u32, u32) writes 4 bytes per texel at
+        // `y * pitch + 4 * x` for x < width, y < height: inside the rows PitchedBuffer::new
+        // checked against the mapping (row bytes = 4 * width).
+        unsafe { launch.launch(config) }?;
+        ready.signal(&stream, value)?;
+    }
+    finish(&stream)?;
+    let (reply, _) = ipc::recv(&socket, 0)?;
+    let elapsed = start.elapsed();
+    let equal = compare_hashes(&reply, o.frames, o.width, o.height)?;
+    let status = child.wait()?;
+    ensure!(status.success(), "the consumer failed: {status}");
+    ensure!(equal, "frame hashes differ between producer and consumer");
+    println!(
+        "frame_sharing: {} frames of {}x{} written by CUDA into {} CUDA allocations, read by \
+         Vulkan in another process in {:.3} s ({:.1} fps); hashes equal on both sides, no copy \
+         between the processes",
+        o.frames,
+        o.width,
+        o.height,
+        frames.len(),
+        elapsed.as_secs_f64(),
+        f64::from(o.frames) / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+pub(super) fn consumer(
+    header: &Header,
+    imports: Vec<MemoryImport>,
+    socket: &UnixStream,
+    out: &Path,
+) -> Result<Vec<u64>> {
+    let vk = vulkan::Context::new(&vulkan::ContextDesc::default())?;
+    ensure!(
+        vk.identity().uuid == header.device.uuid,
+        "this process's Vulkan device {} is not the producer's {}",
+        vk.identity().uuid,
+        header.device.uuid
+    );
+    ensure!(
+        vk.can_export_semaphore_fds(),
+        "this Vulkan device cannot export semaphore fds for CUDA to signal"
+    );
+    let layout = header
+        .layout
+        .context("the header lacks the frames' layout")?;
+    let mut images = Vec::with_capacity(imports.len());
+    for import in imports {
+        // SAFETY: the fd is an export of a CUDA (VMM) allocation of `import.size` bytes, not
+        // dedicated, on the device with this context's UUID (checked above), which imports
+        // into the device-local type a LINEAR image allows; its layout is checked against
+        // what the producer's kernel writes.
+        let image = unsafe { ExternalImage::import_linear(&vk, &header.desc, import, &layout) }?;
+        images.push(Arc::new(image));
+    }
+    let ready = Arc::new(Semaphore::timeline(&vk, 0)?);
+    let done = Arc::new(Semaphore::timeline(&vk, 0)?);
+    let mut fds = Vec::with_capacity(2);
+    for s in [&ready, &done] {
+        match s.export()? {
+            SemaphoreHandle::TimelineFd(fd) => fds.push(fd),
+            other => bail!("expected a timeline fd, got {:?}", other.handle_type()),
+        }
+    }
+    let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
+    ipc::send(socket, b"semaphores", &borrowed)?;
+    drop(borrowed);
+    drop(fds);
+    let e = header.desc.extent;
+    let len = u64::from(e.width) * u64::from(e.height) * 4;
+    let mut slots = Vec::with_capacity(images.len());
+    for image in &images {
+        let readback = Arc::new(ExternalBuffer::new(&vk, &BufferDesc::new(len))?);
+        slots.push((image.clone(), readback, Commands::new(&vk)?));
+    }
+    let mut hashes = Vec::with_capacity(header.frames as usize);
+    let mut last = Vec::new();
+    for k in 0..header.frames {
+        let value = u64::from(k) + 1;
+        let (image, readback, c) = &mut slots[k as usize % images.len()];
+        c.acquire_image(image, vk::ImageLayout::GENERAL)?;
+        c.copy_image_to_buffer(image, readback)?;
+        c.release_image(image)?;
+        c.submit(0, &[(&ready, value)], &[(&done, value)], TIMEOUT)?;
+        c.wait(TIMEOUT)
+            .with_context(|| format!("frame {k}: is the CUDA producer signalling ready?"))?;
+        last = vk.read_buffer(readback, 0..len)?;
+        hashes.push(fnv1a(&last));
+    }
+    println!(
+        "consumer: {} frames read through Vulkan imports of CUDA's memory",
+        hashes.len()
+    );
+    if header.frames > 0 {
+        write_png(out, header, header.frames - 1, &last)?;
+    }
+    Ok(hashes)
+}

@@ -1,0 +1,15 @@
+//! LINEAR images in memory another API allocated: the Vulkan half on any Vulkan device
+//! (`lavapipe`), and the CUDA half (`gpu`), ignored without a CUDA device matching the
+//! Vulkan device.
+
+use libtest_mimic::Trial;
+
+mod gpu;
+mod lavapipe;
+
+/// The trials of both halves, each over its own probe.
+pub fn trials() -> Vec<Trial> {
+    let mut trials = lavapipe::trials();
+    trials.extend(gpu::trials());
+    trials
+}
