@@ -61,9 +61,9 @@ left.set_title("render -> CUDA tone map -> Vulkan (H200)")
 left.legend(fontsize=7)
 
 # Pipelined hand-offs per second with a kernel in every frame, by frames in flight.
-sync = [r for r in table("hand-offs, a 32 MiB CUDA kernel") if r[0].startswith("pipelined")]
+sync = table("pipelined hand-offs/s, a 32 MiB kernel")
 n = [int(re.search(r"(\d+) in flight", r[0]).group(1)) for r in sync]
-for col, name in [(1, "naive chain"), (2, "FrameSync semaphores"), (3, "FrameSync low-latency")]:
+for col, name in [(1, "naive chain"), (2, "FrameSync semaphores")]:
     right.plot(n, [number(r[col]) for r in sync], marker="o", label=name)
 right.set_xticks(n)
 right.set_xlabel("frames in flight (one frame per crossing)")
