@@ -40,6 +40,11 @@ enum Op {
         buffer: Arc<ExternalBuffer>,
     },
     Buffer(Arc<ExternalBuffer>, BufferStep),
+    CopyBuffer {
+        src: Arc<ExternalBuffer>,
+        dst: Arc<ExternalBuffer>,
+        region: vk::BufferCopy,
+    },
 }
 
 impl Op {
@@ -47,15 +52,18 @@ impl Op {
         match self {
             Op::Dispatch { target, .. } => Some(target.image()),
             Op::Release(i) | Op::Acquire(i, _) | Op::CopyToBuffer { image: i, .. } => Some(i),
-            Op::Buffer(..) => None,
+            Op::Buffer(..) | Op::CopyBuffer { .. } => None,
         }
     }
 
-    fn buffer(&self) -> Option<&Arc<ExternalBuffer>> {
-        match self {
-            Op::CopyToBuffer { buffer, .. } | Op::Buffer(buffer, _) => Some(buffer),
-            _ => None,
-        }
+    /// The buffers it uses (at most two).
+    fn buffers(&self) -> impl Iterator<Item = &Arc<ExternalBuffer>> {
+        let (a, b) = match self {
+            Op::CopyToBuffer { buffer, .. } | Op::Buffer(buffer, _) => (Some(buffer), None),
+            Op::CopyBuffer { src, dst, .. } => (Some(src), Some(dst)),
+            _ => (None, None),
+        };
+        a.into_iter().chain(b)
     }
 }
 
@@ -229,11 +237,57 @@ impl Commands {
         })
     }
 
+    /// Copies `len` bytes of `src` at `src_offset` to `dst` at `dst_offset` on the GPU (e.g.
+    /// a per-frame upload from a buffer the host filled once, with no staging allocation),
+    /// with the copy's writes visible to every later command. Both buffers must be owned by
+    /// Vulkan (not released to CUDA) when it runs.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when a range lies outside its buffer (`src_offset`,
+    /// `dst_offset`), `len` is zero, `src` lacks `TRANSFER_SRC` or `dst` `TRANSFER_DST`,
+    /// either is on another device, or the ranges overlap in one buffer (`dst_offset`).
+    pub fn copy_buffer(
+        &mut self,
+        src: &Arc<ExternalBuffer>,
+        src_offset: u64,
+        dst: &Arc<ExternalBuffer>,
+        dst_offset: u64,
+        len: u64,
+    ) -> Result<()> {
+        if len == 0 {
+            return Err(Error::invalid("len", "0 bytes", "at least 1 byte"));
+        }
+        let src_range = src_offset..src_offset.saturating_add(len);
+        let dst_range = dst_offset..dst_offset.saturating_add(len);
+        src.check_range("src_offset", &src_range)?;
+        dst.check_range("dst_offset", &dst_range)?;
+        src.check_usage(vk::BufferUsageFlags::TRANSFER_SRC)?;
+        dst.check_usage(vk::BufferUsageFlags::TRANSFER_DST)?;
+        if Arc::ptr_eq(src, dst)
+            && src_range.start < dst_range.end
+            && dst_range.start < src_range.end
+        {
+            return Err(Error::invalid(
+                "dst_offset",
+                format!("{dst_range:?} overlaps the source range {src_range:?} of the same buffer"),
+                "disjoint ranges (vkCmdCopyBuffer)",
+            ));
+        }
+        self.push_op(Op::CopyBuffer {
+            src: src.clone(),
+            dst: dst.clone(),
+            region: vk::BufferCopy::default()
+                .src_offset(src_offset)
+                .dst_offset(dst_offset)
+                .size(len),
+        })
+    }
+
     fn push_op(&mut self, op: Op) -> Result<()> {
         if let Some(image) = op.image() {
             self.ctx.check_owns("image", image.context())?;
         }
-        if let Some(buffer) = op.buffer() {
+        for buffer in op.buffers() {
             self.ctx.check_owns("buffer", buffer.context())?;
         }
         self.ops.push(op);
@@ -264,7 +318,7 @@ impl Commands {
             if let Some(image) = op.image() {
                 image.lock_state().complete(*id);
             }
-            if let Some(buffer) = op.buffer() {
+            for buffer in op.buffers() {
                 buffer.lock_owner().complete(*id);
             }
         }
@@ -355,7 +409,7 @@ impl Commands {
         // Lock each distinct image, then each distinct buffer, once, in address order (no
         // lock-order inversions between two Commands).
         let images = distinct(ops.iter().filter_map(Op::image));
-        let buffers = distinct(ops.iter().filter_map(Op::buffer));
+        let buffers = distinct(ops.iter().flat_map(Op::buffers));
         let mut image_guards: Vec<_> = images.iter().map(|i| i.lock_state()).collect();
         let mut buffer_guards: Vec<_> = buffers.iter().map(|b| b.lock_owner()).collect();
         let mut tracked = Planned {
@@ -416,6 +470,51 @@ impl Commands {
                 *owner = next;
                 continue;
             }
+            if let Op::CopyBuffer { src, dst, region } = op {
+                require_buffer_owned(owners[index_of(buffers, src)])?;
+                require_buffer_owned(owners[index_of(buffers, dst)])?;
+                let all = vk::MemoryBarrier::default()
+                    .src_access_mask(vk::AccessFlags::MEMORY_WRITE)
+                    .dst_access_mask(
+                        vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE,
+                    );
+                let written = vk::MemoryBarrier::default()
+                    .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
+                    .dst_access_mask(
+                        vk::AccessFlags::MEMORY_READ
+                            | vk::AccessFlags::MEMORY_WRITE
+                            | vk::AccessFlags::HOST_READ,
+                    );
+                let barrier = |src_stage, dst_stage, m: vk::MemoryBarrier<'_>| {
+                    // SAFETY: recording on this device.
+                    unsafe {
+                        d.cmd_pipeline_barrier(
+                            self.buffer.cmd,
+                            src_stage,
+                            dst_stage,
+                            vk::DependencyFlags::empty(),
+                            &[m],
+                            &[],
+                            &[],
+                        )
+                    }
+                };
+                // The copy after every earlier command and before every later one.
+                barrier(
+                    vk::PipelineStageFlags::ALL_COMMANDS,
+                    vk::PipelineStageFlags::TRANSFER,
+                    all,
+                );
+                // SAFETY: recording on this device; both buffers are Vulkan's, kept alive
+                // with the pending ops, and the region lies in both (checked when added).
+                unsafe { d.cmd_copy_buffer(self.buffer.cmd, src.raw(), dst.raw(), &[*region]) };
+                barrier(
+                    vk::PipelineStageFlags::TRANSFER,
+                    vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST,
+                    written,
+                );
+                continue;
+            }
             let Some(image) = op.image() else { continue };
             let k = index_of(images, image);
             let step = |s: &mut ImageState, step: Step| -> Result<()> {
@@ -472,7 +571,7 @@ impl Commands {
                         )
                     };
                 }
-                Op::Buffer(..) => {}
+                Op::Buffer(..) | Op::CopyBuffer { .. } => {}
             }
         }
         // SAFETY: recording began above.

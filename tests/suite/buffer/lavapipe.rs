@@ -224,9 +224,43 @@ fn another_contexts_buffer_is_refused(a: &Context) -> anyhow::Result<()> {
 }
 
 /// The trials of this file.
+/// `Commands::copy_buffer`: a GPU-side copy between Vulkan-owned buffers (a per-frame
+/// upload from a buffer filled once), repeated on one `Commands` with no new allocation;
+/// bad ranges, zero length and overlap in one buffer are typed errors.
+fn commands_copy_buffer(vk: &Context) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use vkcuda::util::Commands;
+    let len = 1 << 20;
+    let src = Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(len))?);
+    let dst = Arc::new(ExternalBuffer::new(vk, &BufferDesc::new(2 * len))?);
+    let data = pattern_bytes(len, 41);
+    vk.write_buffer(&src, 0, &data)?;
+    let mut c = Commands::new(vk)?;
+    for frame in 0..3u64 {
+        let at = (frame % 2) * len;
+        c.copy_buffer(&src, 0, &dst, at, len)?;
+        c.submit(0, &[], &[], std::time::Duration::from_secs(10))?;
+        c.wait(std::time::Duration::from_secs(10))?;
+        assert_bytes(&vk.read_buffer(&dst, at..at + len)?, &data, "copied")?;
+    }
+    common::expect_invalid_arg(c.copy_buffer(&src, 0, &dst, 0, 0), "len")?;
+    common::expect_invalid_arg(c.copy_buffer(&src, 1, &dst, 0, len), "src_offset")?;
+    common::expect_invalid_arg(c.copy_buffer(&src, 0, &dst, 2 * len - 1, 2), "dst_offset")?;
+    common::expect_invalid_arg(c.copy_buffer(&dst, 0, &dst, 16, 64), "dst_offset")?;
+    c.copy_buffer(&dst, 0, &dst, len, 64)?; // disjoint ranges of one buffer are fine
+    c.submit(0, &[], &[], std::time::Duration::from_secs(10))?;
+    c.wait(std::time::Duration::from_secs(10))?;
+    assert_bytes(
+        &vk.read_buffer(&dst, len..len + 64)?,
+        &data[..64],
+        "self copy",
+    )?;
+    assert_no_validation_errors(vk)
+}
+
 pub fn trials() -> Vec<Trial> {
     let probe = common::vulkan_probe();
-    let tests: [common::Test<Context>; 10] = [
+    let tests: [common::Test<Context>; 11] = [
         (
             "validation_is_counted_when_requested",
             common::validation_is_counted_when_requested,
@@ -239,6 +273,7 @@ pub fn trials() -> Vec<Trial> {
             allocation_size_is_what_gets_exported,
         ),
         ("capabilities", capabilities),
+        ("commands_copy_buffer", commands_copy_buffer),
         ("bad_input_is_typed_and_leak_free", bad_input),
         ("create_destroy_2000_no_fd_growth", no_leaks),
         (
