@@ -17,8 +17,9 @@ struct Slot {
     target: WgpuTexture,
     bind: wgpu::BindGroup,
     readback: wgpu::Buffer,
-    /// (scene frame, the submission that copied it into `readback`).
-    pending: Option<(u32, wgpu::SubmissionIndex)>,
+    /// (scene frame, the submission that copied it into `readback`, whether CUDA
+    /// tone-mapped it).
+    pending: Option<(u32, wgpu::SubmissionIndex, bool)>,
 }
 
 /// The CUDA half: the tone-map kernel and each slot's surface.
@@ -219,7 +220,7 @@ impl WgpuPipeline {
     }
 
     /// Copies slot `i`'s texture into its readback buffer (when reading back).
-    fn read_back(&mut self, i: usize, frame: u32) {
+    fn read_back(&mut self, i: usize, frame: u32, processed: bool) {
         if !self.readback {
             return;
         }
@@ -241,13 +242,13 @@ impl WgpuPipeline {
             slot.target.texture().size(),
         );
         let index = self.ctx.queue().submit([encoder.finish()]);
-        slot.pending = Some((frame, index));
+        slot.pending = Some((frame, index, processed));
     }
 
     /// Without CUDA: render, read back.
     fn wgpu_frame(&mut self, frame: u32) -> Result<()> {
         let i = self.render(frame)?;
-        self.read_back(i, frame);
+        self.read_back(i, frame, false);
         Ok(())
     }
 
@@ -270,13 +271,13 @@ impl WgpuPipeline {
         unsafe { kernel.launch(config) }?;
         f.cuda_signal()?;
         f.acquire_from_cuda()?;
-        self.read_back(i, frame);
+        self.read_back(i, frame, true);
         Ok(())
     }
 
     /// Maps slot `i`'s readback (waiting for its copy only) and checks the frame in it.
     fn check_slot(&mut self, i: usize) -> Result<()> {
-        let Some((frame, index)) = self.slots[i].pending.take() else {
+        let Some((frame, index, processed)) = self.slots[i].pending.take() else {
             return Ok(());
         };
         let (w, h) = (self.width, self.height);
@@ -295,7 +296,9 @@ impl WgpuPipeline {
             .copied()
             .collect();
         self.slots[i].readback.unmap();
-        let want = if self.cuda.is_some() {
+        // Whether CUDA processed it is recorded with the frame: `run` holds the CUDA half
+        // outside `self` while it submits.
+        let want = if processed {
             scene::processed_reference(frame, w, h)
         } else {
             scene::reference(frame, w, h)
