@@ -30,6 +30,7 @@ mod buffer_owner;
 mod capabilities;
 mod context;
 mod debug;
+mod device;
 mod format;
 mod headless;
 mod image;
@@ -52,10 +53,8 @@ pub use capabilities::{
 pub(crate) use context::no_queue;
 #[cfg(feature = "wgpu")]
 pub(crate) use context::Borrowed;
-pub use context::{
-    enumerate_devices, instance_extension_names, Context, ContextDesc, DeviceSelection,
-    PhysicalDeviceInfo, QueueGuard, WrapDesc,
-};
+pub use context::{Context, ContextDesc, DeviceSelection, WrapDesc};
+pub use device::{enumerate_devices, instance_extension_names, PhysicalDeviceInfo};
 pub(crate) use format::level_bytes;
 pub use format::{texel_block, TexelBlock};
 pub(crate) use image::linear_row_bytes;
@@ -70,6 +69,7 @@ pub use present::{PresentMode, PresentOutcome, PresentTarget, Presenter, Present
 #[cfg(feature = "wgpu")]
 pub(crate) use queue_use::FOREIGN_QUEUE;
 pub(crate) use queue_use::{QueueUse, Submission, Tracked};
+pub use queues::QueueGuard;
 pub use queues::QueueId;
 pub(crate) use semaphore::backoff;
 pub use semaphore::{Semaphore, SemaphoreDesc};

@@ -8,11 +8,12 @@
 //! its graphics/compute engine between the Vulkan and the CUDA context (see
 //! [`crate::interop::alternation_floor`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use ash::vk;
 
-use super::context::QueueGuard;
 use super::timestamps::Bracket;
 use super::Context;
 use crate::error::{Error, Result};
@@ -290,6 +291,99 @@ impl Drop for Recorded {
         }
         // SAFETY: as above; destroying the pool frees its command buffer.
         unsafe { d.destroy_command_pool(self.pool, None) };
+    }
+}
+
+/// A duration in nanoseconds, saturating.
+pub(super) fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One queue and the thread holding its lock (0: none).
+pub(super) struct QueueSlot {
+    queue: Mutex<vk::Queue>,
+    holder: AtomicU64,
+}
+
+/// A nonzero tag for the calling thread, to tell a re-entrant lock from a contended one.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|t| *t)
+}
+
+/// A locked queue of the context ([`Context::queue_at`]): dereferences to the
+/// `vk::Queue`; other submissions to it wait until it is dropped.
+pub struct QueueGuard<'a> {
+    queue: MutexGuard<'a, vk::Queue>,
+    holder: &'a AtomicU64,
+}
+
+impl std::fmt::Debug for QueueGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QueueGuard").field(&*self.queue).finish()
+    }
+}
+
+impl std::ops::Deref for QueueGuard<'_> {
+    type Target = vk::Queue;
+    fn deref(&self) -> &vk::Queue {
+        &self.queue
+    }
+}
+
+impl Drop for QueueGuard<'_> {
+    fn drop(&mut self) {
+        // Cleared while the mutex is still held (the guard field drops after this).
+        self.holder.store(0, Ordering::Release);
+    }
+}
+
+impl QueueSlot {
+    pub(super) fn new(queue: vk::Queue) -> Self {
+        Self {
+            queue: Mutex::new(queue),
+            holder: AtomicU64::new(0),
+        }
+    }
+
+    /// Locks the queue: an error when this thread already holds it, a timeout when another
+    /// thread holds it longer than `timeout`. A panic while holding the lock cannot leave
+    /// a `vk::Queue` half-updated, so a poisoned lock is taken over.
+    pub(super) fn lock(&self, index: usize, timeout: Duration) -> Result<QueueGuard<'_>> {
+        let me = thread_tag();
+        if self.holder.load(Ordering::Acquire) == me {
+            return Err(Error::invalid(
+                "queue",
+                format!("queue {index} is already locked by this thread (a QueueGuard is alive)"),
+                "drop the QueueGuard from Context::queue/queue_at before calling into vkcuda",
+            ));
+        }
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        let queue = loop {
+            match self.queue.try_lock() {
+                Ok(g) => break g,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if start.elapsed() < timeout => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(Error::Timeout {
+                        what: format!("locking queue {index} (another thread holds it)"),
+                        waited: timeout,
+                    })
+                }
+            }
+        };
+        self.holder.store(me, Ordering::Release);
+        Ok(QueueGuard {
+            queue,
+            holder: &self.holder,
+        })
     }
 }
 

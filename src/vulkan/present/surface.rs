@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ash::vk;
 use raw_window_handle::{HasDisplayHandle, HasWindowHandle, RawDisplayHandle};
 
-use super::super::context::has_instance_extension;
+use super::super::device::has_instance_extension;
 use super::super::{headless, Context};
 use crate::error::{Error, Result};
 
