@@ -473,46 +473,29 @@ impl Commands {
             if let Op::CopyBuffer { src, dst, region } = op {
                 require_buffer_owned(owners[index_of(buffers, src)])?;
                 require_buffer_owned(owners[index_of(buffers, dst)])?;
-                let all = vk::MemoryBarrier::default()
-                    .src_access_mask(vk::AccessFlags::MEMORY_WRITE)
-                    .dst_access_mask(
-                        vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE,
-                    );
-                let written = vk::MemoryBarrier::default()
-                    .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                    .dst_access_mask(
-                        vk::AccessFlags::MEMORY_READ
-                            | vk::AccessFlags::MEMORY_WRITE
-                            | vk::AccessFlags::HOST_READ,
-                    );
-                let barrier = |src_stage, dst_stage, m: vk::MemoryBarrier<'_>| {
-                    // SAFETY: recording on this device.
-                    unsafe {
-                        d.cmd_pipeline_barrier(
-                            self.buffer.cmd,
-                            src_stage,
-                            dst_stage,
-                            vk::DependencyFlags::empty(),
-                            &[m],
-                            &[],
-                            &[],
-                        )
-                    }
+                let cmd = self.buffer.cmd;
+                // The copy runs after every earlier command and its writes are visible to
+                // every later one.
+                // SAFETY: `cmd` is recording, on this device.
+                unsafe {
+                    super::memory_barrier(
+                        d,
+                        cmd,
+                        (
+                            vk::PipelineStageFlags::ALL_COMMANDS,
+                            vk::AccessFlags::MEMORY_WRITE,
+                        ),
+                        (
+                            vk::PipelineStageFlags::TRANSFER,
+                            vk::AccessFlags::TRANSFER_READ | vk::AccessFlags::TRANSFER_WRITE,
+                        ),
+                    )
                 };
-                // The copy after every earlier command and before every later one.
-                barrier(
-                    vk::PipelineStageFlags::ALL_COMMANDS,
-                    vk::PipelineStageFlags::TRANSFER,
-                    all,
-                );
-                // SAFETY: recording on this device; both buffers are Vulkan's, kept alive
-                // with the pending ops, and the region lies in both (checked when added).
-                unsafe { d.cmd_copy_buffer(self.buffer.cmd, src.raw(), dst.raw(), &[*region]) };
-                barrier(
-                    vk::PipelineStageFlags::TRANSFER,
-                    vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST,
-                    written,
-                );
+                // SAFETY: as above; both buffers are Vulkan's, kept alive with the pending
+                // ops, and the region lies in both (checked when added).
+                unsafe { d.cmd_copy_buffer(cmd, src.raw(), dst.raw(), &[*region]) };
+                // SAFETY: as above.
+                unsafe { super::record_transfer_writes_visible(d, cmd) };
                 continue;
             }
             let Some(image) = op.image() else { continue };
@@ -555,21 +538,8 @@ impl Commands {
                         )
                     };
                     step(&mut states[k], Step::Transition(vk::ImageLayout::GENERAL))?;
-                    let written = vk::MemoryBarrier::default()
-                        .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-                        .dst_access_mask(vk::AccessFlags::MEMORY_READ | vk::AccessFlags::HOST_READ);
                     // SAFETY: recording on this device.
-                    unsafe {
-                        d.cmd_pipeline_barrier(
-                            self.buffer.cmd,
-                            vk::PipelineStageFlags::TRANSFER,
-                            vk::PipelineStageFlags::ALL_COMMANDS | vk::PipelineStageFlags::HOST,
-                            vk::DependencyFlags::empty(),
-                            &[written],
-                            &[],
-                            &[],
-                        )
-                    };
+                    unsafe { super::record_transfer_writes_visible(d, self.buffer.cmd) };
                 }
                 Op::Buffer(..) | Op::CopyBuffer { .. } => {}
             }

@@ -325,31 +325,6 @@ impl OneShot for Context {
     }
 }
 
-/// Makes the one-shot's transfer writes visible to the host (for readbacks) and to every
-/// later command on the device, whatever resource it reaches the memory through (a buffer
-/// and an image may alias one allocation, e.g. a pool block and a LINEAR image).
-fn record_visibility(ctx: &Context, cmd: vk::CommandBuffer) {
-    let to_all = vk::MemoryBarrier::default()
-        .src_access_mask(vk::AccessFlags::TRANSFER_WRITE)
-        .dst_access_mask(
-            vk::AccessFlags::HOST_READ
-                | vk::AccessFlags::MEMORY_READ
-                | vk::AccessFlags::MEMORY_WRITE,
-        );
-    // SAFETY: `cmd` is recording on this device.
-    unsafe {
-        ctx.device().cmd_pipeline_barrier(
-            cmd,
-            vk::PipelineStageFlags::TRANSFER,
-            vk::PipelineStageFlags::HOST | vk::PipelineStageFlags::ALL_COMMANDS,
-            vk::DependencyFlags::empty(),
-            &[to_all],
-            &[],
-            &[],
-        )
-    };
-}
-
 /// The first `len` bytes of the staging buffer a completed readback filled.
 fn staged_bytes(lock: &mut OneShotLock<'_>, len: u64, direction: Direction) -> Result<Vec<u8>> {
     let staging = lock
@@ -412,7 +387,8 @@ fn buffer_use(
     let now = owner.now;
     let id = submit_use(lock, owner, "buffer", now, |cmd| {
         record(cmd);
-        record_visibility(ctx, cmd);
+        // SAFETY: `cmd` is the context's recording one-shot command buffer.
+        unsafe { super::record_transfer_writes_visible(ctx.device(), cmd) };
     })?;
     lock.finish()?;
     buffer.lock_owner().complete(id);
@@ -520,7 +496,8 @@ fn copy_image(
             // SAFETY: as above.
             unsafe { image.record_barrier(cmd, &b) };
         }
-        record_visibility(ctx, cmd);
+        // SAFETY: `cmd` is the context's recording one-shot command buffer.
+        unsafe { super::record_transfer_writes_visible(ctx.device(), cmd) };
     })?;
     lock.finish()?;
     image.lock_state().complete(id);
