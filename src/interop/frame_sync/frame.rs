@@ -153,9 +153,7 @@ impl Frame<'_> {
     /// The frame numbers it carries across: `index * K .. (index + 1) * K` with K the
     /// frames per crossing ([`FrameSyncDesc::frames_per_crossing`](super::FrameSyncDesc::frames_per_crossing); K = 1 by default).
     pub fn frames(&self) -> std::ops::Range<u64> {
-        let k = self.sync.frames_per_crossing as u64;
-        let first = self.ticket.index.saturating_mul(k);
-        first..first.saturating_add(k)
+        self.sync.frames_of(self.ticket.index)
     }
 
     /// Its slot, `index % frames_in_flight`: index per-slot resources with it.

@@ -428,6 +428,13 @@ impl FrameSync {
         Ok(Some(tracer.finish()))
     }
 
+    /// The frame numbers crossing `index` carries ([`Frame::frames`]).
+    fn frames_of(&self, index: u64) -> std::ops::Range<u64> {
+        let k = self.frames_per_crossing as u64;
+        let first = index.saturating_mul(k);
+        first..first.saturating_add(k)
+    }
+
     /// The tracer, locked, when tracing is on.
     fn tracer(&self) -> Option<MutexGuard<'_, Tracer>> {
         self.tracer
@@ -470,8 +477,7 @@ impl FrameSync {
         // SAFETY: the slot's previous frame finished (`begin` waited for it).
         let extra = unsafe { self.crossing.produce(t.slot, t.value) }?;
         let started = crate::trace::now_ns();
-        let k = self.frames_per_crossing as u64;
-        let frames = t.index.saturating_mul(k)..t.index.saturating_add(1).saturating_mul(k);
+        let frames = self.frames_of(t.index);
         let bracket = self
             .tracer()
             .and_then(|mut tr| tr.produce(t.index, frames, slot.produce_queue));
