@@ -409,12 +409,22 @@ pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Re
     pipeline.run(0..o.frames)?;
     pipeline.finish()?;
     let elapsed = start.elapsed();
-    let mut path = o.out.join("(no readback)");
-    if o.readback {
+    let checked = if o.readback {
         let (frame, texels) = pipeline.check()?;
-        path = o.out.join(format!("frame-{frame:04}.png"));
+        let path = o.out.join(format!("frame-{frame:04}.png"));
         png::write(&path, o.width, o.height, &texels)?;
-    }
+        format!(
+            "last frame of each of the {} images equal to the CPU reference; wrote {}",
+            pipeline.slots.len() * o.batch,
+            path.display()
+        )
+    } else {
+        let n = pipeline.check_images(4)?;
+        format!(
+            "no per-frame readback; the latest {n} frames, read from their images after the \
+             timed run, equal to the CPU reference"
+        )
+    };
     if let Some(file) = &o.trace {
         if let Some(t) = pipeline.take_trace()? {
             t.trace.write_json(file)?;
@@ -431,8 +441,14 @@ pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Re
     }
     let per_frame = elapsed.as_secs_f64() / f64::from(o.frames);
     println!(
-        "GPU pipeline: {} frames of {}x{}, {} in flight x {} frames per crossing ({:?}): Vulkan render -> CUDA tone map in place (zero copy) -> Vulkan readback",
-        o.frames, o.width, o.height, o.in_flight, o.batch, pipeline.mode
+        "GPU pipeline: {} frames of {}x{}, {} in flight x {} frames per crossing ({:?}): Vulkan render -> CUDA tone map in place (zero copy) -> Vulkan{}",
+        o.frames,
+        o.width,
+        o.height,
+        o.in_flight,
+        o.batch,
+        pipeline.mode,
+        if o.readback { " readback" } else { " acquire" }
     );
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / f64::from(o.frames);
     let [begin, render, cuda, acquire] = pipeline.host.map(us);
@@ -440,11 +456,9 @@ pub fn gpu_pipeline(o: &Options, vk: &vulkan::Context, cu: &cuda::Context) -> Re
         "host time per frame: begin {begin:.1} us, render submit {render:.1} us, CUDA wait+launch+signal {cuda:.1} us, acquire+readback submit {acquire:.1} us"
     );
     println!(
-        "summary: {:.0} fps ({:.3} ms/frame); last frame of each of the {} images equal to the CPU reference; wrote {}",
+        "summary: {:.0} fps ({:.3} ms/frame); {checked}",
         1.0 / per_frame,
         per_frame * 1e3,
-        pipeline.slots.len() * o.batch,
-        path.display()
     );
     Ok(())
 }
