@@ -32,7 +32,7 @@ use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, ExternalImage, ImageDesc,
 use vkcuda_dev::shaders::SCENE_CU;
 use vkcuda_dev::sharing::{fnv1a, Header, Mode};
 
-use super::{compare_hashes, spawn_consumer, write_png, Options, TIMEOUT};
+use super::{compare_hashes, producer_device, spawn_consumer, write_png, Options, TIMEOUT};
 
 /// What every frame is: a LINEAR RGBA8 image that Vulkan copies out of.
 fn frame_desc(width: u32, height: u32) -> ImageDesc {
@@ -177,13 +177,7 @@ pub(super) fn consumer(
     socket: &UnixStream,
     out: &Path,
 ) -> Result<Vec<u64>> {
-    let vk = vulkan::Context::new(&vulkan::ContextDesc::default())?;
-    ensure!(
-        vk.identity().uuid == header.device.uuid,
-        "this process's Vulkan device {} is not the producer's {}",
-        vk.identity().uuid,
-        header.device.uuid
-    );
+    let vk = producer_device(header)?;
     ensure!(
         vk.can_export_semaphore_fds(),
         "this Vulkan device cannot export semaphore fds for CUDA to signal"

@@ -480,12 +480,9 @@ fn cuda_consumer(
     Ok(hashes)
 }
 
-fn vulkan_consumer(
-    header: &Header,
-    imports: Vec<MemoryImport>,
-    stream: &UnixStream,
-    out: &Path,
-) -> Result<Vec<u64>> {
+/// A Vulkan context on the producer's GPU (the one `header` names), or an error saying
+/// which two devices differ.
+fn producer_device(header: &Header) -> Result<vulkan::Context> {
     let vk = vulkan::Context::new(&vulkan::ContextDesc::default())?;
     ensure!(
         vk.identity().uuid == header.device.uuid,
@@ -493,6 +490,16 @@ fn vulkan_consumer(
         vk.identity().uuid,
         header.device.uuid
     );
+    Ok(vk)
+}
+
+fn vulkan_consumer(
+    header: &Header,
+    imports: Vec<MemoryImport>,
+    stream: &UnixStream,
+    out: &Path,
+) -> Result<Vec<u64>> {
+    let vk = producer_device(header)?;
     let mut images = Vec::with_capacity(imports.len());
     for import in imports {
         // SAFETY: the peer was checked (SO_PEERCRED) to be our parent, the producer (this
