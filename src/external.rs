@@ -436,12 +436,16 @@ mod tests {
         use std::os::fd::AsRawFd;
         let mut other = None;
         let r: crate::Result<()> = lend_fd(eventfd(), |raw| {
-            // The "driver" closes the fd; "another thread" opens an eventfd at that number.
-            // SAFETY: the lent duplicate is the driver's to close here.
-            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
+            // The "driver" closes the fd and "another thread" opens an eventfd that gets
+            // the same number. dup3 does both at once: left to the kernel, the lowest free
+            // number could go to a test running on another thread.
             let fresh = eventfd();
-            assert_eq!(fresh.as_raw_fd(), raw, "the number was not recycled");
-            other = Some(fresh);
+            // SAFETY: dup3 atomically closes `raw` (the lent duplicate, the driver's to
+            // close here) and makes it a second number for `fresh`'s open file.
+            let at = unsafe { libc::dup3(fresh.as_raw_fd(), raw, libc::O_CLOEXEC) };
+            assert_eq!(at, raw, "dup3: {}", std::io::Error::last_os_error());
+            // SAFETY: `raw` now names a new open file that nothing else owns.
+            other = Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) });
             Err(crate::Error::invalid("fd", "refused", "a memory fd"))
         });
         assert!(r.is_err());
@@ -454,13 +458,22 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_refused_fd_left_open_is_closed() {
+        use std::os::fd::AsRawFd;
+        let fd = eventfd();
+        // A second number for the same open file, to tell a leaked duplicate from a number
+        // that a test on another thread reopened meanwhile.
+        let witness = fd.try_clone().unwrap();
         let mut lent = -1;
-        let r: crate::Result<()> = lend_fd(eventfd(), |raw| {
+        let r: crate::Result<()> = lend_fd(fd, |raw| {
             lent = raw;
             Err(crate::Error::invalid("fd", "refused", "a memory fd"))
         });
         assert!(r.is_err());
-        assert!(!is_open(lent), "the refused duplicate leaked");
+        assert_ne!(
+            same_open_file(lent, witness.as_raw_fd()),
+            Some(true),
+            "the refused duplicate leaked"
+        );
     }
 
     #[test]
