@@ -190,11 +190,11 @@ impl MemoryHandle {
     }
 }
 
-/// What CUDA needs to import a block of external memory.
+/// What an importer (CUDA, or Vulkan again) needs to take a block of external memory.
 ///
 /// Built by [`crate::vulkan`] from the allocation itself (size from
-/// `VkMemoryRequirements`, dedicated flag from how it was allocated), or by hand for
-/// another exporter.
+/// `VkMemoryRequirements`, dedicated flag from how it was allocated, memory type from the
+/// allocation), by [`crate::cuda::VmmAllocation::export`], or by hand for another exporter.
 #[derive(Debug)]
 pub struct MemoryImport {
     /// The handle; moved into CUDA on success where it is an fd.
@@ -204,6 +204,13 @@ pub struct MemoryImport {
     /// Whether the memory is a dedicated allocation of one buffer or image
     /// (`CUDA_EXTERNAL_MEMORY_DEDICATED`). Must match how the exporter allocated it.
     pub dedicated: bool,
+    /// The Vulkan memory type index the memory was allocated from, where a Vulkan driver
+    /// made it (every vkcuda Vulkan export says). A Vulkan import of such an opaque fd must
+    /// use that type (VUID-VkMemoryAllocateInfo-allocationSize-01742), and is refused when
+    /// the importing buffer or image cannot live in it. `None` for memory another API made
+    /// (CUDA's VMM memory): Vulkan then imports into the first device-local type the
+    /// resource allows. CUDA ignores it.
+    pub memory_type: Option<u32>,
 }
 
 /// Every handle type `cuImportExternalSemaphore` accepts.

@@ -46,6 +46,9 @@ pub struct Header {
     /// Where the texels lie in each frame's memory ([`Mode::CudaProducer`]: the layout the
     /// producer's CUDA kernel writes, which the consumer's import must match).
     pub layout: Option<LinearLayout>,
+    /// The Vulkan memory type every image's memory was allocated from, where a Vulkan
+    /// driver made it ([`vkcuda::external::MemoryImport::memory_type`]).
+    pub memory_type: Option<u32>,
 }
 
 const MODES: [(Mode, &str); 3] = [
@@ -73,10 +76,13 @@ impl Header {
         let layout = self.layout.map_or(String::new(), |l| {
             format!("layout {} {} {}\n", l.offset, l.row_pitch, l.size)
         });
+        let memory_type = self
+            .memory_type
+            .map_or(String::new(), |t| format!("memory_type {t}\n"));
         format!(
             "{MAGIC}\nmode {}\nuuid {uuid}\nnode_mask {}\nname {}\nframes {}\nwidth {}\n\
              height {}\nlayers {}\nmip_levels {}\nformat {}\nusage {}\ntiling {}\nsizes {}\n\
-             {layout}",
+             {layout}{memory_type}",
             mode,
             self.device.node_mask,
             self.device.name.replace('\n', " "),
@@ -162,6 +168,10 @@ impl Header {
                 })
             }
         };
+        let memory_type = match fields.get("memory_type") {
+            None => None,
+            Some(v) => Some(v.parse().context("memory_type")?),
+        };
         Ok(Self {
             mode,
             device: DeviceIdentity {
@@ -174,6 +184,7 @@ impl Header {
             desc,
             sizes,
             layout,
+            memory_type,
         })
     }
 }

@@ -89,6 +89,7 @@ pub(super) fn producer(o: &Options) -> Result<()> {
         desc,
         sizes: frames.iter().map(VmmAllocation::size).collect(),
         layout: Some(needs.layout),
+        memory_type: None,
     };
     let (mut child, socket) = spawn_consumer(&o.out)?;
     let fds: Vec<_> = exports.iter().map(AsFd::as_fd).collect();

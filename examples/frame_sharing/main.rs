@@ -217,8 +217,12 @@ fn producer(o: &Options) -> Result<()> {
         cmds.push(Commands::new(&vk)?);
     }
     let mut exports = Vec::with_capacity(o.images + 2);
+    let mut memory_type = None;
     for image in &images {
-        match image.export()?.handle {
+        let export = image.export()?;
+        // One description, so one memory type for every image.
+        memory_type = export.memory_type;
+        match export.handle {
             MemoryHandle::OpaqueFd(fd) => exports.push(fd),
             other => bail!("expected an opaque fd, got {:?}", other.handle_type()),
         }
@@ -230,6 +234,7 @@ fn producer(o: &Options) -> Result<()> {
         desc: desc.clone(),
         sizes: images.iter().map(|i| i.allocation_size()).collect(),
         layout: None,
+        memory_type,
     };
     let (ready, done) = match mode {
         Mode::Cuda => {
@@ -396,6 +401,7 @@ fn consumer(socket: &Path, out: &Path) -> Result<()> {
             size,
             // CUDA's VMM memory was made for no image in particular.
             dedicated: header.mode != Mode::CudaProducer,
+            memory_type: header.memory_type,
         });
     let hashes = match header.mode {
         Mode::Cuda => {

@@ -294,6 +294,7 @@ impl ExternalMemory {
             handle,
             size,
             dedicated,
+            memory_type: _,
         } = import;
         let handle_type = handle.handle_type();
         validate_import(size, dedicated, handle_type)?;

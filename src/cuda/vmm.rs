@@ -294,6 +294,7 @@ impl VmmAllocation {
                 handle: crate::external::MemoryHandle::OpaqueFd(fd),
                 size: self.inner.size,
                 dedicated: false,
+                memory_type: None,
             })
         }
         #[cfg(not(unix))]

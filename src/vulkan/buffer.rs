@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ash::vk;
 
-use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
+use super::memory::{check_import_type, export_flags, Bound, Unbound};
 use super::pool::{PoolBlock, PoolSlot};
 use super::queue_use::Tracked;
 use super::{Context, ImageOwner};
@@ -122,26 +122,25 @@ impl ExternalBuffer {
     ///
     /// # Safety
     /// 1. `import.handle` is an export of memory allocated by a device with this context's
-    ///    UUID, of exactly `import.size` bytes, in the memory type this `desc` selects (as
-    ///    [`ExternalBuffer::new`] with an equal `desc` allocates), dedicated as
-    ///    `import.dedicated` says. Vulkan requires the allocation size and memory type to
-    ///    match the payload (VUID-VkMemoryAllocateInfo-allocationSize-01742); a mismatch the
-    ///    driver does not catch is undefined behaviour. [`ExternalBuffer::alias`] is the
-    ///    safe loopback.
+    ///    UUID, of exactly `import.size` bytes, dedicated as `import.dedicated` says, in
+    ///    `import.memory_type` where that names one (every vkcuda export does; a buffer that
+    ///    cannot use that type is refused), otherwise in the memory type this `desc` selects
+    ///    (as [`ExternalBuffer::new`] with an equal `desc` allocates). Vulkan requires the
+    ///    allocation size and memory type to match the payload
+    ///    (VUID-VkMemoryAllocateInfo-allocationSize-01742); a mismatch the driver does not
+    ///    catch is undefined behaviour. [`ExternalBuffer::alias`] is the safe loopback.
     pub unsafe fn import(ctx: &Context, desc: &BufferDesc, import: MemoryImport) -> Result<Self> {
         check_size(ctx, desc.size)?;
         check_usage_flags(desc.usage)?;
         check_import_type(desc.handle_type, &import)?;
         let t = desc.handle_type;
-        let fd = import_fd(import.handle)?;
         // The same platform and extension checks as `new` (DmaBufFd needs its extension).
         let flags = export_flags(ctx, t)?;
         let buffer = create_buffer(ctx.device(), desc, flags)?;
         let what = || format!("a {}-byte buffer", desc.size);
         // SAFETY: the buffer was created from `ctx`'s device with `flags` for this handle
         // type; the payload fits it (precondition 1).
-        let bound =
-            unsafe { Bound::import(ctx, buffer, fd, t, import.size, import.dedicated, what) }?;
+        let bound = unsafe { Bound::import(ctx, buffer, import, t, what) }?;
         Ok(Self::with(bound, desc))
     }
 
@@ -228,6 +227,12 @@ impl ExternalBuffer {
     /// The export handle type.
     pub fn handle_type(&self) -> MemoryHandleType {
         self.bound.handle_type()
+    }
+
+    /// The Vulkan memory type index of its memory (its exporter's, for an import of a
+    /// Vulkan export).
+    pub fn memory_type(&self) -> u32 {
+        self.bound.memory_type()
     }
 
     /// The context it was made on.

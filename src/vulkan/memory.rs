@@ -165,8 +165,16 @@ pub(crate) struct Bound<R: Resource> {
     /// Released in `Drop`, after the resource is destroyed.
     backing: Backing,
     allocation_size: u64,
+    /// The memory type it lives in (a pool block's, for a pooled resource).
+    memory_type: u32,
     handle_type: MemoryHandleType,
     exportable: bool,
+}
+
+/// How much memory a [`Bound`] resource's allocation holds, and of which type.
+struct Placement {
+    size: u64,
+    memory_type: u32,
 }
 
 /// The memory a [`Bound`] resource is bound to.
@@ -206,44 +214,49 @@ impl<R: Resource> Bound<R> {
         handle_type: MemoryHandleType,
     ) -> Result<Self> {
         let requirements = resource.requirements();
+        let memory_type = choose_memory_type(ctx, requirements.memory_type_bits)?;
         // SAFETY: precondition 1; the resource is unbound and `requirements` are its own.
-        let memory = unsafe { allocate_exportable(ctx, &requirements, flags, resource.raw) }?;
-        Self::bind(ctx, resource, memory, requirements.size, handle_type, true)
+        let memory =
+            unsafe { allocate_exportable(ctx, &requirements, memory_type, flags, resource.raw) }?;
+        let placement = Placement {
+            size: requirements.size,
+            memory_type,
+        };
+        Self::bind(ctx, resource, memory, placement, handle_type, true)
     }
 
-    /// Imports `fd` (`size` bytes of `handle_type`, dedicated as `dedicated` says) and binds
-    /// it; `what` names the resource in a size error. On success Vulkan owns the fd; on
-    /// failure it has been closed.
+    /// Imports `import` (memory of `handle_type`) and binds it; `what` names the resource
+    /// in errors. On success Vulkan owns the fd; on failure it has been closed.
     ///
     /// # Safety
     /// 1. `resource` was created from `ctx.device()` with `VkExternalMemory{Buffer,Image}
     ///    CreateInfo` naming `handle_type`'s flag.
-    /// 2. The payload behind `fd` fits `resource` (the `import` contracts of
+    /// 2. The payload behind the handle fits `resource` (the `import` contracts of
     ///    [`ExternalBuffer`](super::ExternalBuffer) and [`ExternalImage`](super::ExternalImage)).
     pub(crate) unsafe fn import(
         ctx: &Context,
         resource: Unbound<'_, R>,
-        fd: ImportFd,
+        import: MemoryImport,
         handle_type: MemoryHandleType,
-        size: u64,
-        dedicated: bool,
-        what: impl FnOnce() -> String,
+        what: impl Fn() -> String,
     ) -> Result<Self> {
+        let fd = import_fd(import.handle)?;
         let requirements = resource.requirements();
-        check_import_size(size, dedicated, requirements.size, what)?;
-        let to = dedicated.then_some(resource.raw);
+        check_import_size(import.size, import.dedicated, requirements.size, &what)?;
+        let to = import.dedicated.then_some(resource.raw);
+        let wanted = MemoryTypeWanted {
+            exporters: import.memory_type,
+            allowed: requirements.memory_type_bits,
+            resource: &what,
+        };
         // SAFETY: preconditions 1 and 2; the resource is unbound.
-        let memory = unsafe {
-            import_memory(
-                ctx,
-                handle_type,
-                fd,
-                requirements.memory_type_bits,
-                size,
-                to,
-            )
-        }?;
-        Self::bind(ctx, resource, memory, size, handle_type, false)
+        let (memory, memory_type) =
+            unsafe { import_memory(ctx, handle_type, fd, wanted, import.size, to) }?;
+        let placement = Placement {
+            size: import.size,
+            memory_type,
+        };
+        Self::bind(ctx, resource, memory, placement, handle_type, false)
     }
 
     /// Binds the resource at `slot` of a pool block whose memory is exportable as
@@ -271,6 +284,7 @@ impl<R: Resource> Bound<R> {
             ctx: ctx.clone(),
             raw: resource.release(),
             allocation_size: slot.len(),
+            memory_type: slot.block().memory_type(),
             backing: Backing::Pooled(slot),
             handle_type,
             exportable: false,
@@ -282,7 +296,7 @@ impl<R: Resource> Bound<R> {
         ctx: &Context,
         resource: Unbound<'_, R>,
         memory: vk::DeviceMemory,
-        allocation_size: u64,
+        placement: Placement,
         handle_type: MemoryHandleType,
         exportable: bool,
     ) -> Result<Self> {
@@ -297,7 +311,8 @@ impl<R: Resource> Bound<R> {
             ctx: ctx.clone(),
             raw: resource.release(),
             backing: Backing::Dedicated(memory),
-            allocation_size,
+            allocation_size: placement.size,
+            memory_type: placement.memory_type,
             handle_type,
             exportable,
         })
@@ -334,12 +349,18 @@ impl<R: Resource> Bound<R> {
             handle: export_handle(&self.ctx, self.memory(), self.handle_type)?,
             size: self.allocation_size,
             dedicated: true,
+            memory_type: Some(self.memory_type),
         })
     }
 
     /// The raw resource.
     pub(crate) fn raw(&self) -> R {
         self.raw
+    }
+
+    /// The memory type index of its memory.
+    pub(crate) fn memory_type(&self) -> u32 {
+        self.memory_type
     }
 
     /// The raw memory (a pool block's, for a pooled resource).
@@ -409,19 +430,19 @@ pub(crate) fn check_import_type(described: MemoryHandleType, import: &MemoryImpo
     ))
 }
 
-/// Allocates memory for `to`, exportable as `flags`, dedicated to `to`.
+/// Allocates memory of `memory_type` for `to`, exportable as `flags`, dedicated to `to`.
 ///
 /// # Safety
 /// 1. `to` was created from `ctx.device()` with `VkExternalMemory{Buffer,Image}CreateInfo`
 ///    naming `flags`, is alive and has no memory bound.
-/// 2. `requirements` are `to`'s memory requirements.
+/// 2. `requirements` are `to`'s memory requirements, which allow `memory_type`.
 unsafe fn allocate_exportable(
     ctx: &Context,
     requirements: &vk::MemoryRequirements,
+    memory_type: u32,
     flags: vk::ExternalMemoryHandleTypeFlags,
     to: impl Resource,
 ) -> Result<vk::DeviceMemory> {
-    let memory_type = choose_memory_type(ctx, requirements.memory_type_bits)?;
     let mut export = vk::ExportMemoryAllocateInfo::default().handle_types(flags);
     let mut dedicated = to.dedicated_info();
     let info = vk::MemoryAllocateInfo::default()
@@ -453,8 +474,38 @@ pub(crate) fn allocate_exportable_block(
         .map_err(|r| Error::vk_sized("vkAllocateMemory", r, size))
 }
 
-/// Allocates `size` bytes from the imported `fd` of `handle_type`, restricted to the memory
-/// types in `allowed` (the resource's `memoryTypeBits`), dedicated to `dedicated` if given.
+/// What an import may allocate from: the exporter's type where the memory says (a Vulkan
+/// payload), else a type of `allowed`, the resource's `memoryTypeBits`.
+struct MemoryTypeWanted<'a> {
+    exporters: Option<u32>,
+    allowed: u32,
+    /// Names the resource in the refusal.
+    resource: &'a dyn Fn() -> String,
+}
+
+/// The memory type an import allocates from: the exporter's, which the resource (and the
+/// handle, for types that say) must allow, else [`choose_memory_type`] among them.
+fn import_memory_type(ctx: &Context, wanted: &MemoryTypeWanted<'_>, allowed: u32) -> Result<u32> {
+    let Some(t) = wanted.exporters else {
+        return choose_memory_type(ctx, allowed);
+    };
+    let count = ctx.memory_properties().memory_type_count;
+    if t < count && allowed & (1 << t) != 0 {
+        return Ok(t);
+    }
+    Err(Error::invalid(
+        "import.memory_type",
+        format!(
+            "memory type {t}, which {} cannot use (allowed types {allowed:#b} of {count})",
+            (wanted.resource)()
+        ),
+        "the exporter's memory type, one the importing resource allows \
+         (VUID-VkMemoryAllocateInfo-allocationSize-01742)",
+    ))
+}
+
+/// Allocates `size` bytes from the imported `fd` of `handle_type`, in the type `wanted`
+/// says, dedicated to `dedicated` if given. Returns the memory and its type.
 ///
 /// On success Vulkan owns the fd; on failure it has been closed (see [`lend_fd`]).
 ///
@@ -465,16 +516,16 @@ unsafe fn import_memory(
     ctx: &Context,
     handle_type: MemoryHandleType,
     fd: ImportFd,
-    allowed: u32,
+    wanted: MemoryTypeWanted<'_>,
     size: u64,
     dedicated: Option<impl Resource>,
-) -> Result<vk::DeviceMemory> {
+) -> Result<(vk::DeviceMemory, u32)> {
     let flags = memory_handle_flags(handle_type).ok_or_else(|| unsupported_type(handle_type))?;
     let fd = check_memory_fd(fd, handle_type)?;
     let allowed = if handle_type == MemoryHandleType::OpaqueFd {
-        // Opaque fds must use the exporter's memory type (not queryable): the same
-        // choice the exporting constructor makes for the same description.
-        allowed
+        // An opaque fd's types are not queryable: the exporter's (where it says), or the
+        // same choice the exporting constructor makes for the same description.
+        wanted.allowed
     } else {
         let mut props = vk::MemoryFdPropertiesKHR::default();
         // SAFETY: `fd` is a live fd; the handle type is not OPAQUE_FD.
@@ -483,10 +534,10 @@ unsafe fn import_memory(
                 .get_memory_fd_properties(flags, fd_raw(&fd), &mut props)
         }
         .map_err(|r| invalid_handle("vkGetMemoryFdPropertiesKHR", handle_type, r))?;
-        allowed & props.memory_type_bits
+        wanted.allowed & props.memory_type_bits
     };
-    let memory_type = choose_memory_type(ctx, allowed)?;
-    lend_fd(fd, |raw| {
+    let memory_type = import_memory_type(ctx, &wanted, allowed)?;
+    let memory = lend_fd(fd, |raw| {
         let mut fd_info = vk::ImportMemoryFdInfoKHR::default()
             .handle_type(flags)
             .fd(raw);
@@ -502,7 +553,8 @@ unsafe fn import_memory(
         // owns it on success; the dedicated resource is alive and unbound (precondition 1).
         unsafe { ctx.device().allocate_memory(&info, None) }
             .map_err(|r| invalid_handle("vkAllocateMemory", handle_type, r))
-    })
+    })?;
+    Ok((memory, memory_type))
 }
 
 /// The error for a handle type vkcuda's Vulkan side cannot export or import here.

@@ -241,6 +241,7 @@ impl ExportPool {
         Ok(PoolBlock {
             ctx: inner.ctx.clone(),
             memory,
+            memory_type: inner.memory_type,
             size,
             slot_size,
             handle_type: inner.desc.handle_type,
@@ -273,6 +274,7 @@ impl ExportPool {
 pub struct PoolBlock {
     ctx: Context,
     memory: vk::DeviceMemory,
+    memory_type: u32,
     size: u64,
     slot_size: u64,
     handle_type: MemoryHandleType,
@@ -321,6 +323,7 @@ impl PoolBlock {
             handle: export_handle(&self.ctx, self.memory, self.handle_type)?,
             size: self.size,
             dedicated: false,
+            memory_type: Some(self.memory_type),
         })
     }
 
@@ -345,6 +348,11 @@ impl PoolBlock {
     /// The raw memory. Valid while `self` lives.
     pub fn memory(&self) -> vk::DeviceMemory {
         self.memory
+    }
+
+    /// The Vulkan memory type index of the block's memory.
+    pub fn memory_type(&self) -> u32 {
+        self.memory_type
     }
 }
 

@@ -50,6 +50,7 @@ fn image_fd_crosses_socket(vk: &Context) -> anyhow::Result<()> {
                 desc: desc.clone(),
                 sizes: vec![export.size],
                 layout: None,
+                memory_type: export.memory_type,
             };
             ipc::send(&tx, &header.encode(), &[fd.as_fd()])?;
             // `fd` closes here; the receiver holds its own. The image lives until the
@@ -65,6 +66,7 @@ fn image_fd_crosses_socket(vk: &Context) -> anyhow::Result<()> {
                 handle: MemoryHandle::OpaqueFd(fds.remove(0)),
                 size: header.sizes[0],
                 dedicated: true,
+                memory_type: header.memory_type,
             };
             // SAFETY: the fd is an export of a dedicated allocation of `size` bytes for an
             // image created with `header.desc` (checked equal to `desc`) on this device.
@@ -100,6 +102,7 @@ fn cuda_producer_header_round_trips(vk: &Context) -> anyhow::Result<()> {
             row_pitch: 512,
             size: 512 * 64,
         }),
+        memory_type: Some(3),
     };
     let back = Header::decode(&header.encode())?;
     ensure!(back == header, "{back:?} != {header:?}");

@@ -227,6 +227,7 @@ fn import_fd(
         handle,
         size: 4096,
         dedicated: true,
+        memory_type: None,
     };
     // SAFETY: every fd passed here is refused before the driver sees it (the trial checks
     // that): nothing is imported.

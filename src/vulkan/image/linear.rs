@@ -216,10 +216,11 @@ impl ExternalImage {
     ///
     /// # Safety
     /// 1. `import.handle` is an export of memory of a device with this context's UUID, of
-    ///    exactly `import.size` bytes, that Vulkan may import into the memory type a LINEAR
-    ///    image of `desc` selects (the first device-local type its requirements allow; CUDA
-    ///    VMM allocations and [`PoolBlock`](crate::vulkan::PoolBlock)s on the same device
-    ///    are), dedicated as `import.dedicated` says
+    ///    exactly `import.size` bytes, dedicated as `import.dedicated` says, that Vulkan may
+    ///    import into `import.memory_type` where that names one (a Vulkan export, such as a
+    ///    [`PoolBlock`](crate::vulkan::PoolBlock)'s: a LINEAR image that cannot use the
+    ///    exporter's type is refused), otherwise into the first device-local type the
+    ///    image's requirements allow (CUDA VMM allocations on the same device may be)
     ///    (VUID-VkMemoryAllocateInfo-allocationSize-01742). A mismatch the driver does not
     ///    catch is undefined behaviour.
     pub unsafe fn import_linear(

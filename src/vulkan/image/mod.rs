@@ -26,7 +26,7 @@ pub(crate) use state::Barrier;
 pub(crate) use state::Step;
 pub use state::{ImageOwner, ImageState};
 
-use super::memory::{check_import_type, export_flags, import_fd, Bound, Unbound};
+use super::memory::{check_import_type, export_flags, Bound, Unbound};
 use super::queue_use::Tracked;
 use super::Context;
 use crate::error::{Error, Result};
@@ -204,8 +204,10 @@ impl ExternalImage {
     /// # Safety
     /// 1. `import.handle` is an export of memory allocated by a device with this context's
     ///    UUID for an image created with `desc` (as [`ExternalImage::new`] does), of exactly
-    ///    `import.size` bytes, dedicated as `import.dedicated` says. Vulkan requires the
-    ///    allocation size, memory type and image layout to match the payload
+    ///    `import.size` bytes, dedicated as `import.dedicated` says, in `import.memory_type`
+    ///    where that names one (every vkcuda export does; an image that cannot use that type
+    ///    is refused), otherwise in the type `desc` selects. Vulkan requires the allocation
+    ///    size, memory type and image layout to match the payload
     ///    (VUID-VkMemoryAllocateInfo-allocationSize-01742); a mismatch the driver does not
     ///    catch is undefined behaviour. [`ExternalImage::alias`] is the safe loopback.
     pub unsafe fn import(ctx: &Context, desc: &ImageDesc, import: MemoryImport) -> Result<Self> {
@@ -228,7 +230,6 @@ impl ExternalImage {
         let handle_type = desc.handle_type;
         check_desc(ctx, desc)?;
         let flags = export_flags(ctx, handle_type)?;
-        let fd = import_fd(import.handle)?;
         let support = ctx.image_support(desc)?;
         if !support.external.importable {
             return Err(Error::Unsupported {
@@ -253,17 +254,7 @@ impl ExternalImage {
         let what = || "this image".to_owned();
         // SAFETY: the image was created from `ctx`'s device with `flags` for this handle
         // type; the payload fits it (precondition 1).
-        let bound = unsafe {
-            Bound::import(
-                ctx,
-                image,
-                fd,
-                handle_type,
-                import.size,
-                import.dedicated,
-                what,
-            )
-        }?;
+        let bound = unsafe { Bound::import(ctx, image, import, handle_type, what) }?;
         let state = ImageState {
             owner: ImageOwner::External,
             layout: vk::ImageLayout::GENERAL,
@@ -320,6 +311,12 @@ impl ExternalImage {
     /// Size of its allocation (`VkMemoryRequirements::size`), what CUDA imports.
     pub fn allocation_size(&self) -> u64 {
         self.bound.allocation_size()
+    }
+
+    /// The Vulkan memory type index of its memory (its exporter's, for an import of a
+    /// Vulkan export).
+    pub fn memory_type(&self) -> u32 {
+        self.bound.memory_type()
     }
 
     /// The export handle type.

@@ -263,6 +263,7 @@ fn foreign_fd_is_refused_by_cuda((_, cu): &Env) -> anyhow::Result<()> {
         handle: MemoryHandle::OpaqueFd(dev_null),
         size: 1 << 20,
         dedicated: true,
+        memory_type: None,
     };
     // SAFETY: deliberately a lie about the handle; the driver must refuse it.
     let r = unsafe { ExternalMemory::import(cu, bogus) };

@@ -153,6 +153,24 @@ fn bad_input(vk: &Context) -> anyhow::Result<()> {
     let mut import = a.export()?;
     import.size = 1;
     invalid_arg(import_buffer(vk, &desc, import), "import.size")?;
+    // An export says its memory type, and an import must use that one: a type the buffer
+    // cannot live in, or one the device lacks, is refused.
+    let import = a.export()?;
+    let own = import
+        .memory_type
+        .context("a Vulkan export names its memory type")?;
+    ensure!(own == a.memory_type(), "export says type {own}");
+    drop(import);
+    ensure!(
+        a.alias()?.memory_type() == own,
+        "the alias is not in the exporter's type"
+    );
+    for wrong in [32, u32::MAX] {
+        let mut import = a.export()?;
+        import.memory_type = Some(wrong);
+        let e = common::expect_invalid_arg(import_buffer(vk, &desc, import), "import.memory_type")?;
+        ensure!(e.to_string().contains("01742"), "{e}");
+    }
     let dma_desc = BufferDesc::new(4096).handle_type(MemoryHandleType::DmaBufFd);
     invalid_arg(
         import_buffer(vk, &dma_desc, a.export()?),
@@ -179,6 +197,7 @@ fn foreign_fd_is_refused(vk: &Context) -> anyhow::Result<()> {
         handle: MemoryHandle::OpaqueFd(dev_null),
         size: 4096,
         dedicated: true,
+        memory_type: None,
     };
     let r = import_buffer(vk, &BufferDesc::new(4096), bogus);
     ensure!(r.is_err(), "importing /dev/null as memory succeeded");

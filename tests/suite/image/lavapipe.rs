@@ -518,6 +518,7 @@ fn foreign_fd_is_refused(vk: &Context) -> anyhow::Result<()> {
         handle: MemoryHandle::OpaqueFd(dev_null),
         size,
         dedicated: true,
+        memory_type: None,
     };
     ensure!(
         import_image(vk, &desc, bogus).is_err(),

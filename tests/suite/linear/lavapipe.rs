@@ -133,8 +133,8 @@ fn rows_are_where_the_layout_says(vk: &Context) -> anyhow::Result<()> {
 
             let block = stand_in(vk, req.size)?;
             // SAFETY: the block's own export, on this device, of its whole size, not
-            // dedicated, in the memory type the pool chose for buffers (lavapipe's one
-            // device-local type, which LINEAR images allow).
+            // dedicated; it names the block's memory type, which the import uses (or
+            // refuses, where LINEAR images cannot live in the type the pool chose).
             let image =
                 unsafe { ExternalImage::import_linear(vk, &desc, export_block(&block)?, &l) }
                     .context(what.clone())?;
