@@ -29,6 +29,7 @@ use vkcuda::external::{MemoryHandle, MemoryImport, SemaphoreHandle};
 use vkcuda::ipc;
 use vkcuda::util::{Commands, OneShot};
 use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, ExternalImage, ImageDesc, Semaphore};
+use vkcuda_dev::scene;
 use vkcuda_dev::shaders::SCENE_CU;
 use vkcuda_dev::sharing::{fnv1a, Header, Mode};
 
@@ -154,9 +155,14 @@ pub(super) fn producer(o: &Options) -> Result<()> {
     finish(&stream)?;
     let (reply, _) = ipc::recv(&socket, 0)?;
     let elapsed = start.elapsed();
+    let own = check_own_writes(&stream, &rows, o)?;
     let equal = compare_hashes(&reply, o.frames, o.width, o.height)?;
     let status = child.wait()?;
     ensure!(status.success(), "the consumer failed: {status}");
+    ensure!(
+        own,
+        "CUDA's own reads of its frames differ from the CPU reference"
+    );
     ensure!(equal, "frame hashes differ between producer and consumer");
     println!(
         "frame_sharing: {} frames of {}x{} written by CUDA into {} CUDA allocations, read by \
@@ -170,6 +176,40 @@ pub(super) fn producer(o: &Options) -> Result<()> {
         f64::from(o.frames) / elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Reads every slot back through CUDA (its own view, not the consumer's) and compares the
+/// last frame written there with the CPU reference: when the consumer's hashes differ, this
+/// says on which side of the import the frame went wrong.
+fn check_own_writes(stream: &Arc<CudaStream>, rows: &[PitchedBuffer], o: &Options) -> Result<bool> {
+    let n = rows.len() as u32;
+    let mut equal = true;
+    for (slot, r) in (0..n).zip(rows) {
+        let Some(last) = (0..o.frames).rev().find(|k| k % n == slot) else {
+            continue;
+        };
+        let bytes = stream.clone_dtoh(r.buffer())?;
+        let start = usize::try_from(r.cu_device_ptr() - r.buffer().cu_device_ptr())?;
+        let (pitch, row) = (usize::try_from(r.pitch())?, usize::try_from(r.row_bytes())?);
+        let tight: Vec<u8> = (0..r.rows() as usize)
+            .flat_map(|y| {
+                bytes[start + y * pitch..start + y * pitch + row]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let same = tight == scene::reference(last, o.width, o.height);
+        println!(
+            "producer: slot {slot} read back through CUDA holds frame {last}: {}",
+            if same {
+                "equal to the CPU reference"
+            } else {
+                "DIFFERS from the CPU reference"
+            }
+        );
+        equal &= same;
+    }
+    Ok(equal)
 }
 
 pub(super) fn consumer(

@@ -243,6 +243,23 @@ pub fn trials() -> Vec<Trial> {
                 "written by CUDA into 3 CUDA allocations, read by Vulkan in another process",
             )
         }),
+        // The size at which the second of several images read back zeros on the H200
+        // (driver 580), while 97x64 passed: kept as a trial of its own.
+        common::trial_if("example_cuda_producer_1080p", &gpu, lacks_example::<_>, |_| {
+            run_example(
+                &[
+                    "--producer",
+                    "cuda",
+                    "--frames",
+                    "60",
+                    "--size",
+                    "1920x1080",
+                    "--images",
+                    "3",
+                ],
+                "written by CUDA into 3 CUDA allocations, read by Vulkan in another process",
+            )
+        }),
     ];
     common::note(&gpu, "CUDA device matching the Vulkan device (GPU trials)");
     trials
