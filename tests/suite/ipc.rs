@@ -163,6 +163,30 @@ fn example_binary() -> Result<PathBuf, String> {
     }
 }
 
+/// `frame_sharing --producer cuda` with 3 images of `size`, `frames` frames.
+fn cuda_producer_trial(
+    name: &str,
+    size: &'static str,
+    frames: &'static str,
+    gpu: &common::Probe<(Context, vkcuda::cuda::Context)>,
+) -> Trial {
+    common::trial_if(name, gpu, lacks_example::<_>, move |_| {
+        run_example(
+            &[
+                "--producer",
+                "cuda",
+                "--frames",
+                frames,
+                "--size",
+                size,
+                "--images",
+                "3",
+            ],
+            "written by CUDA into 3 CUDA allocations, read by Vulkan in another process",
+        )
+    })
+}
+
 /// Runs the example with `args`; checks exit 0, equal hashes, and `expect` in its output.
 fn run_example(args: &[&str], expect: &str) -> anyhow::Result<()> {
     let bin = example_binary().map_err(anyhow::Error::msg)?;
@@ -228,38 +252,10 @@ pub fn trials() -> Vec<Trial> {
             &vulkan,
             cuda_producer_header_round_trips,
         ),
-        common::trial_if("example_cuda_producer", &gpu, lacks_example::<_>, |_| {
-            run_example(
-                &[
-                    "--producer",
-                    "cuda",
-                    "--frames",
-                    "120",
-                    "--size",
-                    "97x64",
-                    "--images",
-                    "3",
-                ],
-                "written by CUDA into 3 CUDA allocations, read by Vulkan in another process",
-            )
-        }),
-        // The size at which the second of several images read back zeros on the H200
-        // (driver 580), while 97x64 passed: kept as a trial of its own.
-        common::trial_if("example_cuda_producer_1080p", &gpu, lacks_example::<_>, |_| {
-            run_example(
-                &[
-                    "--producer",
-                    "cuda",
-                    "--frames",
-                    "60",
-                    "--size",
-                    "1920x1080",
-                    "--images",
-                    "3",
-                ],
-                "written by CUDA into 3 CUDA allocations, read by Vulkan in another process",
-            )
-        }),
+        // 1920x1080 is the size at which the second of several images read back zeros on
+        // the H200 (driver 580), while 97x64 passed.
+        cuda_producer_trial("example_cuda_producer", "97x64", "120", &gpu),
+        cuda_producer_trial("example_cuda_producer_1080p", "1920x1080", "60", &gpu),
     ];
     common::note(&gpu, "CUDA device matching the Vulkan device (GPU trials)");
     trials

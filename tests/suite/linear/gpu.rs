@@ -168,6 +168,40 @@ fn rows_both_ways((vk, cu): &Env) -> anyhow::Result<()> {
     assert_no_validation_errors(vk)
 }
 
+/// Three 1080p frames alive at once, as `frame_sharing --producer cuda` holds them, in one
+/// process: every round CUDA writes each with its own seed, then Vulkan reads each back.
+/// (Across processes the second of three read back zeros on the H200; this tells whether
+/// one process does too.)
+fn three_frames_alive_at_once((vk, cu): &Env) -> anyhow::Result<()> {
+    let k = Kernels::new(cu)?;
+    let desc = linear(1920, 1080, vk::Format::R8G8B8A8_UNORM);
+    let images = (0..3)
+        .map(|_| SharedLinearImage::from_cuda(vk, cu, &desc))
+        .collect::<vkcuda::Result<Vec<_>>>()?;
+    let rows = images
+        .iter()
+        .map(SharedLinearImage::pitched)
+        .collect::<vkcuda::Result<Vec<_>>>()?;
+    let len = images[0].row_bytes() * 1080;
+    for round in 0..3u32 {
+        for (i, r) in (0u32..).zip(&rows) {
+            k.fill(r, 10 * round + i)?;
+        }
+        k.stream.synchronize()?;
+        for (i, image) in (0u32..).zip(&images) {
+            vk.acquire_image(image.vulkan(), vk::ImageLayout::GENERAL)?;
+            let got = vk.read_image(image.vulkan(), 0, 0..1)?;
+            vk.release_image(image.vulkan())?;
+            assert_bytes(
+                &got,
+                &pattern_bytes(len, 10 * round + i),
+                &format!("round {round}, frame {i}"),
+            )?;
+        }
+    }
+    assert_no_validation_errors(vk)
+}
+
 /// Storage and sampled usage too, where the driver allows them on LINEAR images; a
 /// typed refusal otherwise.
 fn default_usage_or_typed_refusal((vk, cu): &Env) -> anyhow::Result<()> {
@@ -265,8 +299,12 @@ fn leaks_500((vk, cu): &Env) -> anyhow::Result<()> {
 /// The trials of this file.
 pub fn trials() -> Vec<Trial> {
     let probe = common::gpu_probe();
-    let tests: [common::Test<Env>; 5] = [
+    let tests: [common::Test<Env>; 6] = [
         ("linear_rows_cuda_and_vulkan_both_ways", rows_both_ways),
+        (
+            "linear_three_frames_alive_at_once",
+            three_frames_alive_at_once,
+        ),
         (
             "linear_default_usage_or_typed_refusal",
             default_usage_or_typed_refusal,
