@@ -5,7 +5,8 @@
 //! * `native`: the demo's pipeline (`FrameSync`, vkcuda's own device and queue).
 //!
 //! Wall time per frame. Prints criterion's report, then fps and the ratio wgpu / native
-//! (the goal is >= 0.95). Without a GPU it registers nothing and says why.
+//! (the goal is >= 0.95), and where each side's host time per frame goes. Without a GPU it
+//! registers nothing and says why.
 
 use crate::common;
 
@@ -43,9 +44,29 @@ fn wgpu_context() -> anyhow::Result<WgpuContext> {
     )?)
 }
 
+/// Host time per frame of each step, in microseconds, as printed under the table.
+fn host_line(
+    side: &str,
+    label: &str,
+    steps: &[(&str, std::time::Duration)],
+    frames: u32,
+) -> String {
+    let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / f64::from(frames.max(1));
+    let total: f64 = steps.iter().map(|(_, d)| us(*d)).sum();
+    let parts: Vec<String> = steps
+        .iter()
+        .map(|(name, d)| format!("{name} {:.1}", us(*d)))
+        .collect();
+    format!(
+        "{label} {side} host per frame: {total:.1} us ({}; {frames} frames)",
+        parts.join(", ")
+    )
+}
+
 fn bench_size(
     c: &mut Criterion,
     samples: &Samples,
+    host: &mut Vec<String>,
     ctx: &WgpuContext,
     (vk, cu): &(vulkan::Context, cuda::Context),
     (label, width, height): (&str, u32, u32),
@@ -69,6 +90,19 @@ fn bench_size(
             t
         })
     });
+    let [begin, render, release, cuda, acquire] = wgpu_pipeline.host;
+    host.push(host_line(
+        "wgpu",
+        label,
+        &[
+            ("begin", begin),
+            ("render submit", render),
+            ("release_to_cuda", release),
+            ("CUDA wait+launch+signal", cuda),
+            ("acquire_from_cuda", acquire),
+        ],
+        next,
+    ));
 
     let options = Options {
         frames: 0,
@@ -96,6 +130,18 @@ fn bench_size(
             t
         })
     });
+    let [begin, render, cuda, acquire] = native.host;
+    host.push(host_line(
+        "native",
+        label,
+        &[
+            ("begin", begin),
+            ("render+release submit", render),
+            ("CUDA wait+launch+signal", cuda),
+            ("acquire submit", acquire),
+        ],
+        next,
+    ));
     g.finish();
     Ok(())
 }
@@ -132,12 +178,17 @@ pub fn run() {
         }
     };
     let samples = Samples::default();
+    let mut host = Vec::new();
     let mut c = common::criterion();
     for size in SIZES {
-        if let Err(e) = bench_size(&mut c, &samples, &ctx, &env, size) {
+        if let Err(e) = bench_size(&mut c, &samples, &mut host, &ctx, &env, size) {
             println!("{} skipped: {e:#}", size.0);
         }
     }
     c.final_summary();
     print_table(&samples);
+    println!();
+    for line in host {
+        println!("{line}");
+    }
 }

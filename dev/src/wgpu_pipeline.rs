@@ -3,6 +3,8 @@
 //! tone-maps them in place, wgpu reads them back; N frames in flight through
 //! `WgpuFrameSync`. Used by the `wgpu_postprocess` example and the `wgpu` bench.
 
+use std::time::Instant;
+
 use anyhow::{bail, Result};
 use vkcuda::cuda::{self, SurfaceObject};
 use vkcuda::cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
@@ -32,6 +34,10 @@ struct Cuda {
 /// Render (wgpu) -> tone map in place (CUDA, once [`WgpuPipeline::with_cuda`] succeeded)
 /// -> read back and check (wgpu, when asked for).
 pub struct WgpuPipeline {
+    /// Host time spent in each step of a CUDA frame, summed over every one run:
+    /// WgpuFrameSync::begin, recording + submitting the render, release_to_cuda, the CUDA
+    /// wait + launch + signal, acquire_from_cuda (+ the readback submission).
+    pub host: [std::time::Duration; 5],
     width: u32,
     height: u32,
     /// Copy each frame back and check it against the CPU reference.
@@ -140,6 +146,7 @@ impl WgpuPipeline {
             padded_row,
             checked: 0,
             last: Vec::new(),
+            host: Default::default(),
         })
     }
 
@@ -254,9 +261,18 @@ impl WgpuPipeline {
 
     /// Render (wgpu) -> tone map in place (CUDA) -> read back (wgpu).
     fn cuda_frame(&mut self, cuda: &mut Cuda, frame: u32) -> Result<()> {
+        let mut clock = Instant::now();
+        let mut lap = |host: &mut [std::time::Duration; 5], i: usize| {
+            let now = Instant::now();
+            host[i] += now - clock;
+            clock = now;
+        };
         let mut f = cuda.sync.begin()?;
+        lap(&mut self.host, 0);
         let i = self.render(frame)?;
+        lap(&mut self.host, 1);
         f.release_to_cuda(&[&self.slots[i].target], &[])?;
+        lap(&mut self.host, 2);
         let stream = f.cuda_wait()?;
         let (w, h) = (self.width, self.height);
         let mut kernel = stream.launch_builder(&cuda.tonemap);
@@ -270,8 +286,10 @@ impl WgpuPipeline {
         // w x h of the surface's level, which the slot keeps alive.
         unsafe { kernel.launch(config) }?;
         f.cuda_signal()?;
+        lap(&mut self.host, 3);
         f.acquire_from_cuda()?;
         self.read_back(i, frame, true);
+        lap(&mut self.host, 4);
         Ok(())
     }
 
