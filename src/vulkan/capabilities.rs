@@ -60,7 +60,8 @@ pub struct ExternalSupport {
     pub exportable: bool,
     /// The handle type can be imported.
     pub importable: bool,
-    /// Memory of this type must be a dedicated allocation (vkcuda always dedicates).
+    /// Memory of this type must be a dedicated allocation (an [`ExportPool`](super::ExportPool)
+    /// refuses such images).
     pub dedicated_only: bool,
 }
 

@@ -1,25 +1,37 @@
-//! [`ExportPool`]: many exportable buffers in a few exported blocks.
+//! [`ExportPool`]: many exportable buffers and images in a few exported blocks.
 //!
 //! A dedicated export costs one `VkDeviceMemory`, one fd and (on the CUDA side) one import
-//! per buffer. The pool instead allocates one exportable block per size class and binds
-//! buffers into it at offsets (`vkBindBufferMemory` with a non-zero offset, one `VkBuffer`
-//! per sub-allocation), so a block is exported and imported once for all its buffers.
+//! per resource. The pool instead allocates one exportable block per size class and binds
+//! resources into it at offsets (`vkBind{Buffer,Image}Memory` with a non-zero offset, one
+//! `VkBuffer` or `VkImage` per sub-allocation), so a block is exported and imported once for
+//! all of them.
 //!
 //! # Size classes and alignment
 //! A request is served from the class of the smallest power of two that is at least
-//! [`MIN_SLOT`] bytes, the buffer's `VkMemoryRequirements::size` and its `alignment`. Each
+//! [`MIN_SLOT`] bytes, the resource's `VkMemoryRequirements::size` and its `alignment`. Each
 //! block holds equal slots of its class, so a slot's offset is a multiple of the class size
 //! and therefore of:
-//! * the buffer's `VkMemoryRequirements::alignment` (a power of two; vkBindBufferMemory's
-//!   VUID-vkBindBufferMemory-memoryOffset-01036);
+//! * the resource's `VkMemoryRequirements::alignment` (a power of two;
+//!   VUID-vkBindBufferMemory-memoryOffset-01036, VUID-vkBindImageMemory-memoryOffset-01048);
 //! * [`MIN_SLOT`] = 256 bytes, CUDA's own allocation alignment (what `cuMemAlloc` returns,
 //!   CUDA Programming Guide "Device Memory Accesses"), and the rule of
 //!   [`crate::cuda::MAP_OFFSET_ALIGNMENT`], so a CUDA pointer at a slot's offset is as
 //!   aligned as a `cuMemAlloc` pointer.
 //!
-//! `bufferImageGranularity` only separates linear from optimal-tiled resources in one
-//! allocation; the pool holds buffers only, so it does not apply. `nonCoherentAtomSize`
-//! only matters for host-mapped non-coherent memory; blocks are device-local.
+//! A class is also keyed by memory type and by tiling:
+//! * **Memory type.** Buffers live in the type the pool chose at creation; an image in the
+//!   first device-local type its requirements allow, which drivers may keep apart from
+//!   buffers' (a block's export names its type: [`MemoryImport::memory_type`]).
+//! * **Tiling.** `bufferImageGranularity` (Vulkan spec, "Buffer-Image Granularity") keeps
+//!   linear resources (buffers, LINEAR images) and OPTIMAL images out of one granule of the
+//!   same allocation. OPTIMAL images get blocks of their own, so no block mixes the two and
+//!   the rule holds whatever the granularity.
+//!
+//! Images whose export the driver allows only as a dedicated allocation
+//! (`VK_EXTERNAL_MEMORY_FEATURE_DEDICATED_ONLY_BIT`, or
+//! `VkMemoryDedicatedRequirements::requiresDedicatedAllocation`) are refused: create them
+//! with [`ExternalImage::new`]. `nonCoherentAtomSize` only matters for host-mapped
+//! non-coherent memory; blocks are device-local.
 //!
 //! # Lifetime
 //! Each buffer holds its block ([`PoolBlock`], an `Arc`); dropping the buffer returns its
@@ -33,8 +45,9 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use ash::vk;
 
 use super::buffer::{check_size, create_buffer, exportable_flags};
+use super::image::create_exportable;
 use super::memory::{allocate_exportable_block, choose_memory_type, export_handle};
-use super::{BufferDesc, Context, ExternalBuffer};
+use super::{BufferDesc, Context, ExternalBuffer, ExternalImage, ImageDesc};
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
 
@@ -77,8 +90,17 @@ struct PoolInner {
     desc: PoolDesc,
     flags: vk::ExternalMemoryHandleTypeFlags,
     memory_type: u32,
-    /// Blocks by slot size, held weakly (a block lives while its buffers do).
-    classes: Mutex<BTreeMap<u64, Vec<Weak<PoolBlock>>>>,
+    /// Blocks by class, held weakly (a block lives while its resources do).
+    classes: Mutex<BTreeMap<Class, Vec<Weak<PoolBlock>>>>,
+}
+
+/// What may share a block: resources of one tiling kind, memory type and slot size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Class {
+    /// OPTIMAL images (which `bufferImageGranularity` keeps apart from linear resources).
+    optimal: bool,
+    memory_type: u32,
+    slot_size: u64,
 }
 
 impl std::fmt::Debug for ExportPool {
@@ -98,6 +120,22 @@ fn slot_size(requirements: &vk::MemoryRequirements) -> Option<u64> {
         .max(requirements.alignment)
         .max(MIN_SLOT)
         .checked_next_power_of_two()
+}
+
+/// An image's memory requirements, and whether the driver requires a dedicated allocation
+/// for it (`VkMemoryDedicatedRequirements`).
+fn image_requirements(ctx: &Context, image: vk::Image) -> (vk::MemoryRequirements, bool) {
+    let mut dedicated = vk::MemoryDedicatedRequirements::default();
+    let mut out = vk::MemoryRequirements2::default().push_next(&mut dedicated);
+    let info = vk::ImageMemoryRequirementsInfo2::default().image(image);
+    // SAFETY: `image` is alive and was created from the context's device; the output chain
+    // points at live structs (Vulkan 1.1 core, which vkcuda requires).
+    unsafe { ctx.device().get_image_memory_requirements2(&info, &mut out) };
+    let requirements = out.memory_requirements;
+    (
+        requirements,
+        dedicated.requires_dedicated_allocation == vk::TRUE,
+    )
 }
 
 /// The block size for a class: the pool's block size rounded down to whole slots, or one
@@ -188,44 +226,125 @@ impl ExportPool {
                 ),
             });
         }
-        let slot = slot_size(&requirements)
-            .filter(|&s| s <= ctx.max_allocation_size())
-            .ok_or_else(|| {
-                Error::invalid(
-                    "size",
-                    format!(
-                        "{size} bytes need a slot of {} bytes aligned to {}",
-                        requirements.size, requirements.alignment
-                    ),
-                    format!(
-                        "a power-of-two slot within maxMemoryAllocationSize ({})",
-                        ctx.max_allocation_size()
-                    ),
-                )
-            })?;
-        let slot = self.take_slot(slot)?;
+        let slot_size = self.slot_size_for(&requirements, "size", || format!("{size} bytes"))?;
+        let slot = self.take_slot(Class {
+            optimal: false,
+            memory_type: self.inner.memory_type,
+            slot_size,
+        })?;
         // SAFETY: `buffer` was made by `create_buffer` with the pool's handle type; its
         // memory types allow the block's (checked above), and the slot's offset is a
         // multiple of its power-of-two size, which covers the requirements' size and
-        // alignment (`slot_size`).
+        // alignment (`slot_size`); the block holds linear resources only (its class).
         unsafe { ExternalBuffer::pooled(ctx, buffer, slot, &desc) }
     }
 
-    /// A free slot of `slot_size`, from a live block of that class or a new one.
-    fn take_slot(&self, slot_size: u64) -> Result<PoolSlot> {
+    /// An image of `desc` bound at a slot of a block of its class (see the module docs:
+    /// OPTIMAL images never share a block with linear resources), checked as
+    /// [`ExternalImage::new`] checks it. It starts owned by Vulkan in `UNDEFINED` layout and
+    /// cannot be exported on its own: [`ExternalImage::pool_slot`] gives its block and
+    /// offset.
+    ///
+    /// # Errors
+    /// * Every error of [`ExternalImage::new`] for `desc`.
+    /// * [`Error::InvalidArgument`]: `desc.handle_type` is not the pool's
+    ///   (`desc.handle_type`), or the image needs a slot larger than one allocation may be
+    ///   (`desc`).
+    /// * [`Error::Unsupported`]: the driver exports such an image only as a dedicated
+    ///   allocation.
+    /// * [`Error::OutOfMemory`] when a new block cannot be allocated.
+    pub fn allocate_image(&self, desc: &ImageDesc) -> Result<ExternalImage> {
+        let ctx = &self.inner.ctx;
+        if desc.handle_type != self.inner.desc.handle_type {
+            return Err(Error::invalid(
+                "desc.handle_type",
+                desc.handle_type.to_string(),
+                format!("the pool's handle type, {}", self.inner.desc.handle_type),
+            ));
+        }
+        let (image, _, external) = create_exportable(ctx, desc)?;
+        let what = || {
+            format!(
+                "a {}x{}x{} {:?} {:?} image with {} levels and {} layers",
+                desc.extent.width,
+                desc.extent.height,
+                desc.extent.depth,
+                desc.format,
+                desc.tiling,
+                desc.mip_levels,
+                desc.layers
+            )
+        };
+        let (requirements, requires_dedicated) = image_requirements(ctx, image.raw());
+        if external.dedicated_only || requires_dedicated {
+            return Err(Error::Unsupported {
+                what: format!("{} in a pool block", what()),
+                reason: format!(
+                    "the driver exports it only as a dedicated allocation ({}): create it \
+                     with ExternalImage::new",
+                    if external.dedicated_only {
+                        "VK_EXTERNAL_MEMORY_FEATURE_DEDICATED_ONLY_BIT"
+                    } else {
+                        "requiresDedicatedAllocation"
+                    }
+                ),
+            });
+        }
+        let memory_type = choose_memory_type(ctx, requirements.memory_type_bits)?;
+        let slot_size = self.slot_size_for(&requirements, "desc", what)?;
+        let slot = self.take_slot(Class {
+            optimal: desc.tiling == vk::ImageTiling::OPTIMAL,
+            memory_type,
+            slot_size,
+        })?;
+        // SAFETY: `image` was made by `create_exportable` for `desc` with the pool's handle
+        // type (checked above); the block is of the type chosen from its memoryTypeBits, and
+        // the slot's offset is a multiple of its power-of-two size, which covers the
+        // requirements' size and alignment (`slot_size`); an OPTIMAL image's block holds
+        // OPTIMAL images only (its class).
+        unsafe { ExternalImage::pooled(ctx, image, slot, desc) }
+    }
+
+    /// The slot size for a resource of `requirements`, or `InvalidArgument` naming `arg`
+    /// when it does not fit one allocation.
+    fn slot_size_for(
+        &self,
+        requirements: &vk::MemoryRequirements,
+        arg: &'static str,
+        what: impl FnOnce() -> String,
+    ) -> Result<u64> {
+        let max = self.inner.ctx.max_allocation_size();
+        slot_size(requirements)
+            .filter(|&s| s <= max)
+            .ok_or_else(|| {
+                Error::invalid(
+                    arg,
+                    format!(
+                        "{} need a slot of {} bytes aligned to {}",
+                        what(),
+                        requirements.size,
+                        requirements.alignment
+                    ),
+                    format!("a power-of-two slot within maxMemoryAllocationSize ({max})"),
+                )
+            })
+    }
+
+    /// A free slot of `class`, from a live block of that class or a new one.
+    fn take_slot(&self, class: Class) -> Result<PoolSlot> {
         let mut classes = self
             .inner
             .classes
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let blocks = classes.entry(slot_size).or_default();
+        let blocks = classes.entry(class).or_default();
         blocks.retain(|b| b.strong_count() > 0);
         for block in blocks.iter().filter_map(Weak::upgrade) {
             if let Some(slot) = PoolBlock::take(&block) {
                 return Ok(slot);
             }
         }
-        let block = Arc::new(self.new_block(slot_size)?);
+        let block = Arc::new(self.new_block(class)?);
         blocks.push(Arc::downgrade(&block));
         PoolBlock::take(&block).ok_or_else(|| Error::Unsupported {
             what: "a slot in a new pool block".into(),
@@ -233,17 +352,17 @@ impl ExportPool {
         })
     }
 
-    fn new_block(&self, slot_size: u64) -> Result<PoolBlock> {
+    fn new_block(&self, class: Class) -> Result<PoolBlock> {
         let inner = &self.inner;
-        let size = block_size(inner.desc.block_size, slot_size);
-        let memory = allocate_exportable_block(&inner.ctx, size, inner.memory_type, inner.flags)?;
-        let slots = u32::try_from(size / slot_size).unwrap_or(u32::MAX);
+        let size = block_size(inner.desc.block_size, class.slot_size);
+        let memory = allocate_exportable_block(&inner.ctx, size, class.memory_type, inner.flags)?;
+        let slots = u32::try_from(size / class.slot_size).unwrap_or(u32::MAX);
         Ok(PoolBlock {
             ctx: inner.ctx.clone(),
             memory,
-            memory_type: inner.memory_type,
+            memory_type: class.memory_type,
             size,
-            slot_size,
+            slot_size: class.slot_size,
             handle_type: inner.desc.handle_type,
             free: Mutex::new((0..slots).rev().collect()),
         })

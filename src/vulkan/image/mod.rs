@@ -1,4 +1,5 @@
-//! Images bound to their own dedicated, external-capable `VkDeviceMemory`.
+//! Images bound to their own dedicated, external-capable `VkDeviceMemory`, or to a slot of
+//! an exportable pool block.
 //!
 //! * `desc.rs`: what an image is ([`ImageKind`], [`ImageDesc`]) and its checks;
 //! * `state.rs`: who owns it and in which layout ([`ImageState`]), the barrier plan and its
@@ -13,7 +14,7 @@ mod desc;
 mod linear;
 mod state;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ash::vk;
 
@@ -27,17 +28,20 @@ pub(crate) use state::Step;
 pub use state::{ImageOwner, ImageState};
 
 use super::memory::{check_import_type, export_flags, Bound, Unbound};
+use super::pool::{PoolBlock, PoolSlot};
 use super::queue_use::Tracked;
 use super::Context;
+use super::ExternalSupport;
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
 use desc::{check_desc, check_format_limits};
 
 /// A `VkImage` bound to a dedicated `VkDeviceMemory` that was allocated exportable
 /// ([`ExternalImage::new`]) or imported from an external handle ([`ExternalImage::import`]),
-/// with its queue-family owner and layout tracked ([`ImageState`]). Destroys the image and
-/// frees the memory on drop; GPU work that uses it (on either API) must have finished by
-/// then.
+/// or bound at a slot of an exportable pool block ([`ExportPool::allocate_image`](super::ExportPool::allocate_image)), with its
+/// queue-family owner and layout tracked ([`ImageState`]). Destroys the image and frees the
+/// memory (or returns the slot) on drop; GPU work that uses it (on either API) must have
+/// finished by then.
 ///
 /// # Describing an image
 /// [`ImageDesc`] names everything the image is created with, and everything an importer
@@ -144,6 +148,37 @@ fn create_image<'a>(
     Ok(unsafe { Unbound::new(device, image) })
 }
 
+/// Where a new image starts: Vulkan's, contents undefined.
+const NEW: ImageState = ImageState {
+    owner: ImageOwner::Vulkan,
+    layout: vk::ImageLayout::UNDEFINED,
+};
+
+/// Checks `desc` as [`ExternalImage::new`] documents (limits, then the driver, which must
+/// allow exporting) and creates the image, unbound, exportable as `desc.handle_type`.
+/// Returns it with its external-memory flags and what the driver said of the export.
+pub(in crate::vulkan) fn create_exportable<'a>(
+    ctx: &'a Context,
+    desc: &ImageDesc,
+) -> Result<(
+    Unbound<'a, vk::Image>,
+    vk::ExternalMemoryHandleTypeFlags,
+    ExternalSupport,
+)> {
+    check_desc(ctx, desc)?;
+    let t = desc.handle_type;
+    let flags = export_flags(ctx, t)?;
+    let support = ctx.image_support(desc)?;
+    let external = support.external.require_export(|| {
+        format!(
+            "export of {t} memory for a {:?} {:?} image with usage {:?}, tiling {:?}",
+            desc.format, desc.kind, desc.usage, desc.tiling
+        )
+    })?;
+    check_format_limits(desc, &support)?;
+    Ok((create_image(ctx.device(), desc, flags)?, flags, external))
+}
+
 impl ExternalImage {
     /// Creates an image with its own exportable dedicated allocation, after checking the
     /// description against the device limits and the driver (see [`ExternalImage`]).
@@ -161,25 +196,34 @@ impl ExternalImage {
     ///   or a format of `VK_KHR_maintenance5` (which vkcuda does not enable).
     /// * [`Error::OutOfMemory`].
     pub fn new(ctx: &Context, desc: &ImageDesc) -> Result<Self> {
-        check_desc(ctx, desc)?;
-        let t = desc.handle_type;
-        let flags = export_flags(ctx, t)?;
-        let support = ctx.image_support(desc)?;
-        support.external.require_export(|| {
-            format!(
-                "export of {t} memory for a {:?} {:?} image with usage {:?}, tiling {:?}",
-                desc.format, desc.kind, desc.usage, desc.tiling
-            )
-        })?;
-        check_format_limits(desc, &support)?;
-        let image = create_image(ctx.device(), desc, flags)?;
+        let (image, flags, _) = create_exportable(ctx, desc)?;
         // SAFETY: the image was created from `ctx`'s device with `flags`.
-        let bound = unsafe { Bound::allocate(ctx, image, flags, t) }?;
-        let state = ImageState {
-            owner: ImageOwner::Vulkan,
-            layout: vk::ImageLayout::UNDEFINED,
-        };
-        Ok(Self::with(bound, desc, state))
+        let bound = unsafe { Bound::allocate(ctx, image, flags, desc.handle_type) }?;
+        Ok(Self::with(bound, desc, NEW))
+    }
+
+    /// An image of `desc` bound at `slot` of a pool block.
+    ///
+    /// # Safety
+    /// 1. `image` was made by [`create_exportable`] for `desc` on `ctx`, whose handle type
+    ///    is the block's; its requirements allow the block's memory type and `slot` covers
+    ///    their size and alignment, in a block that holds no linear resource if the image is
+    ///    OPTIMAL (`bufferImageGranularity`).
+    pub(in crate::vulkan) unsafe fn pooled(
+        ctx: &Context,
+        image: Unbound<'_, vk::Image>,
+        slot: PoolSlot,
+        desc: &ImageDesc,
+    ) -> Result<Self> {
+        // SAFETY: precondition 1.
+        let bound = unsafe { Bound::pooled(ctx, image, slot, desc.handle_type) }?;
+        Ok(Self::with(bound, desc, NEW))
+    }
+
+    /// For an image from an [`ExportPool`](super::ExportPool): its block and the byte offset
+    /// it is bound at. `None` for an image with its own allocation.
+    pub fn pool_slot(&self) -> Option<(&Arc<PoolBlock>, u64)> {
+        self.bound.pool_slot()
     }
 
     /// Creates an image bound to memory imported from `import` (another device's or

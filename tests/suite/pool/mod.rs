@@ -1,14 +1,17 @@
-//! Pool trials: the Vulkan half on any Vulkan device (`lavapipe`), and the CUDA half
-//! (`gpu`), ignored without a CUDA device matching the Vulkan device.
+//! Pool trials: the Vulkan half on any Vulkan device (`lavapipe`, and `images` for images
+//! in the pool), and the CUDA half (`gpu`), ignored without a CUDA device matching the
+//! Vulkan device.
 
 use libtest_mimic::Trial;
 
 mod gpu;
+mod images;
 mod lavapipe;
 
 /// The trials of both halves, each over its own probe.
 pub fn trials() -> Vec<Trial> {
     let mut trials = lavapipe::trials();
+    trials.extend(images::trials());
     trials.extend(gpu::trials());
     trials
 }
