@@ -373,6 +373,21 @@ impl ExternalMemory {
         )
     }
 
+    /// [`ExternalMemory::map`] whose mapping also holds `holder`, the owner of that range
+    /// of the import (a pool buffer, which keeps its slot), until it is dropped.
+    ///
+    /// # Errors
+    /// As [`ExternalMemory::map`].
+    pub(crate) fn map_holding(
+        &self,
+        range: Range<u64>,
+        holder: Arc<dyn Any + Send + Sync>,
+    ) -> Result<MappedBuffer> {
+        let mut mapped = self.map(range)?;
+        mapped.holder = Some(holder);
+        Ok(mapped)
+    }
+
     /// A handle that does not keep the import alive (for caches of imports).
     pub(crate) fn downgrade(&self) -> WeakExternalMemory {
         WeakExternalMemory(Arc::downgrade(&self.inner))
@@ -459,6 +474,10 @@ pub struct MappedBuffer {
     read: CudaEvent,
     /// Recorded after each tracked write.
     write: CudaEvent,
+    /// What owns the mapped range within the import, held as long as the mapping (a pool
+    /// buffer, whose slot would otherwise go to the next allocation while CUDA still maps
+    /// it); dropped after the event waits in `Drop`.
+    holder: Option<Arc<dyn Any + Send + Sync>>,
     /// Declared last: the memory outlives the event waits in `Drop`.
     source: Source,
 }
@@ -501,6 +520,7 @@ impl MappedBuffer {
             stream: ctx.default_stream(),
             read: event()?,
             write: event()?,
+            holder: None,
             source,
         })
     }

@@ -127,7 +127,8 @@ impl SharedBuffer {
         }
     }
 
-    /// Maps `range` (bytes of the buffer) as a read-write CUDA device pointer.
+    /// Maps `range` (bytes of the buffer) as a read-write CUDA device pointer. The mapping
+    /// holds the buffer (and, for a pool buffer, its slot) as long as it lives.
     ///
     /// # Errors
     /// [`crate::Error::InvalidArgument`] when the range is empty, ends past the buffer, or
@@ -136,7 +137,10 @@ impl SharedBuffer {
         self.vulkan.check_range("range", &range)?;
         match &self.cuda {
             CudaSide::Imported { memory, offset } => {
-                memory.map(offset + range.start..offset + range.end)
+                // The mapping holds the buffer: a pooled one would otherwise hand its slot
+                // to the next allocation while CUDA still maps it.
+                let holder: Arc<dyn std::any::Any + Send + Sync> = self.vulkan.clone();
+                memory.map_holding(offset + range.start..offset + range.end, holder)
             }
             CudaSide::Owned(memory) => memory.map(range),
         }

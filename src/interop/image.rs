@@ -172,6 +172,42 @@ impl SharedImage {
         // from VkMemoryRequirements and it is a dedicated allocation, as described; `owner`
         // keeps the Vulkan memory alive until after cuDestroyExternalMemory.
         let memory = unsafe { ExternalMemory::import_with_owner(cu, import, owner) }?;
+        // SAFETY: `array_desc` is derived from the image's own create info
+        // (`cuda_array_desc`), and `memory` is that image's dedicated allocation of
+        // VkMemoryRequirements size: the image lies inside it at offset 0.
+        unsafe { Self::mapped(image, &memory, array_desc) }
+    }
+
+    /// A pool image bound at `offset` of a block that CUDA imported as `memory`.
+    ///
+    /// # Errors
+    /// As [`SharedImage::new`] for the array.
+    pub(super) fn pooled(
+        image: Arc<ExternalImage>,
+        memory: &ExternalMemory,
+        offset: u64,
+    ) -> Result<Self> {
+        let array_desc = ArrayDesc {
+            offset,
+            ..cuda_array_desc(image.desc())?
+        };
+        // SAFETY: `array_desc` is derived from the image's own create info, and the image
+        // is bound at `offset` of the block `memory` imports (its pool slot, which covers
+        // its VkMemoryRequirements size): it lies there, laid out as described.
+        unsafe { Self::mapped(image, memory, array_desc) }
+    }
+
+    /// Maps `image`'s array from `memory`. The array's gate holds the image, so the array
+    /// (and every level, surface and texture made from it) keeps the image (and its pool
+    /// slot) alive.
+    ///
+    /// # Safety
+    /// 1. `array_desc` describes where and how `image` lies in `memory`.
+    unsafe fn mapped(
+        image: Arc<ExternalImage>,
+        memory: &ExternalMemory,
+        array_desc: ArrayDesc,
+    ) -> Result<Self> {
         // CUDA's host copies of the levels need the image in CUDA's hands.
         let tracked = image.clone();
         let gate: HostCopyGate = Arc::new(move || match tracked.state().owner {
@@ -183,9 +219,7 @@ impl SharedImage {
                  Commands::release_image)",
             )),
         });
-        // SAFETY: `array_desc` is derived from the image's own create info
-        // (`cuda_array_desc`), and `memory` is that image's dedicated allocation of
-        // VkMemoryRequirements size: the image lies inside it, laid out as described.
+        // SAFETY: precondition 1.
         let array = unsafe { memory.map_mipmapped_array_gated(&array_desc, Some(gate)) }?;
         Ok(Self {
             array,

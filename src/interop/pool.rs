@@ -1,24 +1,28 @@
-//! [`SharedPool`]: an [`ExportPool`] whose blocks are imported into CUDA once each.
+//! [`SharedPool`]: an [`ExportPool`] whose blocks are imported into CUDA once each, its
+//! buffers mapped and its images' arrays made at their offsets.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use super::{check_same_device, SharedBuffer};
+use super::{check_same_device, SharedBuffer, SharedImage};
 use crate::cuda::{self, ExternalMemory, WeakExternalMemory};
 use crate::error::{Error, Result};
-use crate::vulkan::{self, ExportPool, PoolBlock, PoolDesc};
+use crate::vulkan::{self, ExportPool, ImageDesc, PoolBlock, PoolDesc};
 
-/// Many [`SharedBuffer`]s from a few exported blocks: each block of the [`ExportPool`] is
-/// exported and imported into CUDA once, mapped whole once
+/// Many [`SharedBuffer`]s and [`SharedImage`]s from a few exported blocks: each block of
+/// the [`ExportPool`] is exported and imported into CUDA once, mapped whole once
 /// (`cuExternalMemoryGetMappedBuffer` refuses non-zero offsets on NVIDIA driver 580), and
-/// every buffer's CUDA pointer is the block's pointer plus the buffer's offset.
+/// every buffer's CUDA pointer is the block's pointer plus the buffer's offset; every
+/// image's mipmapped array is mapped from the block's import at the image's offset.
 ///
 /// Alignment on both sides is the pool's (see [`vulkan::ExportPool`]): every buffer starts at
 /// a multiple of its Vulkan `alignment` and of 256 bytes, so [`SharedBuffer::map`] at 0
 /// gives a pointer aligned like a `cuMemAlloc` one.
 ///
 /// A block's CUDA import holds the block; a buffer's [`cuda::MappedBuffer`]s hold the
-/// import. The pool holds neither, so a block and its import are freed once its last
-/// buffer and mapping are gone.
+/// import and the buffer (so its slot is not handed out again while CUDA maps it); an
+/// image's array (and its levels, surfaces and textures) holds the import and the image.
+/// The pool holds neither, so a block and its import are freed once its last resource and
+/// mapping are gone.
 #[derive(Clone)]
 pub struct SharedPool {
     pool: ExportPool,
@@ -69,6 +73,30 @@ impl SharedPool {
             })?;
         let memory = self.import(&block)?;
         Ok(SharedBuffer::imported(memory, offset, buffer))
+    }
+
+    /// An image from the pool ([`ExportPool::allocate_image`]), with its block imported into
+    /// CUDA (once per block) and the image mapped from it as a mipmapped array at its slot's
+    /// offset (`CUDA_EXTERNAL_MEMORY_MIPMAPPED_ARRAY_DESC::offset`), laid out as
+    /// [`cuda_array_desc`](super::cuda_array_desc) derives it.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] from [`cuda_array_desc`](super::cuda_array_desc) (checked
+    /// before anything is created); as [`ExportPool::allocate_image`]; CUDA import and
+    /// mapping failures (a driver that refuses an array at an offset of a shared block says
+    /// so there).
+    pub fn allocate_image(&self, desc: &ImageDesc) -> Result<SharedImage> {
+        super::cuda_array_desc(desc)?;
+        let image = Arc::new(self.pool.allocate_image(desc)?);
+        let (block, offset) = image
+            .pool_slot()
+            .map(|(block, offset)| (block.clone(), offset))
+            .ok_or_else(|| Error::Unsupported {
+                what: "sharing a pool image".into(),
+                reason: "the image is not bound at a pool slot".into(),
+            })?;
+        let memory = self.import(&block)?;
+        SharedImage::pooled(image, &memory, offset)
     }
 
     /// The CUDA import of `block`, made if nothing holds one.

@@ -1,11 +1,12 @@
 //! Pool trials: the Vulkan half on any Vulkan device (`lavapipe`, and `images` for images
-//! in the pool), and the CUDA half (`gpu`), ignored without a CUDA device matching the
-//! Vulkan device.
+//! in the pool), and the CUDA half (`gpu`, `images_gpu`), ignored without a CUDA device
+//! matching the Vulkan device.
 
 use libtest_mimic::Trial;
 
 mod gpu;
 mod images;
+mod images_gpu;
 mod lavapipe;
 
 /// The trials of both halves, each over its own probe.
@@ -13,5 +14,6 @@ pub fn trials() -> Vec<Trial> {
     let mut trials = lavapipe::trials();
     trials.extend(images::trials());
     trials.extend(gpu::trials());
+    trials.extend(images_gpu::trials());
     trials
 }
