@@ -31,6 +31,15 @@ pub struct SharedPool {
     imports: Arc<Mutex<Vec<BlockImport>>>,
 }
 
+/// The block and offset of a `what` the pool just made (always at a slot).
+fn slot_of(slot: Option<(&Arc<PoolBlock>, u64)>, what: &str) -> Result<(Arc<PoolBlock>, u64)> {
+    slot.map(|(block, offset)| (block.clone(), offset))
+        .ok_or_else(|| Error::Unsupported {
+            what: format!("sharing a pool {what}"),
+            reason: format!("the {what} is not bound at a pool slot"),
+        })
+}
+
 /// A block and its CUDA import, neither kept alive by the pool.
 type BlockImport = (Weak<PoolBlock>, WeakExternalMemory);
 
@@ -64,13 +73,7 @@ impl SharedPool {
     /// As [`ExportPool::allocate`], and CUDA import failures for a new block.
     pub fn allocate(&self, size: u64) -> Result<SharedBuffer> {
         let buffer = Arc::new(self.pool.allocate(size)?);
-        let (block, offset) = buffer
-            .pool_slot()
-            .map(|(block, offset)| (block.clone(), offset))
-            .ok_or_else(|| Error::Unsupported {
-                what: "sharing a pool buffer".into(),
-                reason: "the buffer is not bound at a pool slot".into(),
-            })?;
+        let (block, offset) = slot_of(buffer.pool_slot(), "buffer")?;
         let memory = self.import(&block)?;
         Ok(SharedBuffer::imported(memory, offset, buffer))
     }
@@ -88,13 +91,7 @@ impl SharedPool {
     pub fn allocate_image(&self, desc: &ImageDesc) -> Result<SharedImage> {
         super::cuda_array_desc(desc)?;
         let image = Arc::new(self.pool.allocate_image(desc)?);
-        let (block, offset) = image
-            .pool_slot()
-            .map(|(block, offset)| (block.clone(), offset))
-            .ok_or_else(|| Error::Unsupported {
-                what: "sharing a pool image".into(),
-                reason: "the image is not bound at a pool slot".into(),
-            })?;
+        let (block, offset) = slot_of(image.pool_slot(), "image")?;
         let memory = self.import(&block)?;
         SharedImage::pooled(image, &memory, offset)
     }

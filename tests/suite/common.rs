@@ -135,14 +135,11 @@ pub fn assert_cycles_leak_free(
     cycles: u32,
     mut cycle: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     cycle()?;
     let fds = open_fds();
     let (free_before, _) = cu.cuda().mem_get_info()?;
     let start = std::time::Instant::now();
-    for i in 0..cycles {
-        cycle().with_context(|| format!("cycle {i}"))?;
-    }
+    run_cycles(cycles, cycle)?;
     let took = start.elapsed();
     let (free_after, _) = cu.cuda().mem_get_info()?;
     anyhow::ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
@@ -153,6 +150,28 @@ pub fn assert_cycles_leak_free(
         took.as_secs_f64() * 1e6 / f64::from(cycles),
         open_fds()
     );
+    Ok(())
+}
+
+/// Runs `cycle` once to warm caches, then `cycles` more times, and fails unless open fds
+/// are unchanged (the Vulkan-only twin of [`assert_cycles_leak_free`]).
+pub fn assert_cycles_keep_fds(
+    cycles: u32,
+    mut cycle: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    cycle()?;
+    let fds = open_fds();
+    run_cycles(cycles, cycle)?;
+    anyhow::ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
+    Ok(())
+}
+
+/// `cycles` runs of `cycle`, the failing one named.
+fn run_cycles(cycles: u32, mut cycle: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    for i in 0..cycles {
+        cycle().with_context(|| format!("cycle {i}"))?;
+    }
     Ok(())
 }
 

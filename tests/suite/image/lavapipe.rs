@@ -538,12 +538,7 @@ fn no_leaks(vk: &Context) -> anyhow::Result<()> {
         drop((b, a));
         Ok(())
     };
-    cycle()?; // warm caches before counting
-    let fds = open_fds();
-    for i in 0..1000 {
-        cycle().with_context(|| format!("cycle {i}"))?;
-    }
-    ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
+    common::assert_cycles_keep_fds(1000, cycle)?;
     assert_no_validation_errors(vk)
 }
 

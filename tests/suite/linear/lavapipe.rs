@@ -286,12 +286,7 @@ fn import_cycles_leak_no_fds(vk: &Context) -> anyhow::Result<()> {
         vk.acquire_image(&image, vk::ImageLayout::GENERAL)?;
         Ok(())
     };
-    cycle()?;
-    let fds = open_fds();
-    for i in 0..300 {
-        cycle().with_context(|| format!("cycle {i}"))?;
-    }
-    ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
+    common::assert_cycles_keep_fds(300, cycle)?;
     assert_no_validation_errors(vk)
 }
 

@@ -4,6 +4,7 @@
 //! a buffer mapping that keeps its slot; a leak loop. Without a CUDA device matching the
 //! Vulkan device the trials are reported ignored.
 
+use super::transfer;
 use crate::common;
 use libtest_mimic::Trial;
 
@@ -26,10 +27,6 @@ fn pool(vk: &vulkan::Context, cu: &cuda::Context) -> vkcuda::Result<SharedPool> 
             ..PoolDesc::default()
         },
     )
-}
-
-fn transfer(desc: ImageDesc) -> ImageDesc {
-    desc.usage(vk::ImageUsageFlags::TRANSFER_SRC | vk::ImageUsageFlags::TRANSFER_DST)
 }
 
 /// Vulkan writes every level, CUDA reads them back from the array; CUDA writes every level,

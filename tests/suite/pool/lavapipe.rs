@@ -1,7 +1,7 @@
 //! The exportable pool's Vulkan half, on any Vulkan device with `VK_KHR_external_memory_fd`
 //! (lavapipe in CI): buffers sub-allocated from exported blocks, each block exported and
-//! imported back through Vulkan, and bytes read at every buffer's offset; plus every
-//! refusal.
+//! imported back through Vulkan, and bytes read at every buffer's offset; every refusal;
+//! and a leak loop of buffers and images.
 
 use crate::common;
 use libtest_mimic::Trial;
@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 
 use anyhow::{ensure, Context as _};
 use common::{
-    assert_bytes, assert_no_validation_errors, expect_invalid_arg, expect_unsupported, open_fds,
+    assert_bytes, assert_no_validation_errors, expect_invalid_arg, expect_unsupported,
     pattern_bytes, trial,
 };
 use vkcuda::external::MemoryHandleType;
 use vkcuda::util::OneShot;
-use vkcuda::vulkan::{BufferDesc, Context, ExportPool, ExternalBuffer, PoolDesc, MIN_SLOT};
+use vkcuda::vulkan::{
+    BufferDesc, Context, ExportPool, ExternalBuffer, ImageDesc, PoolDesc, MIN_SLOT,
+};
 
 fn small_pool(vk: &Context) -> vkcuda::Result<ExportPool> {
     ExportPool::new(
@@ -204,21 +206,20 @@ fn refusals_are_typed(vk: &Context) -> anyhow::Result<()> {
     assert_no_validation_errors(vk)
 }
 
-/// 1,000 allocate/free cycles, each making and freeing a block: open fds stay flat.
+/// 1,000 allocate/free cycles of a buffer and an image, each making, exporting and freeing
+/// their blocks: open fds stay flat and no block outlives its resources.
 fn allocate_free_cycles_leak_no_fds(vk: &Context) -> anyhow::Result<()> {
     let pool = small_pool(vk)?;
+    let desc = super::transfer(ImageDesc::d2(256, 256, ash::vk::Format::R8G8B8A8_UNORM));
     let cycle = || -> anyhow::Result<()> {
         let a = pool.allocate(4096)?;
-        let (block, _) = a.pool_slot().context("pooled")?;
-        drop(block.export()?);
+        let image = pool.allocate_image(&desc)?;
+        for (block, _) in [a.pool_slot(), image.pool_slot()].into_iter().flatten() {
+            drop(block.export()?);
+        }
         Ok(())
     };
-    cycle()?;
-    let fds = open_fds();
-    for i in 0..1000 {
-        cycle().with_context(|| format!("cycle {i}"))?;
-    }
-    ensure!(open_fds() == fds, "fds grew from {fds} to {}", open_fds());
+    common::assert_cycles_keep_fds(1000, cycle)?;
     ensure!(pool.live_blocks() == 0, "blocks left alive");
     assert_no_validation_errors(vk)
 }

@@ -9,6 +9,11 @@ mod images;
 mod images_gpu;
 mod lavapipe;
 
+/// `desc` with the usage the staged copies need.
+fn transfer(desc: vkcuda::vulkan::ImageDesc) -> vkcuda::vulkan::ImageDesc {
+    desc.usage(ash::vk::ImageUsageFlags::TRANSFER_SRC | ash::vk::ImageUsageFlags::TRANSFER_DST)
+}
+
 /// The trials of both halves, each over its own probe.
 pub fn trials() -> Vec<Trial> {
     let mut trials = lavapipe::trials();
