@@ -108,6 +108,21 @@ pub fn trial<T: Send + Sync + 'static>(
     .with_ignored_flag(ignored)
 }
 
+/// One trial per test over `probe`, and the [`note`] of what `probe` needs when it is
+/// missing.
+pub fn trials_of<T: Send + Sync + 'static>(
+    probe: &Probe<T>,
+    tests: impl IntoIterator<Item = Test<T>>,
+    needs: &str,
+) -> Vec<Trial> {
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| trial(name, probe, f))
+        .collect();
+    note(probe, needs);
+    trials
+}
+
 /// Prints why the subject's trials over `probe` are ignored (or, under
 /// `VKCUDA_REQUIRE_GPU=1`, fail) when it failed.
 pub fn note<T>(probe: &Probe<T>, what: &str) {

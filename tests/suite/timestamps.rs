@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::ensure;
-use common::{assert_no_validation_errors, expect_invalid_arg, trial};
+use common::{assert_no_validation_errors, expect_invalid_arg};
 use vkcuda::ash::vk;
 use vkcuda::trace::{now_ns, Span, Trace, TrackKind};
 use vkcuda::util::OneShot;
@@ -243,10 +243,5 @@ pub fn trials() -> Vec<Trial> {
             host_spans_sit_on_the_same_axis,
         ),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "Vulkan device");
-    trials
+    common::trials_of(&probe, tests, "Vulkan device")
 }

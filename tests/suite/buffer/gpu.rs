@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use anyhow::{ensure, Context as _};
-use common::{assert_bytes, assert_no_validation_errors, open_fds, pattern_bytes, trial};
+use common::{assert_bytes, assert_no_validation_errors, open_fds, pattern_bytes};
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use vkcuda::cuda::{self, ExternalMemory, MappedBuffer};
 use vkcuda::external::{DeviceIdentity, MemoryHandle, MemoryImport, Uuid};
@@ -322,10 +322,5 @@ pub fn trials() -> Vec<Trial> {
         ),
         ("create_import_map_drop_10000_no_leaks", no_leaks_10000),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "CUDA device matching the Vulkan device");
-    trials
+    common::trials_of(&probe, tests, "CUDA device matching the Vulkan device")
 }

@@ -9,7 +9,7 @@ use libtest_mimic::Trial;
 use std::os::fd::OwnedFd;
 
 use anyhow::{ensure, Context as _};
-use common::{assert_bytes, assert_no_validation_errors, open_fds, pattern_bytes, trial};
+use common::{assert_bytes, assert_no_validation_errors, open_fds, pattern_bytes};
 use vkcuda::external::{MemoryHandle, MemoryHandleType, MemoryImport};
 use vkcuda::util::OneShot;
 use vkcuda::vulkan::{BufferDesc, Context, ContextDesc, ExternalBuffer};
@@ -298,10 +298,9 @@ pub fn trials() -> Vec<Trial> {
         // failing with OUT_OF_DEVICE_MEMORY (seen on the H100), so nothing runs after it.
         ("foreign_fd_is_refused", foreign_fd_is_refused),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "Vulkan device with VK_KHR_external_memory_fd");
-    trials
+    common::trials_of(
+        &probe,
+        tests,
+        "Vulkan device with VK_KHR_external_memory_fd",
+    )
 }

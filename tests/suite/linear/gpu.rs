@@ -12,7 +12,7 @@ use anyhow::{ensure, Context as _};
 use ash::vk;
 use common::{
     assert_bytes, assert_no_validation_errors, expect_invalid_arg, expect_unsupported,
-    pattern_bytes, trial,
+    pattern_bytes,
 };
 use cudarc::driver::{CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
@@ -313,10 +313,5 @@ pub fn trials() -> Vec<Trial> {
         ("linear_refusals_are_typed", refusals_are_typed),
         ("linear_create_import_500_no_leaks", leaks_500),
     ];
-    let trials: Vec<_> = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "CUDA device matching the Vulkan device");
-    trials
+    common::trials_of(&probe, tests, "CUDA device matching the Vulkan device")
 }

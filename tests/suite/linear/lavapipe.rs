@@ -11,7 +11,7 @@ use anyhow::{ensure, Context as _};
 use ash::vk;
 use common::{
     assert_bytes, assert_no_validation_errors, expect_invalid_arg, expect_unsupported, open_fds,
-    pattern_bytes, trial,
+    pattern_bytes,
 };
 use vkcuda::external::{MemoryHandle, MemoryHandleType, MemoryImport};
 use vkcuda::interop::pitched_row_bytes;
@@ -302,10 +302,5 @@ pub fn trials() -> Vec<Trial> {
         ("refusals_are_typed", refusals_are_typed),
         ("import_cycles_300_no_fd_leak", import_cycles_leak_no_fds),
     ];
-    let trials: Vec<_> = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "Vulkan device with external memory");
-    trials
+    common::trials_of(&probe, tests, "Vulkan device with external memory")
 }

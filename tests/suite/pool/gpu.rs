@@ -8,7 +8,7 @@ use crate::common;
 use libtest_mimic::Trial;
 
 use anyhow::{ensure, Context as _};
-use common::{assert_bytes, assert_no_validation_errors, expect_invalid_arg, pattern_bytes, trial};
+use common::{assert_bytes, assert_no_validation_errors, expect_invalid_arg, pattern_bytes};
 use vkcuda::cuda::{self, VmmAllocation};
 use vkcuda::external::MemoryHandleType;
 use vkcuda::interop::{SharedBuffer, SharedPool};
@@ -217,10 +217,5 @@ pub fn trials() -> Vec<Trial> {
         ("pool_allocate_free_10000_no_leaks", pool_leaks_10000),
         ("vmm_create_export_import_2000_no_leaks", vmm_leaks_2000),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "CUDA device matching the Vulkan device");
-    trials
+    common::trials_of(&probe, tests, "CUDA device matching the Vulkan device")
 }

@@ -15,7 +15,7 @@ use anyhow::{ensure, Context as _};
 use ash::vk;
 use common::{
     assert_bytes, assert_no_validation_errors, expect_invalid_arg, expect_unsupported,
-    pattern_bytes, trial,
+    pattern_bytes,
 };
 use vkcuda::external::MemoryHandleType;
 use vkcuda::util::OneShot;
@@ -230,10 +230,5 @@ pub fn trials() -> Vec<Trial> {
         ),
         ("image_refusals_are_typed", refusals_are_typed),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "Vulkan device with external memory");
-    trials
+    common::trials_of(&probe, tests, "Vulkan device with external memory")
 }

@@ -10,7 +10,7 @@ use libtest_mimic::Trial;
 
 use anyhow::{ensure, Context as _};
 use ash::vk;
-use common::{assert_bytes, assert_no_validation_errors, pattern_bytes, trial};
+use common::{assert_bytes, assert_no_validation_errors, pattern_bytes};
 use vkcuda::cuda;
 use vkcuda::interop::{SharedImage, SharedPool};
 use vkcuda::util::OneShot;
@@ -171,10 +171,5 @@ pub fn trials() -> Vec<Trial> {
         ("pool_mapping_keeps_its_slot", a_mapping_keeps_its_slot),
         ("pool_image_allocate_free_2000_no_leaks", image_leaks_2000),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "CUDA device matching the Vulkan device");
-    trials
+    common::trials_of(&probe, tests, "CUDA device matching the Vulkan device")
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use anyhow::{ensure, Context as _};
 use common::{
     assert_bytes, assert_no_validation_errors, expect_invalid_arg, expect_unsupported,
-    pattern_bytes, trial,
+    pattern_bytes,
 };
 use vkcuda::external::MemoryHandleType;
 use vkcuda::util::OneShot;
@@ -248,10 +248,5 @@ pub fn trials() -> Vec<Trial> {
             allocate_free_cycles_leak_no_fds,
         ),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "Vulkan device with external memory");
-    trials
+    common::trials_of(&probe, tests, "Vulkan device with external memory")
 }

@@ -12,7 +12,7 @@ use libtest_mimic::Trial;
 use std::sync::Arc;
 
 use anyhow::ensure;
-use common::{assert_bytes, pattern_bytes, trial};
+use common::{assert_bytes, pattern_bytes};
 use vkcuda::ash::vk;
 use vkcuda::util::OneShot;
 use vkcuda::vulkan::{self, DeviceSelection, ExternalBuffer, ExternalImage, ImageOwner};
@@ -296,10 +296,5 @@ pub fn trials() -> Vec<Trial> {
         ("refusal_names_the_extension", refusal_names_the_extension),
         ("bad_descriptions_are_typed", bad_descriptions),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| trial(name, &probe, f))
-        .collect();
-    common::note(&probe, "wgpu Vulkan adapter");
-    trials
+    common::trials_of(&probe, tests, "wgpu Vulkan adapter")
 }
