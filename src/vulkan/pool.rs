@@ -129,7 +129,7 @@ fn image_requirements(ctx: &Context, image: vk::Image) -> (vk::MemoryRequirement
     let mut out = vk::MemoryRequirements2::default().push_next(&mut dedicated);
     let info = vk::ImageMemoryRequirementsInfo2::default().image(image);
     // SAFETY: `image` is alive and was created from the context's device; the output chain
-    // points at live structs (Vulkan 1.1 core, which vkcuda requires).
+    // points at live structs (core since Vulkan 1.1; vkcuda requires 1.2).
     unsafe { ctx.device().get_image_memory_requirements2(&info, &mut out) };
     let requirements = out.memory_requirements;
     (
