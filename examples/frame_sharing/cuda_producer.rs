@@ -13,7 +13,9 @@
 //! (`dev/shaders/scene.cu`) and signals ready = k + 1; the consumer's submission waits for it,
 //! acquires the image from `VK_QUEUE_FAMILY_EXTERNAL`, copies it out, releases it and
 //! signals done = k + 1. The consumer hashes what it read; the producer compares with the
-//! CPU reference of the scene.
+//! CPU reference of the scene. Two cross-checks say where a mismatch comes from: the
+//! producer reads every slot back through CUDA, and the consumer reads every slot's memory
+//! a second time through a Vulkan buffer.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -212,6 +214,51 @@ fn check_own_writes(stream: &Arc<CudaStream>, rows: &[PitchedBuffer], o: &Option
     Ok(equal)
 }
 
+/// Imports each frame's memory a second time, as a Vulkan buffer, and compares its rows (at
+/// the layout's pitch) with the image's last read of that slot: when the two differ, the
+/// image import, not the memory, is what went wrong.
+fn check_buffer_views(
+    vk: &vulkan::Context,
+    header: &Header,
+    layout: &vulkan::LinearLayout,
+    views: Vec<(OwnedFd, u64)>,
+    last_of_slot: &[Option<u64>],
+) -> Result<()> {
+    let e = header.desc.extent;
+    let row = u64::from(e.width) * 4;
+    for (slot, ((fd, size), image_hash)) in views.into_iter().zip(last_of_slot).enumerate() {
+        let Some(image_hash) = image_hash else {
+            continue;
+        };
+        let import = MemoryImport {
+            handle: MemoryHandle::OpaqueFd(fd),
+            size,
+            dedicated: false,
+            memory_type: None,
+        };
+        // SAFETY: as for the images: an export of a CUDA (VMM) allocation of `size` bytes,
+        // not dedicated, on this device, imported into the device-local type a buffer
+        // allows (as SharedBuffer::from_cuda does).
+        let buffer = unsafe { ExternalBuffer::import(vk, &BufferDesc::new(size), import) }?;
+        let mut rows = Vec::with_capacity((row * u64::from(e.height)) as usize);
+        for y in 0..u64::from(e.height) {
+            let at = layout.offset + y * layout.row_pitch;
+            rows.extend(vk.read_buffer(&buffer, at..at + row)?);
+        }
+        let view_hash = fnv1a(&rows);
+        println!(
+            "consumer: slot {slot} read as a buffer over the same memory: {view_hash:016x}, {} \
+             the image's last read {image_hash:016x}",
+            if view_hash == *image_hash {
+                "equal to"
+            } else {
+                "DIFFERS from"
+            }
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn consumer(
     header: &Header,
     imports: Vec<MemoryImport>,
@@ -226,6 +273,14 @@ pub(super) fn consumer(
     let layout = header
         .layout
         .context("the header lacks the frames' layout")?;
+    // Second fds of the frames, for the cross-check after the last frame.
+    let views = imports
+        .iter()
+        .map(|i| match &i.handle {
+            MemoryHandle::OpaqueFd(fd) => Ok((fd.try_clone()?, i.size)),
+            other => bail!("expected an opaque fd, got {:?}", other.handle_type()),
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut images = Vec::with_capacity(imports.len());
     for import in imports {
         // SAFETY: the fd is an export of a CUDA (VMM) allocation of `import.size` bytes, not
@@ -257,6 +312,7 @@ pub(super) fn consumer(
     }
     let mut hashes = Vec::with_capacity(header.frames as usize);
     let mut last = Vec::new();
+    let mut last_of_slot = vec![None; images.len()];
     for k in 0..header.frames {
         let value = u64::from(k) + 1;
         let (image, readback, c) = &mut slots[k as usize % images.len()];
@@ -268,7 +324,9 @@ pub(super) fn consumer(
             .with_context(|| format!("frame {k}: is the CUDA producer signalling ready?"))?;
         last = vk.read_buffer(readback, 0..len)?;
         hashes.push(fnv1a(&last));
+        last_of_slot[k as usize % images.len()] = Some(fnv1a(&last));
     }
+    check_buffer_views(&vk, header, &layout, views, &last_of_slot)?;
     println!(
         "consumer: {} frames read through Vulkan imports of CUDA's memory",
         hashes.len()
