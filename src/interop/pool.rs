@@ -23,6 +23,29 @@ use crate::vulkan::{self, ExportPool, ImageDesc, PoolBlock, PoolDesc};
 /// image's array (and its levels, surfaces and textures) holds the import and the image.
 /// The pool holds neither, so a block and its import are freed once its last resource and
 /// mapping are gone.
+///
+/// ```no_run
+/// # fn main() -> vkcuda::Result<()> {
+/// use vkcuda::ash::vk;
+/// use vkcuda::interop::SharedPool;
+/// use vkcuda::{cuda, vulkan};
+///
+/// let vk = vulkan::Context::new(&vulkan::ContextDesc::default())?;
+/// let cu = cuda::Context::matching(vk.identity())?;
+/// let pool = SharedPool::new(&vk, &cu, &vulkan::PoolDesc::default())?;
+/// // A ring of 8 frames and their 64 KiB parameter buffers: a few blocks, one import each.
+/// let desc = vulkan::ImageDesc::d2(1920, 1080, vk::Format::R8G8B8A8_UNORM);
+/// let frames = (0..8)
+///     .map(|_| pool.allocate_image(&desc))
+///     .collect::<vkcuda::Result<Vec<_>>>()?;
+/// let params = (0..8)
+///     .map(|_| pool.allocate(64 << 10))
+///     .collect::<vkcuda::Result<Vec<_>>>()?;
+/// let surface = frames[0].surface(0)?; // a cudaSurfaceObject_t at the frame's offset
+/// let ptr = params[0].map(0..64 << 10)?; // a device pointer at the buffer's offset
+/// println!("{} blocks, {} CUDA imports", pool.vulkan().live_blocks(), pool.live_imports());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct SharedPool {
     pool: ExportPool,
