@@ -9,7 +9,7 @@ use ash::vk;
 use super::memory::{check_import_type, export_flags, Bound, Unbound};
 use super::pool::{PoolBlock, PoolSlot};
 use super::queue_use::Tracked;
-use super::{Context, ImageOwner};
+use super::{Context, ImageOwner, ImportedBlock};
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
 
@@ -141,6 +141,36 @@ impl ExternalBuffer {
         // SAFETY: the buffer was created from `ctx`'s device with `flags` for this handle
         // type; the payload fits it (precondition 1).
         let bound = unsafe { Bound::import(ctx, buffer, import, t, what) }?;
+        Ok(Self::with(bound, desc))
+    }
+
+    /// A buffer of `desc` bound at `offset` of an imported block: the exporter's buffer at
+    /// that offset (a pool buffer's [`pool_slot`](ExternalBuffer::pool_slot) offset), seen
+    /// from this context. Owned by Vulkan, as an import is. It cannot reach memory outside
+    /// the block.
+    ///
+    /// # Errors
+    /// * [`Error::InvalidArgument`]: a size or usage [`ExternalBuffer::new`] refuses;
+    ///   `desc.handle_type` is not the block's; `offset` is not a multiple of the buffer's
+    ///   alignment, or the buffer does not fit in the block there.
+    /// * [`Error::Unsupported`]: the buffer cannot live in the block's memory type.
+    pub fn bind_in(block: &Arc<ImportedBlock>, offset: u64, desc: &BufferDesc) -> Result<Self> {
+        let ctx = block.context();
+        check_size(ctx, desc.size)?;
+        check_usage_flags(desc.usage)?;
+        if desc.handle_type != block.handle_type() {
+            return Err(Error::invalid(
+                "desc.handle_type",
+                desc.handle_type.to_string(),
+                format!("the block's handle type, {}", block.handle_type()),
+            ));
+        }
+        let flags = export_flags(ctx, desc.handle_type)?;
+        let buffer = create_buffer(ctx.device(), desc, flags)?;
+        let what = || format!("a {}-byte buffer", desc.size);
+        // SAFETY: the buffer was created from the block's context's device with the block's
+        // handle type.
+        let bound = unsafe { Bound::in_block(buffer, block, offset, what) }?;
         Ok(Self::with(bound, desc))
     }
 

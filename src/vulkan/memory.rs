@@ -7,10 +7,12 @@
 
 #[cfg(unix)]
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
 
 use ash::vk;
 
 use super::capabilities::memory_handle_flags;
+use super::imported_block::ImportedBlock;
 use super::pool::{PoolBlock, PoolSlot};
 use super::Context;
 use crate::error::{Error, Result};
@@ -157,7 +159,8 @@ impl<R: Resource> Drop for Unbound<'_, R> {
 
 /// A buffer or image bound to its own dedicated `VkDeviceMemory`, allocated exportable
 /// ([`Bound::allocate`]) or imported from a handle ([`Bound::import`]), or bound at a slot
-/// of a pool block ([`Bound::pooled`]). Drop destroys the resource, then frees the memory
+/// of a pool block ([`Bound::pooled`]) or at an offset of an imported block
+/// ([`Bound::in_block`]). Drop destroys the resource, then frees the memory
 /// (or returns the slot); GPU work that uses it must have finished by then.
 pub(crate) struct Bound<R: Resource> {
     ctx: Context,
@@ -183,6 +186,8 @@ enum Backing {
     Dedicated(vk::DeviceMemory),
     /// A slot of an [`ExportPool`](super::ExportPool) block, returned when dropped.
     Pooled(PoolSlot),
+    /// A range of an [`ImportedBlock`], held alive.
+    InBlock(Arc<ImportedBlock>),
 }
 
 impl<R: Resource> Drop for Bound<R> {
@@ -196,7 +201,8 @@ impl<R: Resource> Drop for Bound<R> {
             // SAFETY: as above; the resource bound to the memory is gone.
             unsafe { device.free_memory(memory, None) };
         }
-        // A pooled slot returns its range when `backing` drops, after the resource is gone.
+        // A pooled slot returns its range (an imported block is released) when `backing`
+        // drops, after the resource is gone.
     }
 }
 
@@ -257,6 +263,62 @@ impl<R: Resource> Bound<R> {
             memory_type,
         };
         Self::bind(ctx, resource, memory, placement, handle_type, false)
+    }
+
+    /// Binds the resource at `offset` of an imported block, after checking that the
+    /// resource may live in the block's memory type and fits there at its alignment.
+    ///
+    /// # Safety
+    /// 1. `resource` was created from `block`'s context's device with
+    ///    `VkExternalMemory{Buffer,Image}CreateInfo` naming the block's handle type.
+    pub(crate) unsafe fn in_block(
+        resource: Unbound<'_, R>,
+        block: &Arc<ImportedBlock>,
+        offset: u64,
+        what: impl Fn() -> String,
+    ) -> Result<Self> {
+        let r = resource.requirements();
+        let t = block.memory_type();
+        if r.memory_type_bits & (1 << t) == 0 {
+            return Err(Error::Unsupported {
+                what: format!("{} in an imported block", what()),
+                reason: format!(
+                    "its memoryTypeBits {:#b} exclude the block's memory type {t}",
+                    r.memory_type_bits
+                ),
+            });
+        }
+        let fits = offset
+            .checked_add(r.size)
+            .is_some_and(|end| end <= block.size());
+        if !offset.is_multiple_of(r.alignment) || !fits {
+            return Err(Error::invalid(
+                "offset",
+                format!(
+                    "{offset}, for {} of {} bytes aligned to {} in a {}-byte block",
+                    what(),
+                    r.size,
+                    r.alignment,
+                    block.size()
+                ),
+                "a multiple of the resource's alignment whose range ends within the block \
+                 (the exporter's offset)",
+            ));
+        }
+        let ctx = block.context();
+        // SAFETY: precondition 1; the range lies in the block's live memory at the
+        // resource's alignment, in a type it allows (checked above); the resource is
+        // unbound. On error `resource` destroys it.
+        unsafe { resource.raw.bind(ctx.device(), block.memory(), offset) }?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            raw: resource.release(),
+            allocation_size: r.size,
+            memory_type: t,
+            backing: Backing::InBlock(block.clone()),
+            handle_type: block.handle_type(),
+            exportable: false,
+        })
     }
 
     /// Binds the resource at `slot` of a pool block whose memory is exportable as
@@ -325,15 +387,24 @@ impl<R: Resource> Bound<R> {
     /// [`Error::Unsupported`] when the memory was imported rather than allocated exportable,
     /// or is a slot of a pool block; [`Error::Vulkan`] when `vkGetMemoryFdKHR` fails.
     pub(crate) fn export(&self) -> Result<MemoryImport> {
-        if let Backing::Pooled(_) = self.backing {
-            return Err(Error::Unsupported {
-                what: format!("export of a pooled {} on its own", R::NAME),
-                reason: format!(
-                    "it is a range of a pool block: export the block ({}::pool_slot) and \
-                     carry the offset",
-                    R::OWNER
-                ),
-            });
+        match self.backing {
+            Backing::Pooled(_) => {
+                return Err(Error::Unsupported {
+                    what: format!("export of a pooled {} on its own", R::NAME),
+                    reason: format!(
+                        "it is a range of a pool block: export the block ({}::pool_slot) and \
+                         carry the offset",
+                        R::OWNER
+                    ),
+                });
+            }
+            Backing::InBlock(_) => {
+                return Err(Error::Unsupported {
+                    what: format!("export of a {} bound in an imported block", R::NAME),
+                    reason: "the block is another device's or process's export".into(),
+                });
+            }
+            Backing::Dedicated(_) => {}
         }
         if !self.exportable {
             return Err(Error::Unsupported {
@@ -368,14 +439,15 @@ impl<R: Resource> Bound<R> {
         match &self.backing {
             Backing::Dedicated(memory) => *memory,
             Backing::Pooled(slot) => slot.block().memory(),
+            Backing::InBlock(block) => block.memory(),
         }
     }
 
     /// For a pooled resource: its block and the byte offset it is bound at.
     pub(crate) fn pool_slot(&self) -> Option<(&std::sync::Arc<PoolBlock>, u64)> {
         match &self.backing {
-            Backing::Dedicated(_) => None,
             Backing::Pooled(slot) => Some((slot.block(), slot.offset())),
+            Backing::Dedicated(_) | Backing::InBlock(_) => None,
         }
     }
 
@@ -476,11 +548,11 @@ pub(crate) fn allocate_exportable_block(
 
 /// What an import may allocate from: the exporter's type where the memory says (a Vulkan
 /// payload), else a type of `allowed`, the resource's `memoryTypeBits`.
-struct MemoryTypeWanted<'a> {
-    exporters: Option<u32>,
-    allowed: u32,
+pub(super) struct MemoryTypeWanted<'a> {
+    pub(super) exporters: Option<u32>,
+    pub(super) allowed: u32,
     /// Names the resource in the refusal.
-    resource: &'a dyn Fn() -> String,
+    pub(super) resource: &'a dyn Fn() -> String,
 }
 
 /// The memory type an import allocates from: the exporter's, which the resource (and the
@@ -512,7 +584,7 @@ fn import_memory_type(ctx: &Context, wanted: &MemoryTypeWanted<'_>, allowed: u32
 /// # Safety
 /// 1. `dedicated`, if given, was created from `ctx.device()` with external-memory create info
 ///    naming `handle_type`, is alive and has no memory bound.
-unsafe fn import_memory(
+pub(super) unsafe fn import_memory(
     ctx: &Context,
     handle_type: MemoryHandleType,
     fd: ImportFd,

@@ -6,8 +6,10 @@
 //!   caller's ([`Context::wrap`]).
 //! * [`ExternalBuffer`] is a buffer bound to its own dedicated `VkDeviceMemory` that can be
 //!   exported ([`ExternalBuffer::export`]) or was imported from a handle.
-//! * [`ExportPool`]: many exportable buffers bound at offsets of a few exported blocks
-//!   ([`PoolBlock`]), one block per size class, so one export serves many buffers.
+//! * [`ExportPool`]: many exportable buffers and images bound at offsets of a few exported
+//!   blocks ([`PoolBlock`]), one block per class, so one export serves many resources;
+//!   [`ImportedBlock`] is the importing half (one import, resources bound at the
+//!   exporter's offsets).
 //! * [`ExternalImage`] is the same for optimally (or linearly) tiled images, with the
 //!   queue-family release/acquire to and from `VK_QUEUE_FAMILY_EXTERNAL` tracked for you.
 //!   LINEAR 2D images are rows at a pitch ([`LinearLayout`]) and can be bound to memory
@@ -34,6 +36,7 @@ mod device;
 mod format;
 mod headless;
 mod image;
+mod imported_block;
 mod memory;
 mod pool;
 #[cfg(feature = "window")]
@@ -62,6 +65,7 @@ pub(crate) use image::Step;
 pub use image::{
     ExternalImage, ImageDesc, ImageKind, ImageOwner, ImageState, LinearLayout, LinearRequirements,
 };
+pub use imported_block::ImportedBlock;
 pub use pool::{ExportPool, PoolBlock, PoolDesc, MIN_SLOT};
 #[cfg(feature = "window")]
 #[cfg_attr(docsrs, doc(cfg(feature = "window")))]

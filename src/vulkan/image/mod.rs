@@ -31,7 +31,7 @@ use super::memory::{check_import_type, export_flags, Bound, Unbound};
 use super::pool::{PoolBlock, PoolSlot};
 use super::queue_use::Tracked;
 use super::Context;
-use super::ExternalSupport;
+use super::{ExternalSupport, ImportedBlock};
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
 use desc::{check_desc, check_format_limits};
@@ -218,6 +218,55 @@ impl ExternalImage {
         // SAFETY: precondition 1.
         let bound = unsafe { Bound::pooled(ctx, image, slot, desc.handle_type) }?;
         Ok(Self::with(bound, desc, NEW))
+    }
+
+    /// An image of `desc` bound at `offset` of an imported block: the exporter's image of
+    /// the same description at the same offset (a pool image's
+    /// [`pool_slot`](ExternalImage::pool_slot) offset), seen from this context. Like an
+    /// import it starts as (External, `GENERAL`): the exporter owns the contents until
+    /// acquired. A description other than the exporter's reads other bytes, as any alias
+    /// does; it cannot reach memory outside the block.
+    ///
+    /// # Errors
+    /// * Every error of [`ExternalImage::new`] for `desc` (the driver must allow importing).
+    /// * [`Error::InvalidArgument`]: `desc.handle_type` is not the block's; `offset` is not
+    ///   a multiple of the image's alignment, or the image does not fit in the block there.
+    /// * [`Error::Unsupported`]: the image cannot live in the block's memory type, or the
+    ///   driver imports it only as a dedicated allocation.
+    pub fn bind_in(block: &Arc<ImportedBlock>, offset: u64, desc: &ImageDesc) -> Result<Self> {
+        let ctx = block.context();
+        if desc.handle_type != block.handle_type() {
+            return Err(Error::invalid(
+                "desc.handle_type",
+                desc.handle_type.to_string(),
+                format!("the block's handle type, {}", block.handle_type()),
+            ));
+        }
+        check_desc(ctx, desc)?;
+        let flags = export_flags(ctx, desc.handle_type)?;
+        let support = ctx.image_support(desc)?;
+        if !support.external.importable || support.external.dedicated_only {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "a {:?} {:?} image with usage {:?}, tiling {:?} in an imported block",
+                    desc.format, desc.kind, desc.usage, desc.tiling
+                ),
+                reason: "the driver does not import this handle type for this image, or \
+                         only as a dedicated allocation"
+                    .into(),
+            });
+        }
+        check_format_limits(desc, &support)?;
+        let image = create_image(ctx.device(), desc, flags)?;
+        let what = || format!("a {:?} {:?} image", desc.format, desc.kind);
+        // SAFETY: the image was created from the block's context's device with the block's
+        // handle type.
+        let bound = unsafe { Bound::in_block(image, block, offset, what) }?;
+        let state = ImageState {
+            owner: ImageOwner::External,
+            layout: vk::ImageLayout::GENERAL,
+        };
+        Ok(Self::with(bound, desc, state))
     }
 
     /// For an image from an [`ExportPool`](super::ExportPool): its block and the byte offset

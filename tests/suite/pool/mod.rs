@@ -1,12 +1,14 @@
-//! Pool trials: the Vulkan half on any Vulkan device (`lavapipe`, and `images` for images
-//! in the pool), and the CUDA half (`gpu`, `images_gpu`), ignored without a CUDA device
-//! matching the Vulkan device.
+//! Pool trials: the Vulkan half on any Vulkan device (`lavapipe`; `images` for images in
+//! the pool; `imported` for blocks imported once and their resources bound again), and the
+//! CUDA half (`gpu`, `images_gpu`), ignored without a CUDA device matching the Vulkan
+//! device.
 
 use libtest_mimic::Trial;
 
 mod gpu;
 mod images;
 mod images_gpu;
+mod imported;
 mod lavapipe;
 
 /// `desc` with the usage the staged copies need.
@@ -18,6 +20,7 @@ fn transfer(desc: vkcuda::vulkan::ImageDesc) -> vkcuda::vulkan::ImageDesc {
 pub fn trials() -> Vec<Trial> {
     let mut trials = lavapipe::trials();
     trials.extend(images::trials());
+    trials.extend(imported::trials());
     trials.extend(gpu::trials());
     trials.extend(images_gpu::trials());
     trials
