@@ -157,7 +157,10 @@ impl SharedBuffer {
     }
 
     /// The CUDA import, when Vulkan owns the memory (`None` from
-    /// [`SharedBuffer::from_cuda`]).
+    /// [`SharedBuffer::from_cuda`]). For a buffer from a [`SharedPool`](super::SharedPool)
+    /// it is the whole block's import, which other buffers share: the buffer starts at
+    /// its [`pool_slot`](crate::vulkan::ExternalBuffer::pool_slot) offset, and
+    /// [`SharedBuffer::map`] is the way to its own bytes.
     pub fn cuda(&self) -> Option<&ExternalMemory> {
         match &self.cuda {
             CudaSide::Imported { memory, .. } => Some(memory),
