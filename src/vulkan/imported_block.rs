@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use ash::vk;
 
-use super::memory::{import_fd, import_memory, MemoryTypeWanted};
+use super::memory::{import_memory, MemoryTypeWanted};
+use super::memory_fd::import_fd;
 use super::Context;
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};

@@ -38,6 +38,7 @@ mod headless;
 mod image;
 mod imported_block;
 mod memory;
+mod memory_fd;
 mod pool;
 #[cfg(feature = "window")]
 mod present;

@@ -46,7 +46,8 @@ use ash::vk;
 
 use super::buffer::{check_size, create_buffer, exportable_flags};
 use super::image::create_exportable;
-use super::memory::{allocate_exportable_block, choose_memory_type, export_handle};
+use super::memory::{allocate_exportable_block, choose_memory_type};
+use super::memory_fd::export_handle;
 use super::{BufferDesc, Context, ExternalBuffer, ExternalImage, ImageDesc};
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
