@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ash::vk;
 
-use super::memory::{check_import_type, export_flags, Bound, Unbound};
+use super::memory::{check_handle_type, check_import_type, export_flags, Bound, Unbound};
 use super::pool::{PoolBlock, PoolSlot};
 use super::queue_use::Tracked;
 use super::{Context, ImageOwner, ImportedBlock};
@@ -158,13 +158,7 @@ impl ExternalBuffer {
         let ctx = block.context();
         check_size(ctx, desc.size)?;
         check_usage_flags(desc.usage)?;
-        if desc.handle_type != block.handle_type() {
-            return Err(Error::invalid(
-                "desc.handle_type",
-                desc.handle_type.to_string(),
-                format!("the block's handle type, {}", block.handle_type()),
-            ));
-        }
+        check_handle_type(desc.handle_type, block.handle_type(), "the block")?;
         let flags = export_flags(ctx, desc.handle_type)?;
         let buffer = create_buffer(ctx.device(), desc, flags)?;
         let what = || format!("a {}-byte buffer", desc.size);

@@ -496,14 +496,27 @@ pub(crate) fn export_flags(
 
 /// Checks that the description's `handle_type` is the type of the handle being imported.
 pub(crate) fn check_import_type(described: MemoryHandleType, import: &MemoryImport) -> Result<()> {
-    let handle_type = import.handle.handle_type();
-    if handle_type == described {
+    check_handle_type(
+        described,
+        import.handle.handle_type(),
+        "the handle being imported",
+    )
+}
+
+/// Checks that the description's `handle_type` is `actual`, the type of `of` (the handle,
+/// pool or block the resource's memory comes from).
+pub(crate) fn check_handle_type(
+    described: MemoryHandleType,
+    actual: MemoryHandleType,
+    of: &str,
+) -> Result<()> {
+    if described == actual {
         return Ok(());
     }
     Err(Error::invalid(
         "desc.handle_type",
-        format!("{described} but the handle is {handle_type}"),
-        "the type of the handle being imported",
+        format!("{described} but {of} is {actual}"),
+        format!("the type of {of}"),
     ))
 }
 

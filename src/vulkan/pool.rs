@@ -46,7 +46,7 @@ use ash::vk;
 
 use super::buffer::{check_size, create_buffer, exportable_flags};
 use super::image::create_exportable;
-use super::memory::{allocate_exportable_block, choose_memory_type};
+use super::memory::{allocate_exportable_block, check_handle_type, choose_memory_type};
 use super::memory_fd::export_handle;
 use super::{BufferDesc, Context, ExternalBuffer, ExternalImage, ImageDesc};
 use crate::error::{Error, Result};
@@ -256,13 +256,7 @@ impl ExportPool {
     /// * [`Error::OutOfMemory`] when a new block cannot be allocated.
     pub fn allocate_image(&self, desc: &ImageDesc) -> Result<ExternalImage> {
         let ctx = &self.inner.ctx;
-        if desc.handle_type != self.inner.desc.handle_type {
-            return Err(Error::invalid(
-                "desc.handle_type",
-                desc.handle_type.to_string(),
-                format!("the pool's handle type, {}", self.inner.desc.handle_type),
-            ));
-        }
+        check_handle_type(desc.handle_type, self.inner.desc.handle_type, "the pool")?;
         let (image, _, external) = create_exportable(ctx, desc)?;
         let what = || {
             format!(

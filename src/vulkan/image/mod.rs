@@ -27,7 +27,7 @@ pub(crate) use state::Barrier;
 pub(crate) use state::Step;
 pub use state::{ImageOwner, ImageState};
 
-use super::memory::{check_import_type, export_flags, Bound, Unbound};
+use super::memory::{check_handle_type, check_import_type, export_flags, Bound, Unbound};
 use super::pool::{PoolBlock, PoolSlot};
 use super::queue_use::Tracked;
 use super::Context;
@@ -235,13 +235,7 @@ impl ExternalImage {
     ///   driver imports it only as a dedicated allocation.
     pub fn bind_in(block: &Arc<ImportedBlock>, offset: u64, desc: &ImageDesc) -> Result<Self> {
         let ctx = block.context();
-        if desc.handle_type != block.handle_type() {
-            return Err(Error::invalid(
-                "desc.handle_type",
-                desc.handle_type.to_string(),
-                format!("the block's handle type, {}", block.handle_type()),
-            ));
-        }
+        check_handle_type(desc.handle_type, block.handle_type(), "the block")?;
         check_desc(ctx, desc)?;
         let flags = export_flags(ctx, desc.handle_type)?;
         let support = ctx.image_support(desc)?;
