@@ -179,6 +179,30 @@ pub(in crate::vulkan) fn create_exportable<'a>(
     Ok((create_image(ctx.device(), desc, flags)?, flags, external))
 }
 
+/// Checks `desc` as [`ExternalImage::import`] documents (limits, then the driver, which
+/// must allow importing) and creates the image, unbound, importable as `desc.handle_type`.
+/// Returns it with what the driver said of the import.
+fn create_importable<'a>(
+    ctx: &'a Context,
+    desc: &ImageDesc,
+) -> Result<(Unbound<'a, vk::Image>, ExternalSupport)> {
+    check_desc(ctx, desc)?;
+    let t = desc.handle_type;
+    let flags = export_flags(ctx, t)?;
+    let support = ctx.image_support(desc)?;
+    if !support.external.importable {
+        return Err(Error::Unsupported {
+            what: format!(
+                "import of {t} memory for a {:?} {:?} image with usage {:?}, tiling {:?}",
+                desc.format, desc.kind, desc.usage, desc.tiling
+            ),
+            reason: "the driver reports the handle type as not importable for this use".into(),
+        });
+    }
+    check_format_limits(desc, &support)?;
+    Ok((create_image(ctx.device(), desc, flags)?, support.external))
+}
+
 impl ExternalImage {
     /// Creates an image with its own exportable dedicated allocation, after checking the
     /// description against the device limits and the driver (see [`ExternalImage`]).
@@ -236,22 +260,16 @@ impl ExternalImage {
     pub fn bind_in(block: &Arc<ImportedBlock>, offset: u64, desc: &ImageDesc) -> Result<Self> {
         let ctx = block.context();
         check_handle_type(desc.handle_type, block.handle_type(), "the block")?;
-        check_desc(ctx, desc)?;
-        let flags = export_flags(ctx, desc.handle_type)?;
-        let support = ctx.image_support(desc)?;
-        if !support.external.importable || support.external.dedicated_only {
+        let (image, external) = create_importable(ctx, desc)?;
+        if external.dedicated_only {
             return Err(Error::Unsupported {
                 what: format!(
                     "a {:?} {:?} image with usage {:?}, tiling {:?} in an imported block",
                     desc.format, desc.kind, desc.usage, desc.tiling
                 ),
-                reason: "the driver does not import this handle type for this image, or \
-                         only as a dedicated allocation"
-                    .into(),
+                reason: "the driver imports this image only as a dedicated allocation".into(),
             });
         }
-        check_format_limits(desc, &support)?;
-        let image = create_image(ctx.device(), desc, flags)?;
         let what = || format!("a {:?} {:?} image", desc.format, desc.kind);
         // SAFETY: the image was created from the block's context's device with the block's
         // handle type.
@@ -315,28 +333,14 @@ impl ExternalImage {
     ) -> Result<Self> {
         check_import_type(desc.handle_type, &import)?;
         let handle_type = desc.handle_type;
-        check_desc(ctx, desc)?;
-        let flags = export_flags(ctx, handle_type)?;
-        let support = ctx.image_support(desc)?;
-        if !support.external.importable {
-            return Err(Error::Unsupported {
-                what: format!(
-                    "import of {handle_type} memory for a {:?} {:?} image with usage {:?}, \
-                     tiling {:?}",
-                    desc.format, desc.kind, desc.usage, desc.tiling
-                ),
-                reason: "the driver reports the handle type as not importable for this use".into(),
-            });
-        }
-        check_format_limits(desc, &support)?;
-        if support.external.dedicated_only && !import.dedicated {
+        let (image, external) = create_importable(ctx, desc)?;
+        if external.dedicated_only && !import.dedicated {
             return Err(Error::invalid(
                 "import.dedicated",
                 "false, but the driver only imports this image as a dedicated allocation",
                 "true",
             ));
         }
-        let image = create_image(ctx.device(), desc, flags)?;
         check(&image)?;
         let what = || "this image".to_owned();
         // SAFETY: the image was created from `ctx`'s device with `flags` for this handle
