@@ -153,7 +153,8 @@ impl ExternalBuffer {
     /// * [`Error::InvalidArgument`]: a size or usage [`ExternalBuffer::new`] refuses;
     ///   `desc.handle_type` is not the block's; `offset` is not a multiple of the buffer's
     ///   alignment, or the buffer does not fit in the block there.
-    /// * [`Error::Unsupported`]: the buffer cannot live in the block's memory type.
+    /// * [`Error::Unsupported`]: the buffer cannot live in the block's memory type, or the
+    ///   driver requires a dedicated allocation for it.
     pub fn bind_in(block: &Arc<ImportedBlock>, offset: u64, desc: &BufferDesc) -> Result<Self> {
         let ctx = block.context();
         check_size(ctx, desc.size)?;
@@ -172,8 +173,9 @@ impl ExternalBuffer {
     ///
     /// # Safety
     /// 1. `buffer` was created from `ctx`'s device by [`create_buffer`] with `desc`'s handle
-    ///    type, which is the block's; its requirements allow the block's memory type and
-    ///    `slot` covers their size and alignment.
+    ///    type, which is the block's; it does not require a dedicated allocation; its
+    ///    requirements allow the block's memory type and `slot` covers their size and
+    ///    alignment.
     pub(super) unsafe fn pooled(
         ctx: &Context,
         buffer: Unbound<'_, vk::Buffer>,

@@ -41,6 +41,13 @@ pub(crate) trait Resource: Copy {
     /// 1. The resource was created from `device` and is alive.
     unsafe fn requirements(self, device: &ash::Device) -> vk::MemoryRequirements;
 
+    /// `VkMemoryDedicatedRequirements::requiresDedicatedAllocation`, from
+    /// `vkGet{Buffer,Image}MemoryRequirements2`.
+    ///
+    /// # Safety
+    /// 1. The resource was created from `device` and is alive.
+    unsafe fn requires_dedicated(self, device: &ash::Device) -> bool;
+
     /// `vkBind{Buffer,Image}Memory` at `offset`.
     ///
     /// # Safety
@@ -68,6 +75,16 @@ impl Resource for vk::Buffer {
     unsafe fn requirements(self, device: &ash::Device) -> vk::MemoryRequirements {
         // SAFETY: precondition 1.
         unsafe { device.get_buffer_memory_requirements(self) }
+    }
+
+    unsafe fn requires_dedicated(self, device: &ash::Device) -> bool {
+        let mut dedicated = vk::MemoryDedicatedRequirements::default();
+        let mut out = vk::MemoryRequirements2::default().push_next(&mut dedicated);
+        let info = vk::BufferMemoryRequirementsInfo2::default().buffer(self);
+        // SAFETY: precondition 1; the output chain points at live structs (core since
+        // Vulkan 1.1; vkcuda requires 1.2).
+        unsafe { device.get_buffer_memory_requirements2(&info, &mut out) };
+        dedicated.requires_dedicated_allocation == vk::TRUE
     }
 
     unsafe fn bind(
@@ -98,6 +115,15 @@ impl Resource for vk::Image {
     unsafe fn requirements(self, device: &ash::Device) -> vk::MemoryRequirements {
         // SAFETY: precondition 1.
         unsafe { device.get_image_memory_requirements(self) }
+    }
+
+    unsafe fn requires_dedicated(self, device: &ash::Device) -> bool {
+        let mut dedicated = vk::MemoryDedicatedRequirements::default();
+        let mut out = vk::MemoryRequirements2::default().push_next(&mut dedicated);
+        let info = vk::ImageMemoryRequirementsInfo2::default().image(self);
+        // SAFETY: as for buffers.
+        unsafe { device.get_image_memory_requirements2(&info, &mut out) };
+        dedicated.requires_dedicated_allocation == vk::TRUE
     }
 
     unsafe fn bind(
@@ -146,6 +172,24 @@ impl<'a, R: Resource> Unbound<'a, R> {
     pub(crate) fn requirements(&self) -> vk::MemoryRequirements {
         // SAFETY: created from `device` and alive (`new`'s precondition).
         unsafe { self.raw.requirements(self.device) }
+    }
+
+    /// Refuses a resource the driver requires a dedicated allocation for: it cannot be
+    /// bound at an offset of memory that others share, `place` (VUID-vkBindBufferMemory-
+    /// buffer-01444, VUID-vkBindImageMemory-image-01445). `what` names it.
+    pub(crate) fn check_shareable(&self, place: &str, what: impl FnOnce() -> String) -> Result<()> {
+        // SAFETY: created from `device` and alive (`new`'s precondition).
+        if !unsafe { self.raw.requires_dedicated(self.device) } {
+            return Ok(());
+        }
+        Err(Error::Unsupported {
+            what: format!("{} in {place}", what()),
+            reason: format!(
+                "the driver requires a dedicated allocation for it (requiresDedicatedAllocation): \
+                 create it with {}::new",
+                R::OWNER
+            ),
+        })
     }
 
     fn release(self) -> R {
@@ -282,6 +326,7 @@ impl<R: Resource> Bound<R> {
         offset: u64,
         what: impl Fn() -> String,
     ) -> Result<Self> {
+        resource.check_shareable("an imported block", &what)?;
         let r = resource.requirements();
         let t = block.memory_type();
         if r.memory_type_bits & (1 << t) == 0 {
@@ -331,9 +376,10 @@ impl<R: Resource> Bound<R> {
     ///
     /// # Safety
     /// 1. `resource` was created from `ctx.device()` with `VkExternalMemory{Buffer,Image}
-    ///    CreateInfo` naming `handle_type`'s flag; its memory requirements allow the block's
-    ///    memory type, and `slot` is at least their `size` long at an offset that is a
-    ///    multiple of their `alignment`.
+    ///    CreateInfo` naming `handle_type`'s flag; it does not require a dedicated
+    ///    allocation ([`Unbound::check_shareable`]); its memory requirements allow the
+    ///    block's memory type, and `slot` is at least their `size` long at an offset that is
+    ///    a multiple of their `alignment`.
     pub(crate) unsafe fn pooled(
         ctx: &Context,
         resource: Unbound<'_, R>,

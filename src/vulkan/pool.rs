@@ -123,22 +123,6 @@ fn slot_size(requirements: &vk::MemoryRequirements) -> Option<u64> {
         .checked_next_power_of_two()
 }
 
-/// An image's memory requirements, and whether the driver requires a dedicated allocation
-/// for it (`VkMemoryDedicatedRequirements`).
-fn image_requirements(ctx: &Context, image: vk::Image) -> (vk::MemoryRequirements, bool) {
-    let mut dedicated = vk::MemoryDedicatedRequirements::default();
-    let mut out = vk::MemoryRequirements2::default().push_next(&mut dedicated);
-    let info = vk::ImageMemoryRequirementsInfo2::default().image(image);
-    // SAFETY: `image` is alive and was created from the context's device; the output chain
-    // points at live structs (core since Vulkan 1.1; vkcuda requires 1.2).
-    unsafe { ctx.device().get_image_memory_requirements2(&info, &mut out) };
-    let requirements = out.memory_requirements;
-    (
-        requirements,
-        dedicated.requires_dedicated_allocation == vk::TRUE,
-    )
-}
-
 /// The block size for a class: the pool's block size rounded down to whole slots, or one
 /// slot when the class is larger.
 fn block_size(pool_block: u64, slot: u64) -> u64 {
@@ -197,7 +181,8 @@ impl ExportPool {
     /// # Errors
     /// * [`Error::InvalidArgument`] (`size`): 0, above `maxMemoryAllocationSize`, or a slot
     ///   that would not fit one allocation.
-    /// * [`Error::Unsupported`]: the buffer's memory types exclude the pool's.
+    /// * [`Error::Unsupported`]: the buffer's memory types exclude the pool's, or the driver
+    ///   requires a dedicated allocation for it.
     /// * [`Error::OutOfMemory`] when a new block cannot be allocated.
     pub fn allocate(&self, size: u64) -> Result<ExternalBuffer> {
         let ctx = &self.inner.ctx;
@@ -217,6 +202,7 @@ impl ExportPool {
             handle_type: self.inner.desc.handle_type,
         };
         let buffer = create_buffer(ctx.device(), &desc, self.inner.flags)?;
+        buffer.check_shareable("a pool block", || format!("a {size}-byte buffer"))?;
         let requirements = buffer.requirements();
         if requirements.memory_type_bits & (1 << self.inner.memory_type) == 0 {
             return Err(Error::Unsupported {
@@ -233,8 +219,9 @@ impl ExportPool {
             memory_type: self.inner.memory_type,
             slot_size,
         })?;
-        // SAFETY: `buffer` was made by `create_buffer` with the pool's handle type; its
-        // memory types allow the block's (checked above), and the slot's offset is a
+        // SAFETY: `buffer` was made by `create_buffer` with the pool's handle type; it may
+        // share memory and its memory types allow the block's (checked above); the slot's
+        // offset is a
         // multiple of its power-of-two size, which covers the requirements' size and
         // alignment (`slot_size`); the block holds linear resources only (its class).
         unsafe { ExternalBuffer::pooled(ctx, buffer, slot, &desc) }
@@ -270,21 +257,17 @@ impl ExportPool {
                 desc.layers
             )
         };
-        let (requirements, requires_dedicated) = image_requirements(ctx, image.raw());
-        if external.dedicated_only || requires_dedicated {
+        if external.dedicated_only {
             return Err(Error::Unsupported {
                 what: format!("{} in a pool block", what()),
-                reason: format!(
-                    "the driver exports it only as a dedicated allocation ({}): create it \
-                     with ExternalImage::new",
-                    if external.dedicated_only {
-                        "VK_EXTERNAL_MEMORY_FEATURE_DEDICATED_ONLY_BIT"
-                    } else {
-                        "requiresDedicatedAllocation"
-                    }
-                ),
+                reason: "the driver exports it only as a dedicated allocation \
+                         (VK_EXTERNAL_MEMORY_FEATURE_DEDICATED_ONLY_BIT): create it with \
+                         ExternalImage::new"
+                    .into(),
             });
         }
+        image.check_shareable("a pool block", what)?;
+        let requirements = image.requirements();
         let memory_type = choose_memory_type(ctx, requirements.memory_type_bits)?;
         let slot_size = self.slot_size_for(&requirements, "desc", what)?;
         let slot = self.take_slot(Class {
@@ -293,7 +276,8 @@ impl ExportPool {
             slot_size,
         })?;
         // SAFETY: `image` was made by `create_exportable` for `desc` with the pool's handle
-        // type (checked above); the block is of the type chosen from its memoryTypeBits, and
+        // type and may share memory (both checked above); the block is of the type chosen
+        // from its memoryTypeBits, and
         // the slot's offset is a multiple of its power-of-two size, which covers the
         // requirements' size and alignment (`slot_size`); an OPTIMAL image's block holds
         // OPTIMAL images only (its class).

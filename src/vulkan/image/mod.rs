@@ -230,7 +230,8 @@ impl ExternalImage {
     ///
     /// # Safety
     /// 1. `image` was made by [`create_exportable`] for `desc` on `ctx`, whose handle type
-    ///    is the block's; its requirements allow the block's memory type and `slot` covers
+    ///    is the block's; it does not require a dedicated allocation; its requirements
+    ///    allow the block's memory type and `slot` covers
     ///    their size and alignment, in a block that holds no linear resource if the image is
     ///    OPTIMAL (`bufferImageGranularity`).
     pub(in crate::vulkan) unsafe fn pooled(
@@ -256,7 +257,7 @@ impl ExternalImage {
     /// * [`Error::InvalidArgument`]: `desc.handle_type` is not the block's; `offset` is not
     ///   a multiple of the image's alignment, or the image does not fit in the block there.
     /// * [`Error::Unsupported`]: the image cannot live in the block's memory type, or the
-    ///   driver imports it only as a dedicated allocation.
+    ///   driver imports it only as a dedicated allocation (or requires one for it).
     pub fn bind_in(block: &Arc<ImportedBlock>, offset: u64, desc: &ImageDesc) -> Result<Self> {
         let ctx = block.context();
         check_handle_type(desc.handle_type, block.handle_type(), "the block")?;
