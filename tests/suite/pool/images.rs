@@ -4,7 +4,7 @@
 //! LINEAR image found by data at its slot offset through the block's export, both ways; and
 //! the refusals. (The leak loop of `lavapipe` cycles images too.)
 
-use super::transfer;
+use super::{pool, transfer};
 use crate::common;
 use libtest_mimic::Trial;
 
@@ -20,19 +20,8 @@ use common::{
 use vkcuda::external::MemoryHandleType;
 use vkcuda::util::OneShot;
 use vkcuda::vulkan::{
-    texel_block, BufferDesc, Context, ExportPool, ExternalBuffer, ExternalImage, ImageDesc,
-    PoolBlock, PoolDesc, MIN_SLOT,
+    texel_block, BufferDesc, Context, ExternalBuffer, ExternalImage, ImageDesc, PoolBlock, MIN_SLOT,
 };
-
-fn pool(vk: &Context) -> vkcuda::Result<ExportPool> {
-    ExportPool::new(
-        vk,
-        &PoolDesc {
-            block_size: 8 << 20,
-            ..PoolDesc::default()
-        },
-    )
-}
 
 /// The block's address, to tell blocks apart.
 fn block_id(block: &Arc<PoolBlock>) -> usize {

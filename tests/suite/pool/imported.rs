@@ -3,7 +3,7 @@
 //! images bound again at the exporter's offsets, and every byte the exporter wrote found
 //! through them, and the other way; the refusals; a leak loop.
 
-use super::transfer;
+use super::{pool, transfer};
 use crate::common;
 use libtest_mimic::Trial;
 
@@ -19,19 +19,8 @@ use common::{
 use vkcuda::external::MemoryHandleType;
 use vkcuda::util::OneShot;
 use vkcuda::vulkan::{
-    BufferDesc, Context, ExportPool, ExternalBuffer, ExternalImage, ImageDesc, ImportedBlock,
-    PoolBlock, PoolDesc,
+    BufferDesc, Context, ExternalBuffer, ExternalImage, ImageDesc, ImportedBlock, PoolBlock,
 };
-
-fn pool(vk: &Context) -> vkcuda::Result<ExportPool> {
-    ExportPool::new(
-        vk,
-        &PoolDesc {
-            block_size: 8 << 20,
-            ..PoolDesc::default()
-        },
-    )
-}
 
 /// Each distinct block's export, imported once.
 fn import_blocks<'a>(

@@ -11,6 +11,17 @@ mod images_gpu;
 mod imported;
 mod lavapipe;
 
+/// A Vulkan pool with 8 MiB blocks, room for several images per class.
+fn pool(vk: &vkcuda::vulkan::Context) -> vkcuda::Result<vkcuda::vulkan::ExportPool> {
+    vkcuda::vulkan::ExportPool::new(
+        vk,
+        &vkcuda::vulkan::PoolDesc {
+            block_size: 8 << 20,
+            ..vkcuda::vulkan::PoolDesc::default()
+        },
+    )
+}
+
 /// `desc` with the usage the staged copies need.
 fn transfer(desc: vkcuda::vulkan::ImageDesc) -> vkcuda::vulkan::ImageDesc {
     desc.usage(ash::vk::ImageUsageFlags::TRANSFER_SRC | ash::vk::ImageUsageFlags::TRANSFER_DST)
