@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use ash::vk;
 
-use super::memory::{check_handle_type, check_import_type, export_flags, Bound, Unbound};
+use super::memory::{check_handle_type, export_flags, Bound, Unbound};
 use super::pool::{PoolBlock, PoolSlot};
 use super::queue_use::Tracked;
 use super::{Context, ImageOwner, ImportedBlock};
@@ -130,16 +130,12 @@ impl ExternalBuffer {
     ///    (VUID-VkMemoryAllocateInfo-allocationSize-01742); a mismatch the driver does not
     ///    catch is undefined behaviour. [`ExternalBuffer::alias`] is the safe loopback.
     pub unsafe fn import(ctx: &Context, desc: &BufferDesc, import: MemoryImport) -> Result<Self> {
-        check_size(ctx, desc.size)?;
-        check_usage_flags(desc.usage)?;
-        check_import_type(desc.handle_type, &import)?;
         let t = desc.handle_type;
-        // The same platform and extension checks as `new` (DmaBufFd needs its extension).
-        let flags = export_flags(ctx, t)?;
-        let buffer = create_buffer(ctx.device(), desc, flags)?;
+        let actual = import.handle.handle_type();
+        let buffer = create_importable(ctx, desc, actual, "the handle being imported")?;
         let what = || format!("a {}-byte buffer", desc.size);
-        // SAFETY: the buffer was created from `ctx`'s device with `flags` for this handle
-        // type; the payload fits it (precondition 1).
+        // SAFETY: the buffer was created from `ctx`'s device for this handle type; the
+        // payload fits it (precondition 1).
         let bound = unsafe { Bound::import(ctx, buffer, import, t, what) }?;
         Ok(Self::with(bound, desc))
     }
@@ -157,11 +153,7 @@ impl ExternalBuffer {
     ///   driver requires a dedicated allocation for it.
     pub fn bind_in(block: &Arc<ImportedBlock>, offset: u64, desc: &BufferDesc) -> Result<Self> {
         let ctx = block.context();
-        check_size(ctx, desc.size)?;
-        check_usage_flags(desc.usage)?;
-        check_handle_type(desc.handle_type, block.handle_type(), "the block")?;
-        let flags = export_flags(ctx, desc.handle_type)?;
-        let buffer = create_buffer(ctx.device(), desc, flags)?;
+        let buffer = create_importable(ctx, desc, block.handle_type(), "the block")?;
         let what = || format!("a {}-byte buffer", desc.size);
         // SAFETY: the buffer was created from the block's context's device with the block's
         // handle type.
@@ -342,6 +334,22 @@ pub(super) fn exportable_flags(
         )
     })?;
     Ok(flags)
+}
+
+/// Checks `desc` as [`ExternalBuffer::import`] documents (size, usage, its handle type
+/// against `actual`, the type of `of`, and the platform and extension checks of `new`:
+/// `DmaBufFd` needs its extension) and creates the buffer, unbound, for that handle type.
+fn create_importable<'a>(
+    ctx: &'a Context,
+    desc: &BufferDesc,
+    actual: MemoryHandleType,
+    of: &str,
+) -> Result<Unbound<'a, vk::Buffer>> {
+    check_size(ctx, desc.size)?;
+    check_usage_flags(desc.usage)?;
+    check_handle_type(desc.handle_type, actual, of)?;
+    let flags = export_flags(ctx, desc.handle_type)?;
+    create_buffer(ctx.device(), desc, flags)
 }
 
 pub(super) fn create_buffer<'a>(

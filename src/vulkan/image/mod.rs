@@ -1,5 +1,5 @@
-//! Images bound to their own dedicated, external-capable `VkDeviceMemory`, or to a slot of
-//! an exportable pool block.
+//! Images bound to their own dedicated, external-capable `VkDeviceMemory`, to a slot of an
+//! exportable pool block, or at an offset of an imported block.
 //!
 //! * `desc.rs`: what an image is ([`ImageKind`], [`ImageDesc`]) and its checks;
 //! * `state.rs`: who owns it and in which layout ([`ImageState`]), the barrier plan and its
@@ -38,8 +38,10 @@ use desc::{check_desc, check_format_limits};
 
 /// A `VkImage` bound to a dedicated `VkDeviceMemory` that was allocated exportable
 /// ([`ExternalImage::new`]) or imported from an external handle ([`ExternalImage::import`]),
-/// or bound at a slot of an exportable pool block ([`ExportPool::allocate_image`](super::ExportPool::allocate_image)), with its
-/// queue-family owner and layout tracked ([`ImageState`]). Destroys the image and frees the
+/// or bound at a slot of an exportable pool block
+/// ([`ExportPool::allocate_image`](super::ExportPool::allocate_image)) or at an offset of an
+/// imported one ([`ExternalImage::bind_in`]), with its queue-family owner and layout tracked
+/// ([`ImageState`]). Destroys the image and frees the
 /// memory (or returns the slot) on drop; GPU work that uses it (on either API) must have
 /// finished by then.
 ///
@@ -231,9 +233,9 @@ impl ExternalImage {
     /// # Safety
     /// 1. `image` was made by [`create_exportable`] for `desc` on `ctx`, whose handle type
     ///    is the block's; it does not require a dedicated allocation; its requirements
-    ///    allow the block's memory type and `slot` covers
-    ///    their size and alignment, in a block that holds no linear resource if the image is
-    ///    OPTIMAL (`bufferImageGranularity`).
+    ///    allow the block's memory type and `slot` covers their size and alignment, in a
+    ///    block that holds no linear resource if the image is OPTIMAL
+    ///    (`bufferImageGranularity`).
     pub(in crate::vulkan) unsafe fn pooled(
         ctx: &Context,
         image: Unbound<'_, vk::Image>,
