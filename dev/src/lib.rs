@@ -1,10 +1,12 @@
 //! What vkcuda's examples, tests and benches share (unpublished): the demo scene (its
 //! SPIR-V, built from `shaders/render.wgsl` by this crate's `build.rs`, and a CPU twin for
-//! checking), the demo pipeline, a dependency-free PNG writer, the frame-sharing protocol,
+//! checking), the demo pipeline, a dependency-free PNG writer, pitched rows packed tight,
+//! the frame-sharing protocol,
 //! the windowed demo (feature `window`) and the CUDA sources the tests and benches compile.
 
 pub mod pipeline;
 pub mod png;
+pub mod rows;
 pub mod scene;
 pub mod shaders;
 pub mod sharing;

@@ -31,6 +31,7 @@ use vkcuda::external::{MemoryHandle, MemoryImport, SemaphoreHandle};
 use vkcuda::ipc;
 use vkcuda::util::{Commands, OneShot};
 use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, ExternalImage, ImageDesc, Semaphore};
+use vkcuda_dev::rows::tight_rows;
 use vkcuda_dev::scene;
 use vkcuda_dev::shaders::SCENE_CU;
 use vkcuda_dev::sharing::{fnv1a, Header, Mode};
@@ -193,13 +194,7 @@ fn check_own_writes(stream: &Arc<CudaStream>, rows: &[PitchedBuffer], o: &Option
         let bytes = stream.clone_dtoh(r.buffer())?;
         let start = usize::try_from(r.cu_device_ptr() - r.buffer().cu_device_ptr())?;
         let (pitch, row) = (usize::try_from(r.pitch())?, usize::try_from(r.row_bytes())?);
-        let tight: Vec<u8> = (0..r.rows() as usize)
-            .flat_map(|y| {
-                bytes[start + y * pitch..start + y * pitch + row]
-                    .iter()
-                    .copied()
-            })
-            .collect();
+        let tight = tight_rows(&bytes, start, pitch, row, r.rows() as usize);
         let same = tight == scene::reference(last, o.width, o.height);
         println!(
             "producer: slot {slot} read back through CUDA holds frame {last}: {}",
@@ -240,12 +235,11 @@ fn check_buffer_views(
         // not dedicated, on this device, imported into the device-local type a buffer
         // allows (as SharedBuffer::from_cuda does).
         let buffer = unsafe { ExternalBuffer::import(vk, &BufferDesc::new(size), import) }?;
-        let mut rows = Vec::with_capacity((row * u64::from(e.height)) as usize);
-        for y in 0..u64::from(e.height) {
-            let at = layout.offset + y * layout.row_pitch;
-            rows.extend(vk.read_buffer(&buffer, at..at + row)?);
-        }
-        let view_hash = fnv1a(&rows);
+        // One readback of the rows' span, from the first row's start.
+        let span = layout.row_pitch * (u64::from(e.height) - 1) + row;
+        let memory = vk.read_buffer(&buffer, layout.offset..layout.offset + span)?;
+        let (pitch, row) = (usize::try_from(layout.row_pitch)?, usize::try_from(row)?);
+        let view_hash = fnv1a(&tight_rows(&memory, 0, pitch, row, e.height as usize));
         println!(
             "consumer: slot {slot} read as a buffer over the same memory: {view_hash:016x}, {} \
              the image's last read {image_hash:016x}",

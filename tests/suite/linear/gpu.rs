@@ -7,6 +7,7 @@
 
 use crate::common;
 use libtest_mimic::Trial;
+use vkcuda_dev::rows::tight_rows;
 
 use anyhow::{ensure, Context as _};
 use ash::vk;
@@ -83,14 +84,13 @@ impl Kernels {
     fn read(&self, rows: &PitchedBuffer) -> anyhow::Result<Vec<u8>> {
         let whole = self.stream.clone_dtoh(rows.buffer())?;
         let start = (rows.cu_device_ptr() - rows.buffer().cu_device_ptr()) as usize;
-        let (pitch, row) = (rows.pitch() as usize, rows.row_bytes() as usize);
-        Ok((0..rows.rows() as usize)
-            .flat_map(|y| {
-                whole[start + y * pitch..start + y * pitch + row]
-                    .iter()
-                    .copied()
-            })
-            .collect())
+        Ok(tight_rows(
+            &whole,
+            start,
+            rows.pitch() as usize,
+            rows.row_bytes() as usize,
+            rows.rows() as usize,
+        ))
     }
 }
 

@@ -6,6 +6,7 @@
 
 use crate::common;
 use libtest_mimic::Trial;
+use vkcuda_dev::rows::tight_rows;
 
 use anyhow::{ensure, Context as _};
 use ash::vk;
@@ -84,18 +85,14 @@ fn pitched(tight: &[u8], req: &LinearRequirements, rows: u32) -> Vec<u8> {
 
 /// The tight rows found at `offset + y * pitch` in `memory`.
 fn rows_of(memory: &[u8], req: &LinearRequirements, rows: u32) -> Vec<u8> {
-    let (row, pitch, offset) = (
+    let l = req.layout;
+    tight_rows(
+        memory,
+        l.offset as usize,
+        l.row_pitch as usize,
         req.row_bytes as usize,
-        req.layout.row_pitch as usize,
-        req.layout.offset as usize,
-    );
-    (0..rows as usize)
-        .flat_map(|y| {
-            memory[offset + y * pitch..offset + y * pitch + row]
-                .iter()
-                .copied()
-        })
-        .collect()
+        rows as usize,
+    )
 }
 
 /// For every size and format: the image imported from a foreign block is laid out as
