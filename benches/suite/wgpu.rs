@@ -96,8 +96,8 @@ fn bench_size(
         label,
         &[
             ("begin", begin),
-            ("render submit", render),
-            ("release_to_cuda", release),
+            ("render record", render),
+            ("render submit + release_to_cuda_after", release),
             ("CUDA wait+launch+signal", cuda),
             ("acquire_from_cuda", acquire),
         ],

@@ -35,8 +35,8 @@ struct Cuda {
 /// -> read back and check (wgpu, when asked for).
 pub struct WgpuPipeline {
     /// Host time spent in each step of a CUDA frame, summed over every one run:
-    /// WgpuFrameSync::begin, recording + submitting the render, release_to_cuda, the CUDA
-    /// wait + launch + signal, acquire_from_cuda (+ the readback submission).
+    /// WgpuFrameSync::begin, recording the render, submitting it with release_to_cuda_after,
+    /// the CUDA wait + launch + signal, acquire_from_cuda (with the readback, if any).
     pub host: [std::time::Duration; 5],
     width: u32,
     height: u32,
@@ -202,8 +202,9 @@ impl WgpuPipeline {
         self.drain()
     }
 
-    /// Renders `frame` into its slot's texture and submits it.
-    fn render(&mut self, frame: u32) -> Result<usize> {
+    /// Records the render of `frame` into its slot's texture; returns the slot and the
+    /// commands, not yet submitted.
+    fn render(&mut self, frame: u32) -> Result<(usize, wgpu::CommandBuffer)> {
         let i = frame as usize % self.slots.len();
         self.check_slot(i)?; // the frame this slot last held, before it is overwritten
         let slot = &self.slots[i];
@@ -222,16 +223,15 @@ impl WgpuPipeline {
                 1,
             );
         }
-        self.ctx.queue().submit([encoder.finish()]);
-        Ok(i)
+        Ok((i, encoder.finish()))
     }
 
-    /// Copies slot `i`'s texture into its readback buffer (when reading back).
-    fn read_back(&mut self, i: usize, frame: u32, processed: bool) {
+    /// Records the copy of slot `i`'s texture into its readback buffer (when reading back).
+    fn read_back(&self, i: usize) -> Option<wgpu::CommandBuffer> {
         if !self.readback {
-            return;
+            return None;
         }
-        let slot = &mut self.slots[i];
+        let slot = &self.slots[i];
         let mut encoder = self
             .ctx
             .device()
@@ -248,14 +248,21 @@ impl WgpuPipeline {
             },
             slot.target.texture().size(),
         );
-        let index = self.ctx.queue().submit([encoder.finish()]);
-        slot.pending = Some((frame, index, processed));
+        Some(encoder.finish())
     }
 
-    /// Without CUDA: render, read back.
+    /// Without CUDA: render, read back, in one submission.
     fn wgpu_frame(&mut self, frame: u32) -> Result<()> {
-        let i = self.render(frame)?;
-        self.read_back(i, frame, false);
+        let (i, render) = self.render(frame)?;
+        let read_back = self.read_back(i);
+        let checked = read_back.is_some();
+        let index = self
+            .ctx
+            .queue()
+            .submit([render].into_iter().chain(read_back));
+        if checked {
+            self.slots[i].pending = Some((frame, index, false));
+        }
         Ok(())
     }
 
@@ -269,9 +276,9 @@ impl WgpuPipeline {
         };
         let mut f = cuda.sync.begin()?;
         lap(&mut self.host, 0);
-        let i = self.render(frame)?;
+        let (i, render) = self.render(frame)?;
         lap(&mut self.host, 1);
-        f.release_to_cuda(&[&self.slots[i].target], &[])?;
+        f.release_to_cuda_after([render], &[&self.slots[i].target], &[])?;
         lap(&mut self.host, 2);
         let stream = f.cuda_wait()?;
         let (w, h) = (self.width, self.height);
@@ -287,8 +294,12 @@ impl WgpuPipeline {
         unsafe { kernel.launch(config) }?;
         f.cuda_signal()?;
         lap(&mut self.host, 3);
-        f.acquire_from_cuda()?;
-        self.read_back(i, frame, true);
+        if let Some(read_back) = self.read_back(i) {
+            let index = f.acquire_from_cuda_then([read_back])?;
+            self.slots[i].pending = Some((frame, index, true));
+        } else {
+            f.acquire_from_cuda()?;
+        }
         lap(&mut self.host, 4);
         Ok(())
     }

@@ -34,6 +34,11 @@ pub struct WgpuFrameSync {
     frames_in_flight: usize,
     timeout: Duration,
     begun: u64,
+    /// The latest hand-back value whose signal was added to wgpu's queue, and the latest
+    /// one known to ride on a submission: a hand-back's signal rides on the next one made
+    /// on the queue (by anyone), and one is owed before waiting for it.
+    added: u64,
+    flushed: u64,
     /// Images and buffers whose barriers a frame recorded behind wgpu's back, kept until
     /// that frame's hand-back has executed (wgpu does not know our command buffers use
     /// them).
@@ -120,6 +125,8 @@ impl WgpuFrameSync {
             frames_in_flight,
             timeout: Duration::from_secs(10),
             begun: 0,
+            added: 0,
+            flushed: 0,
             held: VecDeque::new(),
             to_cuda: ManuallyDrop::new(to_cuda),
             to_wgpu: ManuallyDrop::new(to_wgpu),
@@ -146,6 +153,10 @@ impl WgpuFrameSync {
         let value = self.begun + 1;
         let oldest = value.saturating_sub(self.frames_in_flight as u64);
         if oldest > 0 {
+            if oldest > self.flushed {
+                self.ctx.flush_signals();
+                self.flushed = self.added;
+            }
             self.done.wait(oldest, self.timeout)?;
         }
         self.held.retain(|(v, _)| *v > oldest);
@@ -163,6 +174,9 @@ impl WgpuFrameSync {
     /// # Errors
     /// [`Error::Timeout`].
     pub fn wait_idle(&self) -> Result<()> {
+        if self.begun > self.flushed {
+            self.ctx.flush_signals();
+        }
         self.done.wait(self.begun, self.timeout)
     }
 }
@@ -209,10 +223,10 @@ impl WgpuFrame<'_> {
     }
 
     /// Hands `textures` and `buffers` to CUDA after all wgpu work submitted so far: one
-    /// wgpu submission that parks the textures in wgpu's `COPY_DST` state and releases
-    /// them (in `GENERAL`) and the buffers to `VK_QUEUE_FAMILY_EXTERNAL`, then a signal of
-    /// the wgpu → CUDA timeline. Pass every texture and buffer CUDA will touch; wgpu must
-    /// not use them until [`WgpuFrame::acquire_from_cuda`].
+    /// wgpu submission that parks the textures in wgpu's `STORAGE_READ_WRITE` state
+    /// (`GENERAL`) and releases them and the buffers to `VK_QUEUE_FAMILY_EXTERNAL`, then a
+    /// signal of the wgpu → CUDA timeline. Pass every texture and buffer CUDA will touch;
+    /// wgpu must not use them until [`WgpuFrame::acquire_from_cuda`].
     ///
     /// # Errors
     /// [`Error::InvalidArgument`]: out of order (`frame`); one listed twice or not made on
@@ -223,16 +237,33 @@ impl WgpuFrame<'_> {
         textures: &[&WgpuTexture],
         buffers: &[&WgpuBuffer],
     ) -> Result<()> {
+        self.release_to_cuda_after(Vec::new(), textures, buffers)
+    }
+
+    /// [`WgpuFrame::release_to_cuda`] with `commands` (the frame's wgpu work, finished but
+    /// not yet submitted) submitted first, in the same submission: a frame crosses with
+    /// one submission fewer on the GPU's path than submitting them apart.
+    ///
+    /// # Errors
+    /// As [`WgpuFrame::release_to_cuda`]; `commands` are then dropped unsubmitted.
+    pub fn release_to_cuda_after(
+        &mut self,
+        commands: impl IntoIterator<Item = wgpu::CommandBuffer>,
+        textures: &[&WgpuTexture],
+        buffers: &[&WgpuBuffer],
+    ) -> Result<()> {
         self.expect(Step::Begun, "release_to_cuda")?;
         let handed = self.sync.ctx.hand_over(
             Direction::Release,
             textures,
             buffers,
-            &Points {
-                wait: None,
+            Points {
                 signals: &[(self.sync.to_cuda.vulkan(), self.value)],
+                commands: commands.into_iter().collect(),
+                ..Points::default()
             },
         )?;
+        self.sync.flushed = self.sync.added;
         self.released = Some(Released {
             textures: textures.iter().map(|&t| t.clone()).collect(),
             buffers: buffers.iter().map(|&b| b.clone()).collect(),
@@ -273,20 +304,35 @@ impl WgpuFrame<'_> {
 
     /// Takes the released textures and buffers back: a wgpu submission that waits for the
     /// CUDA → wgpu value (GPU-side) and acquires them from `VK_QUEUE_FAMILY_EXTERNAL` (the
-    /// textures into the parked `COPY_DST` state wgpu's tracker still holds). wgpu work
+    /// textures stay in the parked `GENERAL` layout wgpu's tracker still holds). wgpu work
     /// submitted afterwards sees CUDA's writes. Returns the frame's value.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] out of order (`frame`).
-    pub fn acquire_from_cuda(mut self) -> Result<u64> {
-        self.expect(Step::CudaSignalled, "acquire_from_cuda")?;
-        self.finish()?;
-        Ok(self.value)
+    pub fn acquire_from_cuda(self) -> Result<u64> {
+        let value = self.value;
+        self.acquire_from_cuda_then(Vec::new())?;
+        Ok(value)
     }
 
-    /// The acquire submission (with the hand-back signal); marks the frame finished
-    /// whatever happens.
-    fn finish(&mut self) -> Result<()> {
+    /// [`WgpuFrame::acquire_from_cuda`] with `commands` (wgpu work that reads what CUDA
+    /// wrote, finished but not yet submitted) submitted right after the acquire, in the
+    /// same submission. Returns that submission's index, for `wgpu::Device::poll`.
+    ///
+    /// # Errors
+    /// As [`WgpuFrame::acquire_from_cuda`]; `commands` are then dropped unsubmitted.
+    pub fn acquire_from_cuda_then(
+        mut self,
+        commands: impl IntoIterator<Item = wgpu::CommandBuffer>,
+    ) -> Result<wgpu::SubmissionIndex> {
+        self.expect(Step::CudaSignalled, "acquire_from_cuda")?;
+        self.finish(commands.into_iter().collect())
+    }
+
+    /// The acquire submission, running `commands` after it; its hand-back signal rides on
+    /// the next submission on wgpu's queue (see [`WgpuFrameSync::begin`]). Marks the frame
+    /// finished whatever happens.
+    fn finish(&mut self, commands: Vec<wgpu::CommandBuffer>) -> Result<wgpu::SubmissionIndex> {
         self.step = Step::Done;
         let value = self.value;
         let sync = &mut *self.sync;
@@ -302,15 +348,20 @@ impl WgpuFrame<'_> {
             Direction::Acquire,
             &textures,
             &buffers,
-            &Points {
+            Points {
                 wait: Some((sync.to_wgpu.vulkan().raw(), value)),
                 signals: &[(&sync.done, value)],
+                deferred: true,
+                commands,
             },
         );
         match acquired {
             Ok(handed) => {
+                sync.flushed = sync.added;
+                sync.added = value;
+                let index = handed.index.clone();
                 sync.held.push_back((value, handed));
-                Ok(())
+                Ok(index)
             }
             Err(e) => {
                 // Never submitted: what the release used stays held until the frame
@@ -334,13 +385,16 @@ impl Drop for WgpuFrame<'_> {
                 self.cuda_signal()?;
             }
             match self.step {
-                Step::CudaSignalled => self.finish(),
+                Step::CudaSignalled => self.finish(Vec::new()).map(drop),
                 Step::Begun => {
                     // Nothing released: only the hand-back value is owed, signalled by wgpu
                     // in queue order (a host signal could overtake the previous frame's).
                     self.step = Step::Done;
-                    let sync = &*self.sync;
-                    sync.ctx.submit_signals(&[(&sync.done, self.value)])
+                    let sync = &mut *self.sync;
+                    sync.ctx.submit_signals(&[(&sync.done, self.value)])?;
+                    sync.added = self.value;
+                    sync.flushed = self.value;
+                    Ok(())
                 }
                 _ => Ok(()),
             }

@@ -47,10 +47,18 @@
 //! vkcuda never calls `vkQueueSubmit` on the queue wgpu owns. Every Vulkan-side wait and
 //! signal is added with wgpu-hal's `Queue::add_wait_semaphore` / `add_signal_semaphore`
 //! and rides on a `wgpu::Queue::submit`. A signal is added *after* the submission it must
-//! follow and carried by an empty submission, so it is ordered after that work even when
-//! another thread submits in between; a wait is added before its submission, and if another
-//! thread's submission takes it first, it still orders ours (a `vkQueueSubmit` wait covers
-//! every later submission on the queue).
+//! follow, so it is ordered after that work even when another thread submits in between.
+//! The wgpu → CUDA signal, which CUDA waits for, is carried at once by an empty submission;
+//! a frame's hand-back signal, which only vkcuda waits for, rides on whichever submission
+//! comes next (the next frame's, usually), and [`WgpuFrameSync`] makes an empty one only
+//! when it must wait for a signal nothing has carried yet. A wait is added before its
+//! submission, and if another thread's submission takes it first, it still orders ours (a
+//! `vkQueueSubmit` wait covers every later submission on the queue).
+//!
+//! A frame's own wgpu work can share the crossing's submissions
+//! ([`WgpuFrame::release_to_cuda_after`], [`WgpuFrame::acquire_from_cuda_then`]): a frame
+//! then costs three submissions on wgpu's queue (work + release, the wgpu → CUDA signal,
+//! acquire + work).
 //!
 //! # Queue-family transfers without desynchronising wgpu's tracker
 //! wgpu records no transfers to or from `VK_QUEUE_FAMILY_EXTERNAL` (wgpu#2948), and it
@@ -58,21 +66,25 @@
 //! raw barriers through wgpu-hal's command encoder (`CommandEncoder::as_hal_mut`) and keeps
 //! wgpu's belief true at every point wgpu looks:
 //! 1. **Park.** [`WgpuFrame::release_to_cuda`] first submits a wgpu encoder with
-//!    `transition_resources(texture → COPY_DST)`: wgpu itself moves the texture from
-//!    whatever it was into `TRANSFER_DST_OPTIMAL` and records that its state is `COPY_DST`.
+//!    `transition_resources(texture → STORAGE_READ_WRITE)`: wgpu itself moves the texture
+//!    from whatever it was into `GENERAL` (the layout wgpu-hal gives every storage state of
+//!    a colour texture) and records that its state is `STORAGE_READ_WRITE`.
 //! 2. **Release**, in a separate encoder used only through the hal (wgpu forbids mixing
-//!    the two APIs in one encoder, and tracks nothing in a raw one): `TRANSFER_DST_OPTIMAL`
-//!    → `GENERAL`, queue family → `EXTERNAL`. Submitted in the same `submit` right after
-//!    the park, then the wgpu → CUDA signal.
+//!    the two APIs in one encoder, and tracks nothing in a raw one): queue family →
+//!    `EXTERNAL`, staying in `GENERAL`. Submitted in the same `submit` right after the
+//!    park, then the wgpu → CUDA signal.
 //! 3. CUDA works on the image in `GENERAL`.
 //! 4. **Acquire**, again a raw encoder, submitted waiting on the CUDA → wgpu value:
-//!    `EXTERNAL` → family, `GENERAL` → `TRANSFER_DST_OPTIMAL`.
+//!    `EXTERNAL` → family, staying in `GENERAL`.
 //!
-//! After 4 the image is exactly where wgpu's tracker left it in 1 (`COPY_DST`), so wgpu's
-//! next barrier on it starts from the right layout. Between 1 and 4 wgpu must not use the
-//! texture (it belongs to CUDA), including through `Queue::write_texture`, whose copies run
-//! at the start of wgpu's next submission. wgpu does not know that the raw encoders use the
-//! image, so [`WgpuFrameSync`] holds the images until the hand-back has executed.
+//! After 4 the image is exactly where wgpu's tracker left it in 1 (`STORAGE_READ_WRITE`,
+//! `GENERAL`), so wgpu's next barrier on it starts from the right layout. Only wgpu's own
+//! barriers change the layout: a texture that wgpu writes as storage crosses with no
+//! layout transition at all. Between 1 and 4
+//! wgpu must not use the texture (it belongs to CUDA), including through
+//! `Queue::write_texture`, whose copies run at the start of wgpu's next submission. wgpu
+//! does not know that the raw encoders use the image, so [`WgpuFrameSync`] holds the images
+//! until the hand-back has executed.
 //!
 //! Buffers have no layout: a release or acquire is one raw barrier, and wgpu's own buffer
 //! barriers (which name no queue family) are left as they are.

@@ -18,9 +18,14 @@ use crate::vulkan::{
     FOREIGN_QUEUE,
 };
 
-/// The layout a shared texture is parked in whenever wgpu's tracker and the real image
-/// must agree: wgpu's `COPY_DST` state.
-const PARKED: vk::ImageLayout = vk::ImageLayout::TRANSFER_DST_OPTIMAL;
+/// The state a shared texture is parked in whenever wgpu's tracker and the real image must
+/// agree: wgpu's read-write storage state, whose layout wgpu-hal derives as `GENERAL` for
+/// every colour format (`derive_image_layout`), the layout CUDA works in. The release and
+/// the acquire then change the queue family only, never the layout.
+const PARKED: wgpu::TextureUses = wgpu::TextureUses::STORAGE_READ_WRITE;
+
+/// The Vulkan layout of [`PARKED`].
+const PARKED_LAYOUT: vk::ImageLayout = vk::ImageLayout::GENERAL;
 
 /// How long the one-shot hand-overs of [`WgpuContext`] wait for wgpu's queue.
 const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,9 +40,9 @@ fn no_hal() -> Error {
 /// Which way a hand-over moves textures and buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Direction {
-    /// Park in `COPY_DST`, then release to `VK_QUEUE_FAMILY_EXTERNAL` in `GENERAL`.
+    /// Park in [`PARKED`], then release to `VK_QUEUE_FAMILY_EXTERNAL` in `GENERAL`.
     Release,
-    /// Acquire from `VK_QUEUE_FAMILY_EXTERNAL` into the parked `COPY_DST` layout.
+    /// Acquire from `VK_QUEUE_FAMILY_EXTERNAL`, staying in the parked layout.
     Acquire,
 }
 
@@ -49,6 +54,8 @@ pub(super) struct Handed {
     pub(super) buffers: Vec<Arc<ExternalBuffer>>,
     /// The id of the submission's use in the trackers.
     use_id: u64,
+    /// The submission's wgpu index.
+    pub(super) index: wgpu::SubmissionIndex,
 }
 
 /// What one submission on wgpu's queue does besides its barriers.
@@ -58,6 +65,22 @@ pub(super) struct Points<'a> {
     pub(super) wait: Option<(vk::Semaphore, u64)>,
     /// Timeline values it signals (each checked against and recorded in its mark).
     pub(super) signals: &'a [(&'a Arc<Semaphore>, u64)],
+    /// Whether the signals may ride on whichever submission on wgpu's queue comes next
+    /// (any is after this one) instead of an empty one made at once; the caller then owes
+    /// a submission before it waits for them.
+    pub(super) deferred: bool,
+    /// The caller's command buffers, in the same submission: before the barriers of a
+    /// release, after those of an acquire.
+    pub(super) commands: Vec<wgpu::CommandBuffer>,
+}
+
+/// One submission of [`WgpuContext::submit_raw`] besides its raw commands.
+struct Submit<'a> {
+    before: Vec<wgpu::CommandBuffer>,
+    after: Vec<wgpu::CommandBuffer>,
+    wait: Option<(vk::Semaphore, u64)>,
+    signals: &'a [(vk::Semaphore, u64)],
+    deferred: bool,
 }
 
 /// Refuses a resource listed twice.
@@ -83,7 +106,7 @@ impl WgpuContext {
         direction: Direction,
         textures: &[&WgpuTexture],
         buffers: &[&WgpuBuffer],
-        sync: &Points<'_>,
+        sync: Points<'_>,
     ) -> Result<Handed> {
         let vk = self.vulkan();
         for t in textures {
@@ -113,11 +136,11 @@ impl WgpuContext {
                 Direction::Release => image.plan(
                     ImageState {
                         owner: guard.now.owner,
-                        layout: PARKED,
+                        layout: PARKED_LAYOUT,
                     },
                     Step::Release,
                 )?,
-                Direction::Acquire => image.plan(guard.now, Step::Acquire(PARKED))?,
+                Direction::Acquire => image.plan(guard.now, Step::Acquire(PARKED_LAYOUT))?,
             });
         }
         let step = match direction {
@@ -137,25 +160,37 @@ impl WgpuContext {
             .collect();
         let batch = HighWater::lock_batch("signals", &marks)?;
 
-        let park = (direction == Direction::Release && !textures.is_empty()).then(|| {
+        let parked = (direction == Direction::Release && !textures.is_empty()).then(|| {
             let mut park = self.device().create_command_encoder(&Default::default());
             park.transition_resources(
                 std::iter::empty(),
                 textures.iter().map(|t| wgpu::TextureTransition {
                     texture: t.texture(),
                     selector: None,
-                    state: wgpu::TextureUses::COPY_DST,
+                    state: PARKED,
                 }),
             );
             park.finish()
         });
+        let (before, after) = match direction {
+            Direction::Release => (sync.commands.into_iter().chain(parked).collect(), vec![]),
+            Direction::Acquire => (vec![], sync.commands),
+        };
         let raw_signals: Vec<_> = sync.signals.iter().map(|(s, v)| (s.raw(), *v)).collect();
-        self.submit_raw(park, sync.wait, &raw_signals, |cmd| {
+        let submit = Submit {
+            before,
+            after,
+            wait: sync.wait,
+            signals: &raw_signals,
+            deferred: sync.deferred,
+        };
+        let index = self.submit_raw(submit, |cmd| {
             for (image, (barrier, _)) in images.iter().zip(&image_plans) {
                 if let Some(b) = barrier {
                     // SAFETY: `cmd` is wgpu's open command buffer for its queue's family
                     // (the context's family), submitted once, right after the parking
-                    // encoder and in submission order with every earlier hand-over.
+                    // encoder (if any) and in submission order with every earlier
+                    // hand-over.
                     unsafe { image.record_barrier(cmd, b) };
                 }
             }
@@ -184,22 +219,23 @@ impl WgpuContext {
             images: images.into_iter().cloned().collect(),
             buffers: vk_buffers.into_iter().cloned().collect(),
             use_id: queue_use.id(),
+            index,
         })
     }
 
-    /// Submits on wgpu's queue `before` (if any) and one encoder into which `record` writes
-    /// raw Vulkan commands, waiting for `wait`. The `signals` are added afterwards and
-    /// carried by an empty submission, so they follow the recorded commands in queue order
-    /// even if another thread submits in between; a wait taken by another thread's earlier
-    /// submission still orders ours (a `vkQueueSubmit` wait covers every later submission).
-    /// The caller checked the signal values against their marks and holds those locks.
+    /// Submits on wgpu's queue, in one submission, `submit.before`, one encoder into which
+    /// `record` writes raw Vulkan commands, and `submit.after`, waiting for `submit.wait`;
+    /// returns that submission's index.
+    /// The signals are added afterwards, so they follow the recorded commands in queue
+    /// order even if another thread submits in between, and are carried by an empty
+    /// submission unless deferred. A wait taken by another thread's earlier submission
+    /// still orders ours (a `vkQueueSubmit` wait covers every later submission). The caller
+    /// checked the signal values against their marks and holds those locks.
     fn submit_raw(
         &self,
-        before: Option<wgpu::CommandBuffer>,
-        wait: Option<(vk::Semaphore, u64)>,
-        signals: &[(vk::Semaphore, u64)],
+        submit: Submit<'_>,
         record: impl FnOnce(vk::CommandBuffer) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<wgpu::SubmissionIndex> {
         let mut encoder = self
             .device()
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -216,21 +252,33 @@ impl WgpuContext {
         let queue = self.queue();
         // SAFETY: only used to add semaphores; nothing is destroyed.
         let hal_queue = unsafe { queue.as_hal::<Vulkan>() }.ok_or_else(no_hal)?;
-        if let Some((semaphore, value)) = wait {
+        if let Some((semaphore, value)) = submit.wait {
             hal_queue.add_wait_semaphore(
                 semaphore,
                 Some(value),
                 vk::PipelineStageFlags::ALL_COMMANDS,
             );
         }
-        queue.submit(before.into_iter().chain([encoder.finish()]));
-        if !signals.is_empty() {
-            for &(semaphore, value) in signals {
-                hal_queue.add_signal_semaphore(semaphore, Some(value));
-            }
+        let index = queue.submit(
+            submit
+                .before
+                .into_iter()
+                .chain([encoder.finish()])
+                .chain(submit.after),
+        );
+        for &(semaphore, value) in submit.signals {
+            hal_queue.add_signal_semaphore(semaphore, Some(value));
+        }
+        if !submit.signals.is_empty() && !submit.deferred {
             queue.submit([]);
         }
-        Ok(())
+        Ok(index)
+    }
+
+    /// Makes a submission on wgpu's queue with no work, which carries every signal added
+    /// so far (deferred ones included).
+    pub(super) fn flush_signals(&self) {
+        self.queue().submit([]);
     }
 
     /// Signals `signals` on wgpu's queue after everything submitted so far, with no other
@@ -240,9 +288,9 @@ impl WgpuContext {
             Direction::Release,
             &[],
             &[],
-            &Points {
-                wait: None,
+            Points {
                 signals,
+                ..Points::default()
             },
         )
         .map(drop)
@@ -275,7 +323,7 @@ impl WgpuContext {
         textures: &[&WgpuTexture],
         buffers: &[&WgpuBuffer],
     ) -> Result<()> {
-        let handed = self.hand_over(direction, textures, buffers, &Points::default())?;
+        let handed = self.hand_over(direction, textures, buffers, Points::default())?;
         self.wait_queue()?;
         // The tracked last use is on wgpu's queue, which vkcuda's own queue is not ordered
         // after; once the host has seen it finish, it no longer matters.

@@ -105,7 +105,6 @@ fn texture_uses(usage: wgpu::TextureUsages) -> wgpu::TextureUses {
 }
 
 /// The vkcuda description of a wgpu texture descriptor, or what is wrong with it.
-/// `COPY_DST` is always added (the parked state of [`super::WgpuFrameSync`]).
 fn image_desc(desc: &wgpu::TextureDescriptor<'_>) -> Result<ImageDesc> {
     if desc.dimension != wgpu::TextureDimension::D2 {
         return Err(Error::invalid(
@@ -132,7 +131,7 @@ fn image_desc(desc: &wgpu::TextureDescriptor<'_>) -> Result<ImageDesc> {
         what: format!("sharing a {:?} texture", desc.format),
         reason: "CUDA has no array format for it (see vkcuda::wgpu_interop::vulkan_format)".into(),
     })?;
-    let usage = image_usage(desc.usage | wgpu::TextureUsages::COPY_DST);
+    let usage = image_usage(desc.usage);
     let (w, h, layers) = (
         desc.size.width,
         desc.size.height,
@@ -149,7 +148,7 @@ fn image_desc(desc: &wgpu::TextureDescriptor<'_>) -> Result<ImageDesc> {
 impl WgpuContext {
     /// Creates an exportable dedicated image on wgpu's device as `desc` describes (2D, one
     /// sample, a format [`vulkan_format`] knows, no view formats) and wraps it as a
-    /// `wgpu::Texture`. `COPY_DST` is added to `desc.usage`. The texture starts
+    /// `wgpu::Texture` with exactly `desc.usage`. The texture starts
     /// uninitialised, like any new wgpu texture.
     ///
     /// # Errors
@@ -157,8 +156,6 @@ impl WgpuContext {
     /// format CUDA cannot share; otherwise as [`ExternalImage::new`].
     pub fn create_texture(&self, desc: &wgpu::TextureDescriptor<'_>) -> Result<WgpuTexture> {
         let image = Arc::new(ExternalImage::new(self.vulkan(), &image_desc(desc)?)?);
-        let mut desc = desc.clone();
-        desc.usage |= wgpu::TextureUsages::COPY_DST;
         let hal_desc = wgpu::hal::TextureDescriptor {
             label: desc.label,
             size: desc.size,
@@ -196,7 +193,7 @@ impl WgpuContext {
         let texture = unsafe {
             self.device().create_texture_from_hal::<Vulkan>(
                 hal_texture,
-                &desc,
+                desc,
                 wgpu::TextureUses::UNINITIALIZED,
             )
         };
