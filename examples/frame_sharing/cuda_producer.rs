@@ -1,21 +1,21 @@
 //! `frame_sharing --producer cuda`: CUDA is the exporter. (Part of that example, not of
 //! `vkcuda-dev`: a module of it that uses the example's own helpers.)
 //!
-//! The producer allocates each frame with CUDA ([`VmmAllocation`]) as the memory of a
-//! LINEAR RGBA8 image, its size and row pitch asked of the Vulkan driver up front
-//! ([`ExternalImage::linear_requirements`]; the producer's Vulkan context names the device
-//! and answers that question, nothing else). It sends the frames' fds and that layout to the
-//! consumer, which imports each into a LINEAR image ([`ExternalImage::import_linear`], which
-//! refuses a layout other than the one CUDA writes), creates two timeline semaphores,
-//! "ready" (CUDA signals frame k + 1 written) and "done" (Vulkan signals frame k + 1 read),
-//! and sends their fds back. Per frame k the producer's stream waits for done = k + 1 - N
-//! before it writes slot k % N again, draws the scene into the rows with a kernel
-//! (`dev/shaders/scene.cu`) and signals ready = k + 1; the consumer's submission waits for it,
-//! acquires the image from `VK_QUEUE_FAMILY_EXTERNAL`, copies it out, releases it and
-//! signals done = k + 1. The consumer hashes what it read; the producer compares with the
-//! CPU reference of the scene. Two cross-checks say where a mismatch comes from: the
-//! producer reads every slot back through CUDA, and the consumer reads every slot's memory
-//! a second time through a Vulkan buffer.
+//! The producer allocates each frame with CUDA ([`VmmAllocation`]) and writes it as rows at
+//! the pitch of a LINEAR RGBA8 image, its size and row pitch asked of the Vulkan driver up
+//! front ([`ExternalImage::linear_requirements`]; the producer's Vulkan context names the
+//! device and answers that question, nothing else). It sends the frames' fds and that
+//! layout to the consumer, which imports each as a Vulkan buffer (NVIDIA's driver misreads
+//! LINEAR images on such memory, so vkcuda refuses those imports there: see
+//! [`ExternalImage::import_linear`]), creates two timeline semaphores, "ready" (CUDA signals
+//! frame k + 1 written) and "done" (Vulkan signals frame k + 1 read), and sends their fds
+//! back. Per frame k the producer's stream waits for done = k + 1 - N before it writes
+//! slot k % N again, draws the scene into the rows with a kernel (`dev/shaders/scene.cu`)
+//! and signals ready = k + 1; the consumer's submission waits for it, acquires the buffer
+//! from `VK_QUEUE_FAMILY_EXTERNAL`, copies the rows out, releases it and signals
+//! done = k + 1. The consumer hashes the rows it read; the producer compares with the CPU
+//! reference of the scene and, after the last frame, reads every slot back through CUDA, so
+//! a mismatch says on which side of the import a frame was lost.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -209,50 +209,6 @@ fn check_own_writes(stream: &Arc<CudaStream>, rows: &[PitchedBuffer], o: &Option
     Ok(equal)
 }
 
-/// Imports each frame's memory a second time, as a Vulkan buffer, and compares its rows (at
-/// the layout's pitch) with the image's last read of that slot: when the two differ, the
-/// image import, not the memory, is what went wrong.
-fn check_buffer_views(
-    vk: &vulkan::Context,
-    header: &Header,
-    layout: &vulkan::LinearLayout,
-    views: Vec<(OwnedFd, u64)>,
-    last_of_slot: &[Option<u64>],
-) -> Result<()> {
-    let e = header.desc.extent;
-    let row = u64::from(e.width) * 4;
-    for (slot, ((fd, size), image_hash)) in views.into_iter().zip(last_of_slot).enumerate() {
-        let Some(image_hash) = image_hash else {
-            continue;
-        };
-        let import = MemoryImport {
-            handle: MemoryHandle::OpaqueFd(fd),
-            size,
-            dedicated: false,
-            memory_type: None,
-        };
-        // SAFETY: as for the images: an export of a CUDA (VMM) allocation of `size` bytes,
-        // not dedicated, on this device, imported into the device-local type a buffer
-        // allows (as SharedBuffer::from_cuda does).
-        let buffer = unsafe { ExternalBuffer::import(vk, &BufferDesc::new(size), import) }?;
-        // One readback of the rows' span, from the first row's start.
-        let span = layout.row_pitch * (u64::from(e.height) - 1) + row;
-        let memory = vk.read_buffer(&buffer, layout.offset..layout.offset + span)?;
-        let (pitch, row) = (usize::try_from(layout.row_pitch)?, usize::try_from(row)?);
-        let view_hash = fnv1a(&tight_rows(&memory, 0, pitch, row, e.height as usize));
-        println!(
-            "consumer: slot {slot} read as a buffer over the same memory: {view_hash:016x}, {} \
-             the image's last read {image_hash:016x}",
-            if view_hash == *image_hash {
-                "equal to"
-            } else {
-                "DIFFERS from"
-            }
-        );
-    }
-    Ok(())
-}
-
 pub(super) fn consumer(
     header: &Header,
     imports: Vec<MemoryImport>,
@@ -267,22 +223,19 @@ pub(super) fn consumer(
     let layout = header
         .layout
         .context("the header lacks the frames' layout")?;
-    // Second fds of the frames, for the cross-check after the last frame.
-    let views = imports
-        .iter()
-        .map(|i| match &i.handle {
-            MemoryHandle::OpaqueFd(fd) => Ok((fd.try_clone()?, i.size)),
-            other => bail!("expected an opaque fd, got {:?}", other.handle_type()),
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut images = Vec::with_capacity(imports.len());
+    // Each frame's memory as a Vulkan buffer: NVIDIA's driver misreads LINEAR images on
+    // memory not dedicated to them (vkcuda refuses those imports there, see
+    // ExternalImage::import_linear), buffers over the same memory read it exactly.
+    let mut frames = Vec::with_capacity(imports.len());
     for import in imports {
+        let desc = BufferDesc::new(import.size);
         // SAFETY: the fd is an export of a CUDA (VMM) allocation of `import.size` bytes, not
-        // dedicated, on the device with this context's UUID (checked above), which imports
-        // into the device-local type a LINEAR image allows; its layout is checked against
-        // what the producer's kernel writes.
-        let image = unsafe { ExternalImage::import_linear(&vk, &header.desc, import, &layout) }?;
-        images.push(Arc::new(image));
+        // dedicated, on the device with this context's UUID (checked above), imported into
+        // the device-local type a buffer allows (as SharedBuffer::from_cuda does).
+        let buffer = Arc::new(unsafe { ExternalBuffer::import(&vk, &desc, import) }?);
+        // CUDA holds the contents: the buffer starts released, acquired per frame.
+        vk.release_buffer(&buffer)?;
+        frames.push(buffer);
     }
     let ready = Arc::new(Semaphore::timeline(&vk, 0)?);
     let done = Arc::new(Semaphore::timeline(&vk, 0)?);
@@ -298,29 +251,35 @@ pub(super) fn consumer(
     drop(borrowed);
     drop(fds);
     let e = header.desc.extent;
-    let len = u64::from(e.width) * u64::from(e.height) * 4;
-    let mut slots = Vec::with_capacity(images.len());
-    for image in &images {
-        let readback = Arc::new(ExternalBuffer::new(&vk, &BufferDesc::new(len))?);
-        slots.push((image.clone(), readback, Commands::new(&vk)?));
+    let row = u64::from(e.width) * 4;
+    // The rows' span, from the first row's start: what each frame copies out.
+    let span = layout.row_pitch * (u64::from(e.height) - 1) + row;
+    let (pitch, row) = (usize::try_from(layout.row_pitch)?, usize::try_from(row)?);
+    let mut slots = Vec::with_capacity(frames.len());
+    for frame in &frames {
+        let readback = Arc::new(ExternalBuffer::new(&vk, &BufferDesc::new(span))?);
+        slots.push((frame.clone(), readback, Commands::new(&vk)?));
     }
     let mut hashes = Vec::with_capacity(header.frames as usize);
     let mut last = Vec::new();
-    let mut last_of_slot = vec![None; images.len()];
     for k in 0..header.frames {
         let value = u64::from(k) + 1;
-        let (image, readback, c) = &mut slots[k as usize % images.len()];
-        c.acquire_image(image, vk::ImageLayout::GENERAL)?;
-        c.copy_image_to_buffer(image, readback)?;
-        c.release_image(image)?;
+        let (frame, readback, c) = &mut slots[k as usize % frames.len()];
+        c.acquire_buffer(frame)?;
+        c.copy_buffer(frame, layout.offset, readback, 0, span)?;
+        c.release_buffer(frame)?;
         c.submit(0, &[(&ready, value)], &[(&done, value)], TIMEOUT)?;
         c.wait(TIMEOUT)
             .with_context(|| format!("frame {k}: is the CUDA producer signalling ready?"))?;
-        last = vk.read_buffer(readback, 0..len)?;
+        last = tight_rows(
+            &vk.read_buffer(readback, 0..span)?,
+            0,
+            pitch,
+            row,
+            e.height as usize,
+        );
         hashes.push(fnv1a(&last));
-        last_of_slot[k as usize % images.len()] = Some(fnv1a(&last));
     }
-    check_buffer_views(&vk, header, &layout, views, &last_of_slot)?;
     println!(
         "consumer: {} frames read through Vulkan imports of CUDA's memory",
         hashes.len()

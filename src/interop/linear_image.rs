@@ -51,6 +51,13 @@ pub fn pitched_row_bytes(desc: &ImageDesc) -> Result<u64> {
 /// ([`Error::InvalidArgument`] naming `expected.row_pitch`, ...) if the image bound to the
 /// memory is laid out differently. CUDA never chooses a pitch of its own.
 ///
+/// # Drivers
+/// NVIDIA's proprietary driver misreads a LINEAR image on memory not dedicated to it
+/// (zeros where CUDA wrote, measured on 580.159.04), so there
+/// [`SharedLinearImage::from_cuda`] is refused with [`Error::Unsupported`]; share the
+/// memory as a buffer ([`SharedBuffer::from_cuda`](super::SharedBuffer::from_cuda)) and
+/// copy its rows instead, as `frame_sharing --producer cuda` does.
+///
 /// # Hand-off
 /// The image's owner and layout are tracked as for every [`ExternalImage`]: it starts
 /// released to `VK_QUEUE_FAMILY_EXTERNAL` in `GENERAL` (CUDA holds the contents). Before
@@ -117,7 +124,12 @@ impl SharedLinearImage {
     ///   the driver refuses this format, usage and extent as a LINEAR image with external
     ///   memory, or imports it only as a dedicated allocation.
     /// * As [`VmmAllocation::new`] (no VMM, no POSIX-fd export) and
-    ///   [`ExternalImage::import_linear`] (the layout differs, the driver refuses the fd).
+    ///   [`ExternalImage::import_linear`] (the layout differs, the driver refuses the fd,
+    ///   and [`Error::Unsupported`] on NVIDIA's proprietary driver, where such an image
+    ///   misreads the memory: there, share the memory as a buffer with
+    ///   [`SharedBuffer::from_cuda`](super::SharedBuffer::from_cuda) and copy the rows,
+    ///   at the pitch [`pitched_row_bytes`] and the layout of
+    ///   [`ExternalImage::linear_requirements`] give).
     pub fn from_cuda(vk: &vulkan::Context, cu: &cuda::Context, desc: &ImageDesc) -> Result<Self> {
         check_same_device(vk, cu)?;
         let row_bytes = pitched_row_bytes(desc)?;

@@ -163,6 +163,19 @@ impl Context {
         })
     }
 
+    /// Which driver runs the device (`VkPhysicalDeviceDriverProperties::driverID`).
+    pub fn driver_id(&self) -> vk::DriverId {
+        let mut driver = vk::PhysicalDeviceDriverProperties::default();
+        let mut props = vk::PhysicalDeviceProperties2::default().push_next(&mut driver);
+        // SAFETY: valid physical device of this instance (Vulkan 1.2); the pNext chain
+        // points at a live struct.
+        unsafe {
+            self.instance()
+                .get_physical_device_properties2(self.physical_device(), &mut props)
+        };
+        driver.driver_id
+    }
+
     /// Asks the driver whether an image of `desc` (format, kind, usage, tiling, cube flag)
     /// can be created with `desc.handle_type` external memory, and within which limits.
     /// `desc`'s extent, levels and layers are not looked at: compare them with the result.

@@ -379,3 +379,28 @@ pub fn expect_unsupported<T>(r: vkcuda::Result<T>, words: &[&str]) -> anyhow::Re
         Ok(_) => anyhow::bail!("expected Unsupported, got Ok"),
     }
 }
+
+/// Whether vkcuda refuses LINEAR images on imported memory on `vk`'s driver (NVIDIA's
+/// proprietary one, see `ExternalImage::import_linear`).
+pub fn linear_imports_refused(vk: &vulkan::Context) -> bool {
+    vk.driver_id() == ash::vk::DriverId::NVIDIA_PROPRIETARY
+}
+
+/// Where [`linear_imports_refused`], checks that `attempt` is that typed refusal, prints it
+/// and gives `None`; elsewhere gives what `attempt` made.
+pub fn linear_import<T>(
+    vk: &vulkan::Context,
+    attempt: vkcuda::Result<T>,
+) -> anyhow::Result<Option<T>> {
+    if !linear_imports_refused(vk) {
+        return Ok(Some(attempt?));
+    }
+    match attempt {
+        Err(e @ vkcuda::Error::Unsupported { .. }) if e.to_string().contains("NVIDIA") => {
+            println!("  refused on NVIDIA's driver, as documented: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+        Ok(_) => anyhow::bail!("a LINEAR image on imported memory was not refused on NVIDIA"),
+    }
+}

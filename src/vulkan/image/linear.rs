@@ -147,6 +147,39 @@ fn check_linear_import(ctx: &Context, desc: &ImageDesc) -> Result<u64> {
     Ok(row_bytes)
 }
 
+/// Refuses a LINEAR image on memory that was imported without being dedicated to it
+/// (CUDA's VMM memory, another resource's block) where the driver is known to read and
+/// write such an image inconsistently with every other view of the memory.
+///
+/// Measured on NVIDIA's proprietary driver (580.159.04, H200): of several 1920x1080 RGBA8
+/// LINEAR images imported from CUDA allocations in one process, the second one created
+/// reads all zeros where CUDA wrote, whichever allocation it imports (also when the same
+/// allocation's other import reads correctly), and about 50 of the 8,294,400 bytes written
+/// through it differ from what CUDA and a Vulkan buffer over the same memory read. 4K and
+/// 512x512 images and every buffer import were exact; a Vulkan pool block imported as a
+/// 1x1 LINEAR image read stale bytes too. The layout Vulkan reports is the one used, and
+/// the spec makes such aliases well-defined, so vkcuda refuses rather than hand out an
+/// image that silently reads other bytes.
+pub(super) fn check_linear_in_imported_memory(ctx: &Context, desc: &ImageDesc) -> Result<()> {
+    if desc.tiling != vk::ImageTiling::LINEAR
+        || ctx.driver_id() != vk::DriverId::NVIDIA_PROPRIETARY
+    {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        what: format!(
+            "a LINEAR {:?} image of {}x{} on imported memory not dedicated to it",
+            desc.format, desc.extent.width, desc.extent.height
+        ),
+        reason: "NVIDIA's driver reads and writes such images inconsistently with the \
+                 memory's other views (zeros where CUDA wrote; see \
+                 ExternalImage::import_linear); import the memory as a buffer \
+                 (ExternalBuffer::import, SharedBuffer::from_cuda) and copy its rows, or let \
+                 Vulkan own the image (SharedImage)"
+            .into(),
+    })
+}
+
 /// Refuses a layout that is not the one the memory's owner was told.
 fn check_layout(actual: &LinearLayout, expected: &LinearLayout) -> Result<()> {
     for (arg, got, want) in [
@@ -208,6 +241,12 @@ impl ExternalImage {
     ///
     /// # Errors
     /// * As [`ExternalImage::linear_requirements`].
+    /// * [`Error::Unsupported`] on NVIDIA's proprietary driver, which reads and writes a
+    ///   LINEAR image on memory not dedicated to it inconsistently with the memory's other
+    ///   views (measured: the second of several 1080p imports of CUDA allocations in a
+    ///   process reads zeros where CUDA wrote). There, import the memory as a buffer
+    ///   ([`ExternalBuffer::import`](crate::vulkan::ExternalBuffer::import)) and copy its
+    ///   rows.
     /// * [`Error::InvalidArgument`] naming `expected.offset`, `expected.row_pitch` or
     ///   `expected.size` when this image's layout differs; as [`ExternalImage::import`]
     ///   for the handle and its size.

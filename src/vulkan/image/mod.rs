@@ -35,6 +35,7 @@ use super::{ExternalSupport, ImportedBlock};
 use crate::error::{Error, Result};
 use crate::external::{MemoryHandleType, MemoryImport};
 use desc::{check_desc, check_format_limits};
+use linear::check_linear_in_imported_memory;
 
 /// A `VkImage` bound to a dedicated `VkDeviceMemory` that was allocated exportable
 /// ([`ExternalImage::new`]) or imported from an external handle ([`ExternalImage::import`]),
@@ -259,7 +260,8 @@ impl ExternalImage {
     /// * [`Error::InvalidArgument`]: `desc.handle_type` is not the block's; `offset` is not
     ///   a multiple of the image's alignment, or the image does not fit in the block there.
     /// * [`Error::Unsupported`]: the image cannot live in the block's memory type, or the
-    ///   driver imports it only as a dedicated allocation (or requires one for it).
+    ///   driver imports it only as a dedicated allocation (or requires one for it); a
+    ///   LINEAR image on NVIDIA's proprietary driver (see [`ExternalImage::import_linear`]).
     pub fn bind_in(block: &Arc<ImportedBlock>, offset: u64, desc: &ImageDesc) -> Result<Self> {
         let ctx = block.context();
         check_handle_type(desc.handle_type, block.handle_type(), "the block")?;
@@ -273,6 +275,7 @@ impl ExternalImage {
                 reason: "the driver imports this image only as a dedicated allocation".into(),
             });
         }
+        check_linear_in_imported_memory(ctx, desc)?;
         let what = || format!("a {:?} {:?} image", desc.format, desc.kind);
         // SAFETY: the image was created from the block's context's device with the block's
         // handle type.
@@ -306,6 +309,8 @@ impl ExternalImage {
     ///   than it (not dedicated), or `import.dedicated` is false where the driver requires
     ///   dedicated memory.
     /// * [`Error::InvalidExternalHandle`]: the driver rejected the handle.
+    /// * [`Error::Unsupported`]: a LINEAR image on memory not dedicated to it, on NVIDIA's
+    ///   proprietary driver (see [`ExternalImage::import_linear`]).
     ///
     /// On success the fd belongs to Vulkan; on failure vkcuda has closed it.
     ///
@@ -345,6 +350,9 @@ impl ExternalImage {
             ));
         }
         check(&image)?;
+        if !import.dedicated {
+            check_linear_in_imported_memory(ctx, desc)?;
+        }
         let what = || "this image".to_owned();
         // SAFETY: the image was created from `ctx`'s device with `flags` for this handle
         // type; the payload fits it (precondition 1).

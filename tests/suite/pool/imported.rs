@@ -90,9 +90,18 @@ fn resources_rebound_in_one_import_per_block(vk: &Context) -> anyhow::Result<()>
         Ok((import.clone(), offset))
     };
 
+    let mut rebound = 0;
     for (image, len, seed) in &images {
         let (block, offset) = block_of(image.pool_slot())?;
-        let alias = ExternalImage::bind_in(&block, offset, image.desc())?;
+        let bound = ExternalImage::bind_in(&block, offset, image.desc());
+        let alias = if image.desc().tiling == vk::ImageTiling::LINEAR {
+            match common::linear_import(vk, bound)? {
+                Some(alias) => alias,
+                None => continue,
+            }
+        } else {
+            bound?
+        };
         ensure!(alias.pool_slot().is_none(), "an alias is not a pool slot");
         vk.acquire_image(&alias, vk::ImageLayout::GENERAL)?;
         let what = format!("{:?} at {offset}", image.desc().extent);
@@ -108,6 +117,7 @@ fn resources_rebound_in_one_import_per_block(vk: &Context) -> anyhow::Result<()>
             &format!("{what}: import -> exporter"),
         )?;
         expect_unsupported(alias.export(), &["imported block"])?;
+        rebound += 1;
     }
     for (buffer, size, seed) in &buffers {
         let (block, offset) = block_of(buffer.pool_slot())?;
@@ -125,7 +135,7 @@ fn resources_rebound_in_one_import_per_block(vk: &Context) -> anyhow::Result<()>
         )?;
     }
     println!(
-        "  {} images and {} buffers rebound through {} imports",
+        "  {rebound} of {} images and {} buffers rebound through {} imports",
         images.len(),
         buffers.len(),
         imported.len()
