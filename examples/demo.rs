@@ -47,6 +47,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         low_latency: false,
         batch: 1,
         readback: true,
+        single_queue: false,
         trace: None,
         auto_batch: None,
         out: PathBuf::from("demo-out"),

@@ -50,6 +50,7 @@ fn options(width: u32, height: u32, low_latency: bool, batch: usize, in_flight: 
         low_latency,
         batch,
         readback: false,
+        single_queue: false,
         trace: None,
         auto_batch: None,
         out: std::env::temp_dir(),

@@ -2,7 +2,11 @@
 //! at 1080p and 4K, 3 frames in flight, no readback:
 //! * `wgpu`: wgpu renders the scene (WGSL compiled by wgpu), CUDA tone-maps in place, the
 //!   texture goes back to wgpu (`WgpuFrameSync`: every wait and signal on wgpu's queue).
-//! * `native`: the demo's pipeline (`FrameSync`, vkcuda's own device and queue).
+//! * `native`: the demo's pipeline (`FrameSync`, vkcuda's own device; its default queue
+//!   layout, where the acquire that waits for CUDA goes to a second queue so the next
+//!   frame's render does not queue behind it).
+//! * `native_one_queue`: the same on one queue, as wgpu's one queue has it: the
+//!   like-for-like baseline.
 //!
 //! Wall time per frame. Prints criterion's report, then fps and the ratio wgpu / native
 //! (the goal is >= 0.95), and where each side's host time per frame goes. Without a GPU it
@@ -104,44 +108,47 @@ fn bench_size(
         next,
     ));
 
-    let options = Options {
-        frames: 0,
-        width,
-        height,
-        in_flight: IN_FLIGHT,
-        low_latency: false,
-        batch: 1,
-        readback: false,
-        trace: None,
-        auto_batch: None,
-        out: std::env::temp_dir(),
-    };
-    let mut native = Pipeline::new(&options, false, vk, cu)?;
-    let mut next = 0u32;
-    g.bench_function(BenchmarkId::new("native", label), |b| {
-        b.iter_custom(|iters| {
-            let n = u32::try_from(iters).expect("iteration count fits u32");
-            let t0 = Instant::now();
-            native.run(next..next + n).expect("native frames");
-            native.finish().expect("native finish");
-            let t = t0.elapsed();
-            next += n;
-            record(samples, &format!("{label}/native"), t, iters);
-            t
-        })
-    });
-    let [begin, render, cuda, acquire] = native.host;
-    host.push(host_line(
-        "native",
-        label,
-        &[
-            ("begin", begin),
-            ("render+release submit", render),
-            ("CUDA wait+launch+signal", cuda),
-            ("acquire submit", acquire),
-        ],
-        next,
-    ));
+    for (side, single_queue) in [("native", false), ("native_one_queue", true)] {
+        let options = Options {
+            frames: 0,
+            width,
+            height,
+            in_flight: IN_FLIGHT,
+            low_latency: false,
+            batch: 1,
+            readback: false,
+            single_queue,
+            trace: None,
+            auto_batch: None,
+            out: std::env::temp_dir(),
+        };
+        let mut native = Pipeline::new(&options, false, vk, cu)?;
+        let mut next = 0u32;
+        g.bench_function(BenchmarkId::new(side, label), |b| {
+            b.iter_custom(|iters| {
+                let n = u32::try_from(iters).expect("iteration count fits u32");
+                let t0 = Instant::now();
+                native.run(next..next + n).expect("native frames");
+                native.finish().expect("native finish");
+                let t = t0.elapsed();
+                next += n;
+                record(samples, &format!("{label}/{side}"), t, iters);
+                t
+            })
+        });
+        let [begin, render, cuda, acquire] = native.host;
+        host.push(host_line(
+            side,
+            label,
+            &[
+                ("begin", begin),
+                ("render+release submit", render),
+                ("CUDA wait+launch+signal", cuda),
+                ("acquire submit", acquire),
+            ],
+            next,
+        ));
+    }
     g.finish();
     Ok(())
 }
@@ -149,18 +156,26 @@ fn bench_size(
 fn print_table(samples: &Samples) {
     let map = samples.lock().unwrap_or_else(|p| p.into_inner());
     let get = |k: String| map.get(&k).map(|v| median(v));
-    println!("\n| size | wgpu fps | native fps | wgpu / native |");
-    println!("|---|---|---|---|");
+    println!(
+        "\n| size | wgpu fps | native fps (two queues) | native fps (one queue) | wgpu / native | \
+         wgpu / native on one queue |"
+    );
+    println!("|---|---|---|---|---|---|");
     for (label, _, _) in SIZES {
-        let (Some(w), Some(n)) = (get(format!("{label}/wgpu")), get(format!("{label}/native")))
-        else {
+        let (Some(w), Some(n), Some(n1)) = (
+            get(format!("{label}/wgpu")),
+            get(format!("{label}/native")),
+            get(format!("{label}/native_one_queue")),
+        ) else {
             continue;
         };
         println!(
-            "| {label} | {:.0} | {:.0} | {:.3} |",
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
             1.0 / w,
             1.0 / n,
-            n / w
+            1.0 / n1,
+            n / w,
+            n1 / w
         );
     }
 }

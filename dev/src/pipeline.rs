@@ -10,7 +10,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use vkcuda::ash::vk;
 use vkcuda::cuda;
 use vkcuda::cudarc::driver::{LaunchConfig, PushKernelArg};
-use vkcuda::interop::{FrameSync, FrameSyncDesc, SharedImage, SyncMode};
+use vkcuda::interop::{FrameSync, FrameSyncDesc, QueueLayout, SharedImage, SyncMode};
 use vkcuda::util::{Commands, ComputePass, ComputeTarget, OneShot};
 use vkcuda::vulkan::{self, BufferDesc, ExternalBuffer, ExternalImage, ImageDesc};
 
@@ -28,6 +28,9 @@ pub struct Options {
     pub batch: usize,
     /// Copy each frame back and check it (the demo); off: throughput only.
     pub readback: bool,
+    /// Every FrameSync batch on one queue ([`QueueLayout::Single`]), as a wgpu device's one
+    /// queue has them (the wgpu bench's like-for-like baseline); off: FrameSync's default.
+    pub single_queue: bool,
     /// Record FrameSync's timeline and write it here (Perfetto JSON).
     pub trace: Option<PathBuf>,
     /// Choose `batch` at run time (`--batch auto`): the smallest K reaching `target` of the
@@ -254,14 +257,17 @@ impl Pipeline {
                 shared_mem_bytes: 0,
             },
             slots,
-            sync: FrameSync::new(
-                vk,
-                cu,
-                &FrameSyncDesc::new(o.in_flight)
+            sync: FrameSync::new(vk, cu, &{
+                let desc = FrameSyncDesc::new(o.in_flight)
                     .mode(mode)
                     .frames_per_crossing(o.batch.max(1))
-                    .trace(o.trace.is_some()),
-            )?,
+                    .trace(o.trace.is_some());
+                if o.single_queue {
+                    desc.lanes(QueueLayout::Single, 1)
+                } else {
+                    desc
+                }
+            })?,
             vk: vk.clone(),
         })
     }

@@ -85,6 +85,7 @@ fn options(frames: u32, in_flight: usize, low_latency: bool) -> Options {
         low_latency,
         batch: 1,
         readback: true,
+        single_queue: false,
         trace: None,
         auto_batch: None,
         out: std::env::temp_dir().join(format!("vkcuda-demo-test-{}", std::process::id())),
