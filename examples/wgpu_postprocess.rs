@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         o.in_flight
     );
     let mut app = WgpuPipeline::new(&ctx, (o.width, o.height), o.in_flight, true)?;
-    if let Err(why) = app.with_cuda() {
+    if let Err(why) = app.with_cuda(false) {
         println!(
             "CUDA half unavailable ({why:#}): running the wgpu/Vulkan half only \
              (render + readback checked; no CUDA tone map, no semaphore hand-off)"

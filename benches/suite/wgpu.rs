@@ -1,7 +1,11 @@
 //! The wgpu pipeline against the same pipeline on vkcuda's own Vulkan context, in one run,
 //! at 1080p and 4K, 3 frames in flight, no readback:
 //! * `wgpu`: wgpu renders the scene (WGSL compiled by wgpu), CUDA tone-maps in place, the
-//!   texture goes back to wgpu (`WgpuFrameSync`: every wait and signal on wgpu's queue).
+//!   texture goes back to wgpu (`WgpuFrameSync::new`: every wait and signal on wgpu's
+//!   queue).
+//! * `wgpu_own_queue`: the same with `WgpuFrameSync::with_own_queue`: each acquire on
+//!   vkcuda's queue, the texture back at the slot's next frame
+//!   (`acquire_from_cuda_deferred`), so the next renders overlap the crossing.
 //! * `native`: the demo's pipeline (`FrameSync`, vkcuda's own device; its default queue
 //!   layout, where the acquire that waits for CUDA goes to a second queue so the next
 //!   frame's render does not queue behind it).
@@ -79,34 +83,36 @@ fn bench_size(
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
 
-    let mut wgpu_pipeline = WgpuPipeline::new(ctx, (width, height), IN_FLIGHT, false)?;
-    wgpu_pipeline.with_cuda()?;
-    let mut next = 0u32;
-    g.bench_function(BenchmarkId::new("wgpu", label), |b| {
-        b.iter_custom(|iters| {
-            let n = u32::try_from(iters).expect("iteration count fits u32");
-            let t0 = Instant::now();
-            wgpu_pipeline.run(next..next + n).expect("wgpu frames");
-            wgpu_pipeline.finish().expect("wgpu finish");
-            let t = t0.elapsed();
-            next += n;
-            record(samples, &format!("{label}/wgpu"), t, iters);
-            t
-        })
-    });
-    let [begin, render, release, cuda, acquire] = wgpu_pipeline.host;
-    host.push(host_line(
-        "wgpu",
-        label,
-        &[
-            ("begin", begin),
-            ("render record", render),
-            ("render submit + release_to_cuda_after", release),
-            ("CUDA wait+launch+signal", cuda),
-            ("acquire_from_cuda", acquire),
-        ],
-        next,
-    ));
+    for (side, own_queue) in [("wgpu", false), ("wgpu_own_queue", true)] {
+        let mut wgpu_pipeline = WgpuPipeline::new(ctx, (width, height), IN_FLIGHT, false)?;
+        wgpu_pipeline.with_cuda(own_queue)?;
+        let mut next = 0u32;
+        g.bench_function(BenchmarkId::new(side, label), |b| {
+            b.iter_custom(|iters| {
+                let n = u32::try_from(iters).expect("iteration count fits u32");
+                let t0 = Instant::now();
+                wgpu_pipeline.run(next..next + n).expect("wgpu frames");
+                wgpu_pipeline.finish().expect("wgpu finish");
+                let t = t0.elapsed();
+                next += n;
+                record(samples, &format!("{label}/{side}"), t, iters);
+                t
+            })
+        });
+        let [begin, render, release, cuda, acquire] = wgpu_pipeline.host;
+        host.push(host_line(
+            side,
+            label,
+            &[
+                ("begin", begin),
+                ("render record", render),
+                ("render submit + release_to_cuda_after", release),
+                ("CUDA wait+launch+signal", cuda),
+                ("acquire", acquire),
+            ],
+            next,
+        ));
+    }
 
     for (side, single_queue) in [("native", false), ("native_one_queue", true)] {
         let options = Options {
@@ -157,25 +163,27 @@ fn print_table(samples: &Samples) {
     let map = samples.lock().unwrap_or_else(|p| p.into_inner());
     let get = |k: String| map.get(&k).map(|v| median(v));
     println!(
-        "\n| size | wgpu fps | native fps (two queues) | native fps (one queue) | wgpu / native | \
-         wgpu / native on one queue |"
+        "\n| size | wgpu fps, own queue | native fps, two queues | wgpu own queue / native | \
+         wgpu fps, one queue | native fps, one queue | wgpu / native, one queue each |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for (label, _, _) in SIZES {
-        let (Some(w), Some(n), Some(n1)) = (
-            get(format!("{label}/wgpu")),
+        let (Some(w2), Some(n2), Some(w1), Some(n1)) = (
+            get(format!("{label}/wgpu_own_queue")),
             get(format!("{label}/native")),
+            get(format!("{label}/wgpu")),
             get(format!("{label}/native_one_queue")),
         ) else {
             continue;
         };
         println!(
-            "| {label} | {:.0} | {:.0} | {:.0} | {:.3} | {:.3} |",
-            1.0 / w,
-            1.0 / n,
+            "| {label} | {:.0} | {:.0} | {:.3} | {:.0} | {:.0} | {:.3} |",
+            1.0 / w2,
+            1.0 / n2,
+            n2 / w2,
+            1.0 / w1,
             1.0 / n1,
-            n / w,
-            n1 / w
+            n1 / w1
         );
     }
 }

@@ -151,10 +151,17 @@ impl WgpuPipeline {
     }
 
     /// Adds the CUDA half (tone map through `WgpuFrameSync`), or says why it cannot run
-    /// here (the pipeline stays wgpu-only then).
-    pub fn with_cuda(&mut self) -> Result<()> {
+    /// here (the pipeline stays wgpu-only then). With `own_queue` the acquires go to
+    /// vkcuda's own queue (`WgpuFrameSync::with_own_queue`) and, without readback, each
+    /// frame comes back to wgpu only when its slot comes round again, so the next frames'
+    /// renders overlap its crossing.
+    pub fn with_cuda(&mut self, own_queue: bool) -> Result<()> {
         let cu = cuda::Context::matching(self.ctx.vulkan().identity())?;
-        let sync = WgpuFrameSync::new(&self.ctx, &cu, self.slots.len())?;
+        let sync = if own_queue {
+            WgpuFrameSync::with_own_queue(&self.ctx, &cu, self.slots.len())?
+        } else {
+            WgpuFrameSync::new(&self.ctx, &cu, self.slots.len())?
+        };
         let tonemap = cu
             .compile("postprocess.cu", scene::POSTPROCESS_CU)?
             .load_function("tonemap")?;
@@ -298,7 +305,9 @@ impl WgpuPipeline {
             let index = f.acquire_from_cuda_then([read_back])?;
             self.slots[i].pending = Some((frame, index, true));
         } else {
-            f.acquire_from_cuda()?;
+            // SAFETY: slot i's texture is used again only by the render of the slot's next
+            // frame, recorded after `begin` returned for it (or after `finish`'s wait_idle).
+            unsafe { f.acquire_from_cuda_deferred() }?;
         }
         lap(&mut self.host, 4);
         Ok(())

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use cudarc::driver::CudaStream;
 
-use super::ownership::{Direction, Handed, Points};
+use super::ownership::{Direction, Handed, Points, PARKED_LAYOUT};
 use super::{WgpuBuffer, WgpuContext, WgpuTexture};
 use crate::cuda;
 use crate::error::{Error, Result};
 use crate::interop::SharedSemaphore;
+use crate::util::Commands;
 use crate::vulkan::{Semaphore, SemaphoreKind};
 
 /// Most frames in flight.
@@ -39,6 +40,12 @@ pub struct WgpuFrameSync {
     /// on the queue (by anyone), and one is owed before waiting for it.
     added: u64,
     flushed: u64,
+    /// With [`WgpuFrameSync::with_own_queue`]: one command buffer per slot on vkcuda's own
+    /// queue, which records each frame's acquire.
+    acquirers: Option<Vec<Commands>>,
+    /// A wait for a hand-back value was added to wgpu's queue and may not have been
+    /// carried by a submission yet.
+    wait_pending: bool,
     /// Images and buffers whose barriers a frame recorded behind wgpu's back, kept until
     /// that frame's hand-back has executed (wgpu does not know our command buffers use
     /// them).
@@ -107,6 +114,44 @@ impl WgpuFrameSync {
     ///   ([`WgpuContext::check_semaphore_export`]).
     /// * Creation failures of the semaphores or the stream.
     pub fn new(ctx: &WgpuContext, cu: &cuda::Context, frames_in_flight: usize) -> Result<Self> {
+        Self::setup(ctx, cu, frames_in_flight, false)
+    }
+
+    /// As [`WgpuFrameSync::new`], but each frame's acquire (the submission that waits for
+    /// CUDA) goes to vkcuda's own queue on wgpu's device instead of wgpu's queue, as
+    /// [`FrameSync`](crate::interop::FrameSync)'s default two-queue layout does: a frame
+    /// waiting for CUDA then holds up no wgpu work but what must see its result. With
+    /// [`WgpuFrame::acquire_from_cuda`], wgpu's next submission waits for the acquire
+    /// (wgpu's queue still runs behind CUDA); with [`WgpuFrame::acquire_from_cuda_deferred`]
+    /// the textures come back at the slot's next [`WgpuFrameSync::begin`], and the next
+    /// frames' wgpu work overlaps the crossing.
+    ///
+    /// # Errors
+    /// As [`WgpuFrameSync::new`]; [`Error::Unsupported`] when the vkcuda context on wgpu's
+    /// device has no queue of its own ([`WgpuContext::open`] gives it one where wgpu's
+    /// queue family has a second queue).
+    pub fn with_own_queue(
+        ctx: &WgpuContext,
+        cu: &cuda::Context,
+        frames_in_flight: usize,
+    ) -> Result<Self> {
+        if ctx.vulkan().queue_count() == 0 {
+            return Err(Error::Unsupported {
+                what: "acquiring wgpu frames on vkcuda's own queue".into(),
+                reason: "the vkcuda context on this wgpu device has no queue (WgpuContext::open \
+                         gives it one where wgpu's queue family has a second queue)"
+                    .into(),
+            });
+        }
+        Self::setup(ctx, cu, frames_in_flight, true)
+    }
+
+    fn setup(
+        ctx: &WgpuContext,
+        cu: &cuda::Context,
+        frames_in_flight: usize,
+        own_queue: bool,
+    ) -> Result<Self> {
         if !(1..=MAX_FRAMES_IN_FLIGHT).contains(&frames_in_flight) {
             return Err(Error::invalid(
                 "frames_in_flight",
@@ -119,6 +164,9 @@ impl WgpuFrameSync {
         let to_cuda = SharedSemaphore::timeline(vk, cu, 0)?;
         let to_wgpu = SharedSemaphore::timeline(vk, cu, 0)?;
         let done = Arc::new(Semaphore::local(vk, SemaphoreKind::Timeline, 0)?);
+        let acquirers = own_queue
+            .then(|| (0..frames_in_flight).map(|_| Commands::new(vk)).collect())
+            .transpose()?;
         Ok(Self {
             ctx: ctx.clone(),
             stream: cu.new_stream()?,
@@ -127,6 +175,8 @@ impl WgpuFrameSync {
             begun: 0,
             added: 0,
             flushed: 0,
+            acquirers,
+            wait_pending: false,
             held: VecDeque::new(),
             to_cuda: ManuallyDrop::new(to_cuda),
             to_wgpu: ManuallyDrop::new(to_wgpu),
@@ -156,6 +206,7 @@ impl WgpuFrameSync {
             if oldest > self.flushed {
                 self.ctx.flush_signals();
                 self.flushed = self.added;
+                self.wait_pending = false;
             }
             self.done.wait(oldest, self.timeout)?;
         }
@@ -179,11 +230,22 @@ impl WgpuFrameSync {
         }
         self.done.wait(self.begun, self.timeout)
     }
+
+    /// With a wait for `done` possibly not yet carried by a submission on wgpu's queue,
+    /// carries it and waits (bounded) until that submission has executed, so `done` is in
+    /// no pending queue operation when it is destroyed.
+    fn settle_waits(&mut self) -> Result<()> {
+        if std::mem::take(&mut self.wait_pending) {
+            let index = self.ctx.flush_signals();
+            self.ctx.wait_queue(Some(index))?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for WgpuFrameSync {
     fn drop(&mut self) {
-        if let Err(e) = self.wait_idle() {
+        if let Err(e) = self.wait_idle().and_then(|()| self.settle_waits()) {
             // The semaphores (and the images held) may still be in use: leak them.
             log::error!("WgpuFrameSync dropped with frames unfinished, leaking: {e}");
             std::mem::forget(std::mem::take(&mut self.held));
@@ -264,6 +326,7 @@ impl WgpuFrame<'_> {
             },
         )?;
         self.sync.flushed = self.sync.added;
+        self.sync.wait_pending = false;
         self.released = Some(Released {
             textures: textures.iter().map(|&t| t.clone()).collect(),
             buffers: buffers.iter().map(|&b| b.clone()).collect(),
@@ -302,22 +365,28 @@ impl WgpuFrame<'_> {
         Ok(())
     }
 
-    /// Takes the released textures and buffers back: a wgpu submission that waits for the
+    /// Takes the released textures and buffers back: a submission that waits for the
     /// CUDA → wgpu value (GPU-side) and acquires them from `VK_QUEUE_FAMILY_EXTERNAL` (the
-    /// textures stay in the parked `GENERAL` layout wgpu's tracker still holds). wgpu work
-    /// submitted afterwards sees CUDA's writes. Returns the frame's value.
+    /// textures stay in the parked `GENERAL` layout wgpu's tracker still holds), on wgpu's
+    /// queue (or, with [`WgpuFrameSync::with_own_queue`], on vkcuda's, with wgpu's next
+    /// submission waiting for it). wgpu work submitted afterwards sees CUDA's writes.
+    /// Returns the frame's value.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] out of order (`frame`).
-    pub fn acquire_from_cuda(self) -> Result<u64> {
-        let value = self.value;
-        self.acquire_from_cuda_then(Vec::new())?;
-        Ok(value)
+    /// [`Error::InvalidArgument`] out of order (`frame`); with
+    /// [`WgpuFrameSync::with_own_queue`], [`Error::Timeout`] when the slot's previous
+    /// acquire has not finished.
+    pub fn acquire_from_cuda(mut self) -> Result<u64> {
+        self.expect(Step::CudaSignalled, "acquire_from_cuda")?;
+        self.finish(HandBack::Now)?;
+        Ok(self.value)
     }
 
     /// [`WgpuFrame::acquire_from_cuda`] with `commands` (wgpu work that reads what CUDA
-    /// wrote, finished but not yet submitted) submitted right after the acquire, in the
-    /// same submission. Returns that submission's index, for `wgpu::Device::poll`.
+    /// wrote, finished but not yet submitted) submitted right after the acquire (in the
+    /// same submission on wgpu's queue, or in the next one, waiting for it, with
+    /// [`WgpuFrameSync::with_own_queue`]). Returns the index of the submission that holds
+    /// `commands`, for `wgpu::Device::poll`.
     ///
     /// # Errors
     /// As [`WgpuFrame::acquire_from_cuda`]; `commands` are then dropped unsubmitted.
@@ -326,17 +395,48 @@ impl WgpuFrame<'_> {
         commands: impl IntoIterator<Item = wgpu::CommandBuffer>,
     ) -> Result<wgpu::SubmissionIndex> {
         self.expect(Step::CudaSignalled, "acquire_from_cuda")?;
-        self.finish(commands.into_iter().collect())
+        let index = self.finish(HandBack::Then(commands.into_iter().collect()))?;
+        index.ok_or_else(|| Error::Unsupported {
+            what: "the submission of the commands after an acquire".into(),
+            reason: "none was made".into(),
+        })
     }
 
-    /// The acquire submission, running `commands` after it; its hand-back signal rides on
-    /// the next submission on wgpu's queue (see [`WgpuFrameSync::begin`]). Marks the frame
-    /// finished whatever happens.
-    fn finish(&mut self, commands: Vec<wgpu::CommandBuffer>) -> Result<wgpu::SubmissionIndex> {
+    /// [`WgpuFrame::acquire_from_cuda`] that hands the textures and buffers back to wgpu
+    /// only when the slot comes round again: with [`WgpuFrameSync::with_own_queue`], the
+    /// acquire runs on vkcuda's queue and wgpu's queue is not made to wait for it, so the
+    /// next frames' wgpu work overlaps this crossing (as vkcuda's own two-queue
+    /// [`FrameSync`](crate::interop::FrameSync) does). On a frame sync made with
+    /// [`WgpuFrameSync::new`] it is [`WgpuFrame::acquire_from_cuda`]. Returns the frame's
+    /// value.
+    ///
+    /// # Safety
+    /// Submit no wgpu work that uses this frame's textures or buffers until
+    /// [`WgpuFrameSync::begin`] has returned for the frame `frames_in_flight` later (or
+    /// [`WgpuFrameSync::wait_idle`] has returned); the usual loop, which touches a slot's
+    /// textures only in that slot's frames, does so. Work submitted sooner may run before
+    /// the acquire: it would race CUDA for the memory, and wgpu's barriers would meet an
+    /// image still owned by `VK_QUEUE_FAMILY_EXTERNAL`.
+    ///
+    /// # Errors
+    /// As [`WgpuFrame::acquire_from_cuda`].
+    pub unsafe fn acquire_from_cuda_deferred(mut self) -> Result<u64> {
+        self.expect(Step::CudaSignalled, "acquire_from_cuda")?;
+        self.finish(HandBack::Deferred)?;
+        Ok(self.value)
+    }
+
+    /// The acquire, with the hand-back `back`; marks the frame finished whatever happens.
+    /// Returns the index of the wgpu submission that holds the acquire or the commands,
+    /// where one was made.
+    fn finish(&mut self, back: HandBack) -> Result<Option<wgpu::SubmissionIndex>> {
         self.step = Step::Done;
         let value = self.value;
-        let sync = &mut *self.sync;
         let released = self.released.take();
+        if self.sync.acquirers.is_some() {
+            return self.finish_on_own_queue(released, back);
+        }
+        let sync = &mut *self.sync;
         let (textures, buffers) = match &released {
             Some(r) => (
                 r.textures.iter().collect::<Vec<_>>(),
@@ -344,6 +444,11 @@ impl WgpuFrame<'_> {
             ),
             None => (Vec::new(), Vec::new()),
         };
+        let commands = match back {
+            HandBack::Then(commands) => commands,
+            HandBack::Now | HandBack::Deferred => Vec::new(),
+        };
+        // The hand-back signal rides on the next submission (see WgpuFrameSync::begin).
         let acquired = sync.ctx.hand_over(
             Direction::Acquire,
             &textures,
@@ -359,9 +464,10 @@ impl WgpuFrame<'_> {
             Ok(handed) => {
                 sync.flushed = sync.added;
                 sync.added = value;
+                sync.wait_pending = false;
                 let index = handed.index.clone();
                 sync.held.push_back((value, handed));
-                Ok(index)
+                Ok(Some(index))
             }
             Err(e) => {
                 // Never submitted: what the release used stays held until the frame
@@ -373,6 +479,84 @@ impl WgpuFrame<'_> {
             }
         }
     }
+
+    /// [`WgpuFrame::finish`] with the acquire on vkcuda's own queue, waiting for the
+    /// wgpu → CUDA value too (what the release signalled: it orders the acquire after the
+    /// release for the image trackers, and CUDA's signal implies it) and signalling the
+    /// hand-back value there.
+    fn finish_on_own_queue(
+        &mut self,
+        released: Option<Released>,
+        back: HandBack,
+    ) -> Result<Option<wgpu::SubmissionIndex>> {
+        let value = self.value;
+        let sync = &mut *self.sync;
+        let slots = sync.acquirers.as_ref().map_or(1, Vec::len) as u64;
+        let slot = usize::try_from((value - 1) % slots).unwrap_or_default();
+        let Some(c) = sync.acquirers.as_mut().and_then(|a| a.get_mut(slot)) else {
+            return Err(Error::invalid(
+                "frame",
+                "no acquirer",
+                "a frame of this sync",
+            ));
+        };
+        let waits = if let Some(r) = &released {
+            for t in &r.textures {
+                c.acquire_image(t.image(), PARKED_LAYOUT)?;
+            }
+            for b in &r.buffers {
+                c.acquire_buffer(b.external())?;
+            }
+            vec![
+                (sync.to_cuda.vulkan(), value),
+                (sync.to_wgpu.vulkan(), value),
+            ]
+        } else {
+            Vec::new()
+        };
+        let submitted = c.submit(0, &waits, &[(&sync.done, value)], sync.timeout);
+        if let Some(r) = released {
+            // Until done: the release on wgpu's queue used them, which wgpu does not know.
+            let v = if submitted.is_ok() { value } else { u64::MAX };
+            sync.held.push_back((v, r.handed));
+        }
+        submitted?;
+        sync.added = value;
+        sync.flushed = value;
+        let done = sync.done.raw();
+        match back {
+            HandBack::Now => {
+                sync.ctx.wait_on_next_submission(done, value)?;
+                sync.wait_pending = true;
+                Ok(None)
+            }
+            HandBack::Then(commands) => {
+                let handed = sync.ctx.hand_over(
+                    Direction::Acquire,
+                    &[],
+                    &[],
+                    Points {
+                        wait: Some((done, value)),
+                        commands,
+                        ..Points::default()
+                    },
+                )?;
+                sync.wait_pending = false;
+                Ok(Some(handed.index))
+            }
+            HandBack::Deferred => Ok(None),
+        }
+    }
+}
+
+/// How a frame's textures and buffers come back to wgpu after CUDA.
+enum HandBack {
+    /// wgpu work submitted afterwards sees CUDA's writes.
+    Now,
+    /// These commands, submitted in the acquire's wake, see them.
+    Then(Vec<wgpu::CommandBuffer>),
+    /// At the slot's next `begin` (with the acquire on vkcuda's own queue).
+    Deferred,
 }
 
 impl Drop for WgpuFrame<'_> {
@@ -385,7 +569,12 @@ impl Drop for WgpuFrame<'_> {
                 self.cuda_signal()?;
             }
             match self.step {
-                Step::CudaSignalled => self.finish(Vec::new()).map(drop),
+                Step::CudaSignalled => self.finish(HandBack::Now).map(drop),
+                Step::Begun if self.sync.acquirers.is_some() => {
+                    // Nothing released: only the hand-back value is owed, signalled on the
+                    // queue that signals the others, in order after them.
+                    self.finish(HandBack::Deferred).map(drop)
+                }
                 Step::Begun => {
                     // Nothing released: only the hand-back value is owed, signalled by wgpu
                     // in queue order (a host signal could overtake the previous frame's).

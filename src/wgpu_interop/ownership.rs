@@ -25,7 +25,7 @@ use crate::vulkan::{
 const PARKED: wgpu::TextureUses = wgpu::TextureUses::STORAGE_READ_WRITE;
 
 /// The Vulkan layout of [`PARKED`].
-const PARKED_LAYOUT: vk::ImageLayout = vk::ImageLayout::GENERAL;
+pub(super) const PARKED_LAYOUT: vk::ImageLayout = vk::ImageLayout::GENERAL;
 
 /// How long the one-shot hand-overs of [`WgpuContext`] wait for wgpu's queue.
 const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -275,10 +275,24 @@ impl WgpuContext {
         Ok(index)
     }
 
-    /// Makes a submission on wgpu's queue with no work, which carries every signal added
-    /// so far (deferred ones included).
-    pub(super) fn flush_signals(&self) {
-        self.queue().submit([]);
+    /// Makes a submission on wgpu's queue with no work, which carries every wait and signal
+    /// added so far (deferred ones included); returns its index.
+    pub(super) fn flush_signals(&self) -> wgpu::SubmissionIndex {
+        self.queue().submit([])
+    }
+
+    /// Makes the next submission on wgpu's queue, whoever makes it, wait for `value` of
+    /// `semaphore` (which must outlive that submission).
+    pub(super) fn wait_on_next_submission(
+        &self,
+        semaphore: vk::Semaphore,
+        value: u64,
+    ) -> Result<()> {
+        let queue = self.queue();
+        // SAFETY: only used to add a wait; nothing is destroyed.
+        let hal_queue = unsafe { queue.as_hal::<Vulkan>() }.ok_or_else(no_hal)?;
+        hal_queue.add_wait_semaphore(semaphore, Some(value), vk::PipelineStageFlags::ALL_COMMANDS);
+        Ok(())
     }
 
     /// Signals `signals` on wgpu's queue after everything submitted so far, with no other
@@ -296,11 +310,12 @@ impl WgpuContext {
         .map(drop)
     }
 
-    /// Waits (bounded) until wgpu's queue has executed everything submitted so far.
-    fn wait_queue(&self) -> Result<()> {
+    /// Waits (bounded) until wgpu's queue has executed `index` (everything submitted so far
+    /// when `None`).
+    pub(super) fn wait_queue(&self, index: Option<wgpu::SubmissionIndex>) -> Result<()> {
         self.device()
             .poll(wgpu::PollType::Wait {
-                submission_index: None,
+                submission_index: index,
                 timeout: Some(ONE_SHOT_TIMEOUT),
             })
             .map(drop)
@@ -324,7 +339,7 @@ impl WgpuContext {
         buffers: &[&WgpuBuffer],
     ) -> Result<()> {
         let handed = self.hand_over(direction, textures, buffers, Points::default())?;
-        self.wait_queue()?;
+        self.wait_queue(None)?;
         // The tracked last use is on wgpu's queue, which vkcuda's own queue is not ordered
         // after; once the host has seen it finish, it no longer matters.
         for image in &handed.images {

@@ -161,8 +161,7 @@ fn check_linear_import(ctx: &Context, desc: &ImageDesc) -> Result<u64> {
 /// the spec makes such aliases well-defined, so vkcuda refuses rather than hand out an
 /// image that silently reads other bytes.
 pub(super) fn check_linear_in_imported_memory(ctx: &Context, desc: &ImageDesc) -> Result<()> {
-    if desc.tiling != vk::ImageTiling::LINEAR
-        || ctx.driver_id() != vk::DriverId::NVIDIA_PROPRIETARY
+    if desc.tiling != vk::ImageTiling::LINEAR || ctx.driver_id() != vk::DriverId::NVIDIA_PROPRIETARY
     {
         return Ok(());
     }

@@ -81,8 +81,8 @@ fn write(ctx: &WgpuContext, t: &WgpuTexture, data: &[u8]) {
     );
 }
 
-/// Copies `t` into a new mappable buffer (submitted now); read it with [`read`].
-fn copy_out(ctx: &WgpuContext, t: &WgpuTexture) -> (wgpu::Buffer, wgpu::SubmissionIndex) {
+/// A new mappable buffer and the recorded copy of `t` into it (not submitted).
+fn copy_cmd(ctx: &WgpuContext, t: &WgpuTexture) -> (wgpu::Buffer, wgpu::CommandBuffer) {
     let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("readback"),
         size: u64::from(W * 4 * H),
@@ -102,7 +102,13 @@ fn copy_out(ctx: &WgpuContext, t: &WgpuTexture) -> (wgpu::Buffer, wgpu::Submissi
         },
         t.texture().size(),
     );
-    let index = ctx.queue().submit([encoder.finish()]);
+    (buffer, encoder.finish())
+}
+
+/// Copies `t` into a new mappable buffer (submitted now); read it with [`read`].
+fn copy_out(ctx: &WgpuContext, t: &WgpuTexture) -> (wgpu::Buffer, wgpu::SubmissionIndex) {
+    let (buffer, cmd) = copy_cmd(ctx, t);
+    let index = ctx.queue().submit([cmd]);
     (buffer, index)
 }
 
@@ -121,9 +127,29 @@ fn read(
     Ok(bytes)
 }
 
+/// Which queue acquires, and how the frame comes back to wgpu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Back {
+    /// `WgpuFrameSync::new`, `acquire_from_cuda`, then a copy submitted.
+    OneQueue,
+    /// `with_own_queue`, `acquire_from_cuda`, then a copy submitted.
+    Now,
+    /// `with_own_queue`, `acquire_from_cuda_then(copy)`.
+    Then,
+    /// `with_own_queue`, `acquire_from_cuda_deferred`; the copy at the slot's next `begin`.
+    Deferred,
+}
+
+fn frame_sync(env: &Env, in_flight: usize, back: Back) -> vkcuda::Result<WgpuFrameSync> {
+    match back {
+        Back::OneQueue => WgpuFrameSync::new(&env.ctx, &env.cu, in_flight),
+        _ => WgpuFrameSync::with_own_queue(&env.ctx, &env.cu, in_flight),
+    }
+}
+
 /// `frames` frames, `in_flight` at a time, on `textures.len()` textures: every frame's
 /// bytes must be the tone curve of what wgpu wrote for that very frame.
-fn frames(env: &Env, in_flight: usize, frames: u32) -> anyhow::Result<()> {
+fn frames(env: &Env, in_flight: usize, frames: u32, back: Back) -> anyhow::Result<()> {
     let before = super::common::errors();
     let ctx = &env.ctx;
     let (spin, tonemap) = (
@@ -139,12 +165,17 @@ fn frames(env: &Env, in_flight: usize, frames: u32) -> anyhow::Result<()> {
         .iter()
         .map(|t| t.share(&env.cu)?.surface(0))
         .collect::<vkcuda::Result<Vec<_>>>()?;
-    let mut sync = WgpuFrameSync::new(ctx, &env.cu, in_flight)?;
+    let mut sync = frame_sync(env, in_flight, back)?;
     let mut pending = Vec::new();
+    // With `Back::Deferred`: the frame each slot holds, read at the slot's next begin.
+    let mut held: Vec<Option<(u32, Vec<u8>)>> = vec![None; in_flight];
     for frame in 0..frames {
         let i = frame as usize % in_flight;
         let written = pattern_bytes(u64::from(W * H * 4), frame);
         let mut f = sync.begin()?;
+        if let Some((earlier, want)) = held[i].take() {
+            pending.push((earlier, copy_out(ctx, &targets[i]), want));
+        }
         write(ctx, &targets[i], &written);
         f.release_to_cuda(&[&targets[i]], &[])?;
         let stream = f.cuda_wait()?;
@@ -164,16 +195,36 @@ fn frames(env: &Env, in_flight: usize, frames: u32) -> anyhow::Result<()> {
         // surface, whose texture `targets` keeps alive.
         unsafe { k.launch(config) }?;
         f.cuda_signal()?;
-        f.acquire_from_cuda()?;
         let mut want = written;
         for px in want.chunks_exact_mut(4) {
             for c in &mut px[..3] {
                 *c = curve(*c);
             }
         }
-        pending.push((frame, copy_out(ctx, &targets[i]), want));
+        match back {
+            Back::OneQueue | Back::Now => {
+                f.acquire_from_cuda()?;
+                pending.push((frame, copy_out(ctx, &targets[i]), want));
+            }
+            Back::Then => {
+                let (buffer, cmd) = copy_cmd(ctx, &targets[i]);
+                let index = f.acquire_from_cuda_then([cmd])?;
+                pending.push((frame, (buffer, index), want));
+            }
+            Back::Deferred => {
+                // SAFETY: slot i's texture is next used after the slot's next begin (the
+                // copy above) or after wait_idle (below).
+                unsafe { f.acquire_from_cuda_deferred() }?;
+                held[i] = Some((frame, want));
+            }
+        }
     }
     sync.wait_idle()?;
+    for (i, h) in held.iter_mut().enumerate() {
+        if let Some((frame, want)) = h.take() {
+            pending.push((frame, copy_out(ctx, &targets[i]), want));
+        }
+    }
     for (frame, copy, want) in pending {
         assert_bytes(&read(ctx, copy)?, &want, &format!("frame {frame}"))?;
     }
@@ -182,10 +233,10 @@ fn frames(env: &Env, in_flight: usize, frames: u32) -> anyhow::Result<()> {
 
 /// A frame dropped after its release is completed with empty work: the next frames run,
 /// and the texture is wgpu's again.
-fn dropped_frame_completes(env: &Env) -> anyhow::Result<()> {
+fn dropped_frame_completes(env: &Env, back: Back) -> anyhow::Result<()> {
     let ctx = &env.ctx;
     let t = texture(ctx)?;
-    let mut sync = WgpuFrameSync::new(ctx, &env.cu, 2)?;
+    let mut sync = frame_sync(env, 2, back)?;
     {
         let mut f = sync.begin()?;
         f.release_to_cuda(&[&t], &[])?;
@@ -234,16 +285,35 @@ pub fn trials() -> Vec<Trial> {
     let probe = probe();
     let trials = vec![
         trial("frames_1_in_flight_ordered_by_data", &probe, |e| {
-            frames(e, 1, 8)
+            frames(e, 1, 8, Back::OneQueue)
         }),
         trial("frames_3_in_flight_ordered_by_data", &probe, |e| {
-            frames(e, 3, 24)
+            frames(e, 3, 24, Back::OneQueue)
         }),
         trial(
-            "dropped_frame_completes_the_chain",
+            "own_queue_frames_1_in_flight_ordered_by_data",
             &probe,
-            dropped_frame_completes,
+            |e| frames(e, 1, 8, Back::Now),
         ),
+        trial(
+            "own_queue_frames_3_in_flight_ordered_by_data",
+            &probe,
+            |e| frames(e, 3, 24, Back::Now),
+        ),
+        trial("own_queue_then_3_in_flight_ordered_by_data", &probe, |e| {
+            frames(e, 3, 24, Back::Then)
+        }),
+        trial(
+            "own_queue_deferred_3_in_flight_ordered_by_data",
+            &probe,
+            |e| frames(e, 3, 24, Back::Deferred),
+        ),
+        trial("dropped_frame_completes_the_chain", &probe, |e| {
+            dropped_frame_completes(e, Back::OneQueue)
+        }),
+        trial("own_queue_dropped_frame_completes_the_chain", &probe, |e| {
+            dropped_frame_completes(e, Back::Now)
+        }),
         trial("adopt_checks_the_uuid", &probe, adopt_checks_the_uuid),
     ];
     common::note(&probe, "wgpu device with CUDA on the same GPU");
