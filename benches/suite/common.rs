@@ -152,3 +152,55 @@ pub fn launch_saxpy(stream: &CudaStream, f: &CudaFunction, x: u64, y: u64, size:
     // of `size` bytes each (the caller's).
     unsafe { l.launch(cfg) }.expect("launch saxpy4");
 }
+
+/// Images a stage-alone loop rotates over: together larger than the GPU's L2 cache
+/// (50 MiB on an H100/H200) at 1080p and 4K, so no frame finds the previous one there (the
+/// pipeline's frames never do).
+pub const ROTATE: usize = 8;
+
+/// Registers `name`: the demo's render dispatch on vkcuda's own context alone, back to
+/// back, three command buffers in rotation, over [`ROTATE`] targets in turn; samples
+/// recorded as `LABEL/name`.
+pub fn bench_render_alone(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    samples: &Samples,
+    vk: &vulkan::Context,
+    (label, width, height): (&str, u32, u32),
+    name: &str,
+) -> anyhow::Result<()> {
+    use vkcuda::ash::vk;
+    use vkcuda::util::{Commands, ComputeTarget};
+    let timeout = Duration::from_secs(10);
+    let pass = vkcuda_dev::scene::render_pass(vk)?;
+    let desc = vulkan::ImageDesc::d2(width, height, vk::Format::R8G8B8A8_UNORM);
+    let targets = (0..ROTATE)
+        .map(|_| -> anyhow::Result<_> {
+            Ok(Arc::new(ComputeTarget::new(
+                &pass,
+                Arc::new(vulkan::ExternalImage::new(vk, &desc)?),
+            )?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut cmds = (0..3)
+        .map(|_| Commands::new(vk))
+        .collect::<Result<Vec<_>, _>>()?;
+    g.bench_function(criterion::BenchmarkId::new(name, label), |b| {
+        b.iter_custom(|iters| {
+            let t0 = std::time::Instant::now();
+            for i in 0..iters {
+                let c = &mut cmds[(i % 3) as usize];
+                let push = vkcuda_dev::scene::push_constants(i as u32, width, height);
+                c.dispatch(&targets[i as usize % ROTATE], &push)
+                    .expect("dispatch");
+                c.submit(0, &[], &[], timeout).expect("submit");
+            }
+            for c in &mut cmds {
+                c.wait(timeout).expect("wait");
+            }
+            let t = t0.elapsed();
+            record(samples, &format!("{label}/{name}"), t, iters);
+            t
+        })
+    });
+    Ok(())
+}

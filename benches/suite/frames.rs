@@ -21,25 +21,21 @@ use crate::common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{gpu_time, median, record, Samples};
+use common::{gpu_time, median, record, Samples, ROTATE};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use vkcuda::ash::vk;
 use vkcuda::cuda::{self, MipmappedArray};
 use vkcuda::interop::{alternation_floor, choose_batch, BatchGoal, SharedImage};
-use vkcuda::util::{Commands, ComputeTarget, OneShot};
+use vkcuda::util::{ComputeTarget, OneShot};
 use vkcuda::vulkan::QueueId;
 use vkcuda::vulkan::{self, ExternalImage, ImageDesc};
 use vkcuda_dev::pipeline::{percentiles, Options, Pipeline};
 use vkcuda_dev::scene;
 
 const SIZES: [(&str, u32, u32); 2] = [("1080p", 1920, 1080), ("4K", 3840, 2160)];
-const TIMEOUT: Duration = Duration::from_secs(10);
 /// The efficiency the batched rows ask `choose_batch` for.
 const TARGET: f64 = 0.95;
-/// Images the stage-alone loops rotate over: together larger than the GPU's L2 cache
-/// (50 MiB on an H100/H200) at 1080p and 4K.
-const ROTATE: usize = 8;
 
 fn options(width: u32, height: u32, low_latency: bool, batch: usize, in_flight: usize) -> Options {
     Options {
@@ -75,40 +71,9 @@ fn bench_size(
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
 
-    // The render alone: the same dispatch, back to back, three command buffers in rotation,
-    // over ROTATE targets in turn so that no frame finds the previous one in the L2 cache
-    // (the pipeline's frames never do).
+    common::bench_render_alone(&mut g, samples, vk, (label, width, height), "render_alone")?;
     let pass = scene::render_pass(vk)?;
     let desc = ImageDesc::d2(width, height, vk::Format::R8G8B8A8_UNORM);
-    let targets = (0..ROTATE)
-        .map(|_| -> anyhow::Result<_> {
-            Ok(Arc::new(ComputeTarget::new(
-                &pass,
-                Arc::new(ExternalImage::new(vk, &desc)?),
-            )?))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut cmds = (0..3)
-        .map(|_| Commands::new(vk))
-        .collect::<Result<Vec<_>, _>>()?;
-    g.bench_function(BenchmarkId::new("render_alone", label), |b| {
-        b.iter_custom(|iters| {
-            let t0 = Instant::now();
-            for i in 0..iters {
-                let c = &mut cmds[(i % 3) as usize];
-                let push = scene::push_constants(i as u32, width, height);
-                c.dispatch(&targets[i as usize % ROTATE], &push)
-                    .expect("dispatch");
-                c.submit(0, &[], &[], TIMEOUT).expect("submit");
-            }
-            for c in &mut cmds {
-                c.wait(TIMEOUT).expect("wait");
-            }
-            let t = t0.elapsed();
-            record(samples, &format!("{label}/render_alone"), t, iters);
-            t
-        })
-    });
 
     // The tone map alone, on ROTATE imported images in turn, CUDA events around the launches.
     let tonemap = cu

@@ -83,6 +83,30 @@ fn bench_size(
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
 
+    // Each side's render alone, over ROTATE textures in turn, one submission per frame.
+    let mut alone = WgpuPipeline::new(ctx, (width, height), common::ROTATE, false)?;
+    let mut next = 0u32;
+    g.bench_function(BenchmarkId::new("wgpu_render_alone", label), |b| {
+        b.iter_custom(|iters| {
+            let n = u32::try_from(iters).expect("iteration count fits u32");
+            let t0 = Instant::now();
+            alone.run(next..next + n).expect("wgpu renders");
+            alone.finish().expect("wgpu finish");
+            let t = t0.elapsed();
+            next += n;
+            record(samples, &format!("{label}/wgpu_render_alone"), t, iters);
+            t
+        })
+    });
+    drop(alone);
+    common::bench_render_alone(
+        &mut g,
+        samples,
+        vk,
+        (label, width, height),
+        "native_render_alone",
+    )?;
+
     for (side, own_queue) in [("wgpu", false), ("wgpu_own_queue", true)] {
         let mut wgpu_pipeline = WgpuPipeline::new(ctx, (width, height), IN_FLIGHT, false)?;
         wgpu_pipeline.with_cuda(own_queue)?;
@@ -185,6 +209,19 @@ fn print_table(samples: &Samples) {
             1.0 / n1,
             n1 / w1
         );
+    }
+    println!();
+    for (label, _, _) in SIZES {
+        if let (Some(w), Some(n)) = (
+            get(format!("{label}/wgpu_render_alone")),
+            get(format!("{label}/native_render_alone")),
+        ) {
+            println!(
+                "{label} render alone per frame: wgpu {:.1} us, native {:.1} us",
+                w * 1e6,
+                n * 1e6
+            );
+        }
     }
 }
 
