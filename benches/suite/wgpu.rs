@@ -71,6 +71,29 @@ fn host_line(
     )
 }
 
+/// Registers `side` at `label`: `frames` submits the frame numbers it is given and waits
+/// for them; wall time per frame. Returns how many frames ran.
+fn bench_frames(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    samples: &Samples,
+    (side, label): (&str, &str),
+    mut frames: impl FnMut(std::ops::Range<u32>) -> anyhow::Result<()>,
+) -> u32 {
+    let mut next = 0u32;
+    g.bench_function(BenchmarkId::new(side, label), |b| {
+        b.iter_custom(|iters| {
+            let n = u32::try_from(iters).expect("iteration count fits u32");
+            let t0 = Instant::now();
+            frames(next..next + n).expect("frames");
+            let t = t0.elapsed();
+            next += n;
+            record(samples, &format!("{label}/{side}"), t, iters);
+            t
+        })
+    });
+    next
+}
+
 fn bench_size(
     c: &mut Criterion,
     samples: &Samples,
@@ -85,18 +108,9 @@ fn bench_size(
 
     // Each side's render alone, over ROTATE textures in turn, one submission per frame.
     let mut alone = WgpuPipeline::new(ctx, (width, height), common::ROTATE, false)?;
-    let mut next = 0u32;
-    g.bench_function(BenchmarkId::new("wgpu_render_alone", label), |b| {
-        b.iter_custom(|iters| {
-            let n = u32::try_from(iters).expect("iteration count fits u32");
-            let t0 = Instant::now();
-            alone.run(next..next + n).expect("wgpu renders");
-            alone.finish().expect("wgpu finish");
-            let t = t0.elapsed();
-            next += n;
-            record(samples, &format!("{label}/wgpu_render_alone"), t, iters);
-            t
-        })
+    bench_frames(&mut g, samples, ("wgpu_render_alone", label), |frames| {
+        alone.run(frames)?;
+        alone.finish()
     });
     drop(alone);
     common::bench_render_alone(
@@ -110,18 +124,9 @@ fn bench_size(
     for (side, own_queue) in [("wgpu", false), ("wgpu_own_queue", true)] {
         let mut wgpu_pipeline = WgpuPipeline::new(ctx, (width, height), IN_FLIGHT, false)?;
         wgpu_pipeline.with_cuda(own_queue)?;
-        let mut next = 0u32;
-        g.bench_function(BenchmarkId::new(side, label), |b| {
-            b.iter_custom(|iters| {
-                let n = u32::try_from(iters).expect("iteration count fits u32");
-                let t0 = Instant::now();
-                wgpu_pipeline.run(next..next + n).expect("wgpu frames");
-                wgpu_pipeline.finish().expect("wgpu finish");
-                let t = t0.elapsed();
-                next += n;
-                record(samples, &format!("{label}/{side}"), t, iters);
-                t
-            })
+        let next = bench_frames(&mut g, samples, (side, label), |frames| {
+            wgpu_pipeline.run(frames)?;
+            wgpu_pipeline.finish()
         });
         let [begin, render, release, cuda, acquire] = wgpu_pipeline.host;
         host.push(host_line(
@@ -153,18 +158,9 @@ fn bench_size(
             out: std::env::temp_dir(),
         };
         let mut native = Pipeline::new(&options, false, vk, cu)?;
-        let mut next = 0u32;
-        g.bench_function(BenchmarkId::new(side, label), |b| {
-            b.iter_custom(|iters| {
-                let n = u32::try_from(iters).expect("iteration count fits u32");
-                let t0 = Instant::now();
-                native.run(next..next + n).expect("native frames");
-                native.finish().expect("native finish");
-                let t = t0.elapsed();
-                next += n;
-                record(samples, &format!("{label}/{side}"), t, iters);
-                t
-            })
+        let next = bench_frames(&mut g, samples, (side, label), |frames| {
+            native.run(frames)?;
+            native.finish()
         });
         let [begin, render, cuda, acquire] = native.host;
         host.push(host_line(

@@ -28,7 +28,8 @@ pub const MAX_FRAMES_IN_FLIGHT: usize = 16;
 /// [`WgpuFrame::release_to_cuda`] → [`WgpuFrame::cuda_wait`] → the caller's CUDA work →
 /// [`WgpuFrame::cuda_signal`] → [`WgpuFrame::acquire_from_cuda`] → the caller's wgpu work.
 /// The steps are enforced in that order. [`WgpuFrameSync::begin`] waits on the host only when
-/// `frames_in_flight` frames are still unfinished.
+/// `frames_in_flight` frames are still unfinished. [`WgpuFrameSync::with_own_queue`] moves the
+/// acquires, which wait for CUDA, to vkcuda's own queue on wgpu's device.
 pub struct WgpuFrameSync {
     ctx: WgpuContext,
     stream: Arc<CudaStream>,
