@@ -55,6 +55,12 @@
 //! submission, and if another thread's submission takes it first, it still orders ours (a
 //! `vkQueueSubmit` wait covers every later submission on the queue).
 //!
+//! [`WgpuFrameSync::with_own_queue`] submits each frame's acquire, which waits for CUDA, on
+//! vkcuda's own queue of wgpu's family ([`WgpuContext::open`] creates it) instead: a second
+//! queue, as vkcuda's own [`FrameSync`](crate::interop::FrameSync) uses, so the wait holds up
+//! no wgpu work that does not need CUDA's result. The acquire there also waits for the
+//! release's wgpu → CUDA value, which orders it after the release for vkcuda's trackers.
+//!
 //! A frame's own wgpu work can share the crossing's submissions
 //! ([`WgpuFrame::release_to_cuda_after`], [`WgpuFrame::acquire_from_cuda_then`]): a frame
 //! then costs three submissions on wgpu's queue (work + release, the wgpu → CUDA signal,
