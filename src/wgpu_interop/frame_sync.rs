@@ -501,21 +501,20 @@ impl WgpuFrame<'_> {
                 "a frame of this sync",
             ));
         };
-        let waits = if let Some(r) = &released {
-            for t in &r.textures {
-                c.acquire_image(t.image(), PARKED_LAYOUT)?;
+        let submitted = (|| {
+            let mut waits = Vec::new();
+            if let Some(r) = &released {
+                for t in &r.textures {
+                    c.acquire_image(t.image(), PARKED_LAYOUT)?;
+                }
+                for b in &r.buffers {
+                    c.acquire_buffer(b.external())?;
+                }
+                waits.push((sync.to_cuda.vulkan(), value));
+                waits.push((sync.to_wgpu.vulkan(), value));
             }
-            for b in &r.buffers {
-                c.acquire_buffer(b.external())?;
-            }
-            vec![
-                (sync.to_cuda.vulkan(), value),
-                (sync.to_wgpu.vulkan(), value),
-            ]
-        } else {
-            Vec::new()
-        };
-        let submitted = c.submit(0, &waits, &[(&sync.done, value)], sync.timeout);
+            c.submit(0, &waits, &[(&sync.done, value)], sync.timeout)
+        })();
         if let Some(r) = released {
             // Until done: the release on wgpu's queue used them, which wgpu does not know.
             let v = if submitted.is_ok() { value } else { u64::MAX };
