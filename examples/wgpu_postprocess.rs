@@ -18,7 +18,6 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context as _, Result};
 use vkcuda::wgpu;
 use vkcuda::wgpu_interop::WgpuContext;
-use vkcuda_dev::scene;
 use vkcuda_dev::wgpu_pipeline::WgpuPipeline;
 
 struct Options {
@@ -63,17 +62,7 @@ fn main() -> Result<()> {
     });
     let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
         .context("no wgpu Vulkan adapter")?;
-    let ctx = WgpuContext::open(
-        &adapter,
-        &wgpu::DeviceDescriptor {
-            required_features: wgpu::Features::IMMEDIATES,
-            required_limits: wgpu::Limits {
-                max_immediate_size: scene::PUSH_SIZE,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )?;
+    let ctx = WgpuContext::open(&adapter, &WgpuPipeline::device_descriptor())?;
     println!(
         "wgpu device {:?}, {}x{}, {} frames, {} in flight",
         ctx.vulkan().identity().name,

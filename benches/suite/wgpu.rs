@@ -26,7 +26,6 @@ use vkcuda::wgpu;
 use vkcuda::wgpu_interop::WgpuContext;
 use vkcuda::{cuda, vulkan};
 use vkcuda_dev::pipeline::{Options, Pipeline};
-use vkcuda_dev::scene;
 use vkcuda_dev::wgpu_pipeline::WgpuPipeline;
 
 const SIZES: [(&str, u32, u32); 2] = [("1080p", 1920, 1080), ("4K", 3840, 2160)];
@@ -41,14 +40,7 @@ fn wgpu_context() -> anyhow::Result<WgpuContext> {
     let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
     Ok(WgpuContext::open(
         &adapter,
-        &wgpu::DeviceDescriptor {
-            required_features: wgpu::Features::IMMEDIATES,
-            required_limits: wgpu::Limits {
-                max_immediate_size: scene::PUSH_SIZE,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        &WgpuPipeline::device_descriptor(),
     )?)
 }
 

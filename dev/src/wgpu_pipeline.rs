@@ -54,9 +54,21 @@ pub struct WgpuPipeline {
 }
 
 impl WgpuPipeline {
-    /// Sets up `in_flight` slots on `ctx` (opened with `IMMEDIATES` and
-    /// `max_immediate_size` >= `scene::PUSH_SIZE`), wgpu-only until
-    /// [`WgpuPipeline::with_cuda`].
+    /// What a device must be opened with for the scene shader: `IMMEDIATES`, and
+    /// `max_immediate_size` of at least `scene::PUSH_SIZE`.
+    pub fn device_descriptor() -> wgpu::DeviceDescriptor<'static> {
+        wgpu::DeviceDescriptor {
+            required_features: wgpu::Features::IMMEDIATES,
+            required_limits: wgpu::Limits {
+                max_immediate_size: scene::PUSH_SIZE,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Sets up `in_flight` slots on `ctx` (opened with
+    /// [`WgpuPipeline::device_descriptor`]), wgpu-only until [`WgpuPipeline::with_cuda`].
     pub fn new(
         ctx: &WgpuContext,
         (width, height): (u32, u32),
