@@ -39,3 +39,25 @@ pub fn no_errors_since(before: u64) -> anyhow::Result<()> {
     anyhow::ensure!(after == before, "wgpu logged {} error(s)", after - before);
     Ok(())
 }
+
+/// A 2D RGBA8 texture of `width` x `height` with `usage`, one level, one sample.
+pub fn rgba8_desc(
+    width: u32,
+    height: u32,
+    usage: wgpu::TextureUsages,
+) -> wgpu::TextureDescriptor<'static> {
+    wgpu::TextureDescriptor {
+        label: Some("shared"),
+        size: wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba8Unorm,
+        usage,
+        view_formats: &[],
+    }
+}

@@ -50,22 +50,10 @@ fn curve(v: u8) -> u8 {
 }
 
 fn texture(ctx: &WgpuContext) -> anyhow::Result<WgpuTexture> {
-    Ok(ctx.create_texture(&wgpu::TextureDescriptor {
-        label: Some("frame"),
-        size: wgpu::Extent3d {
-            width: W,
-            height: H,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8Unorm,
-        usage: wgpu::TextureUsages::COPY_SRC
-            | wgpu::TextureUsages::COPY_DST
-            | wgpu::TextureUsages::STORAGE_BINDING,
-        view_formats: &[],
-    })?)
+    let usage = wgpu::TextureUsages::COPY_SRC
+        | wgpu::TextureUsages::COPY_DST
+        | wgpu::TextureUsages::STORAGE_BINDING;
+    Ok(ctx.create_texture(&super::common::rgba8_desc(W, H, usage))?)
 }
 
 fn write(ctx: &WgpuContext, t: &WgpuTexture, data: &[u8]) {

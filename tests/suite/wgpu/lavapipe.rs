@@ -45,20 +45,7 @@ const W: u32 = 37;
 const H: u32 = 19;
 
 fn texture_desc(usage: wgpu::TextureUsages) -> wgpu::TextureDescriptor<'static> {
-    wgpu::TextureDescriptor {
-        label: Some("shared"),
-        size: wgpu::Extent3d {
-            width: W,
-            height: H,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8Unorm,
-        usage,
-        view_formats: &[],
-    }
+    super::common::rgba8_desc(W, H, usage)
 }
 
 /// Reads the whole texture back through wgpu (copy into a mappable buffer).
